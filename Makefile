@@ -1,0 +1,43 @@
+# tagmatch: `make demo` and `make test` set up everything on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FIXTURES := fixtures/build
+DEMO_STORE := $(FIXTURES)/demo-store.joblib
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test test-all fixtures bench train-default clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python >= 3.11) on PATH, or run: make PYTHON=python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+fixtures: $(STAMP)
+	$(BIN)/python fixtures/generate.py $(FIXTURES)
+
+demo: fixtures
+	$(BIN)/tagmatch index $(FIXTURES)/library --store $(DEMO_STORE)
+	$(BIN)/tagmatch scan $(FIXTURES)/messy --store $(DEMO_STORE) --json $(FIXTURES)/demo-scan.json
+
+# The default run includes the slow end-to-end tests (they fit the CI budget).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Needs the dev corpus (../shared/corpus/fetch-dev-corpus); skipped with a message without it.
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
+
+train-default: $(STAMP)
+	$(BIN)/python tools/train_default.py
+
+clean:
+	rm -rf $(VENV) $(FIXTURES) .pytest_cache

@@ -1,0 +1,254 @@
+"""Command line: a thin layer over the library (train, index, scan, info).
+
+Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
+(also when some files failed), 1 when nothing could be processed or on a fatal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from tagmatch.errors import TagmatchError
+
+PROG = "tagmatch"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, quiet: bool):
+    """Yield `advance(n=1, **fields)`; draws a rich bar (done/total, rate, ETA) unless quiet."""
+    if quiet:
+        yield lambda *a, **k: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+               TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=_console(), transient=False) as prog:
+        task = prog.add_task(description, total=total, rate="", info="")
+
+        def advance(n: int = 1, total: int | None = None, **fields):
+            prog.update(task, advance=n, total=total, **{k: str(v) for k, v in fields.items()})
+
+        yield advance
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+
+
+def _load_model(path: Path | None):
+    from tagmatch.modelio import load_model
+
+    return load_model(path or os.environ.get("TAGMATCH_MODEL") or None)
+
+
+def _store_path(arg: Path | None) -> Path:
+    from tagmatch.store import default_store_path
+
+    return Path(arg) if arg else default_store_path()
+
+
+def _expand_sources(sources: list[Path]) -> list[Path]:
+    """Folders, audio files, or text files listing one audio path a line."""
+    from tagmatch.audio import find_audio_files, is_audio_path
+
+    out = []
+    for s in sources:
+        if s.is_file() and not is_audio_path(s):
+            out += [Path(l.strip()) for l in s.read_text().splitlines() if l.strip()]
+        elif s.exists():
+            out += find_audio_files(s)
+        else:
+            raise TagmatchError(f"not found: {s}")
+    return out
+
+
+# ---- commands ------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    import time
+
+    from tagmatch.train import TrainConfig, decode_folder, train
+
+    music_paths = _expand_sources(args.sources)
+    noise_paths = _expand_sources(args.noise) if args.noise else []
+    if not music_paths:
+        raise TagmatchError("no audio files to train on")
+    cfg = TrainConfig(steps=args.steps, batch_pairs=args.batch, loss=args.loss, learning_rate=args.lr,
+                      seed=args.seed)
+    with progress_bar("decoding", len(music_paths) + len(noise_paths), args.quiet) as advance:
+        def on_file(p, err):
+            if err:
+                _err(f"{p}: {err} (skipped)")
+            advance()
+        music = decode_folder(music_paths, cfg.features.sample_rate, on_file)
+        noise = decode_folder(noise_paths, cfg.features.sample_rate, on_file) if noise_paths else None
+    if not music:
+        raise TagmatchError("none of the training files could be decoded")
+    t0 = time.time()
+    with progress_bar("training", cfg.steps, args.quiet) as advance:
+        def progress(p):
+            advance(rate=f"{p.pairs_per_s:.0f} pairs/s", info=f"loss {p.loss:.3f}  top1 {p.top1:.2f}")
+        summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress,
+                        meta={"data": f"{len(music)} files"})
+    print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
+          f"final loss {summary['final_loss']:.3f}, {time.time() - t0:.0f} s")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from tagmatch.index import index_library
+    from tagmatch.store import Store
+
+    if not args.ref_dir.is_dir():
+        raise TagmatchError(f"not a folder: {args.ref_dir}")
+    model = _load_model(args.model)
+    store_path = _store_path(args.store)
+    store = Store.load(store_path) if store_path.exists() else None
+    if store is not None:
+        store.check_model(model.model_id, model.feature_config, store_path)
+    with progress_bar("indexing", None, args.quiet) as advance:
+        def progress(p):
+            advance(total=p.total, info=Path(p.path).name[:40])
+            if p.error:
+                _err(f"{p.path}: {p.error}")
+        store, report = index_library(args.ref_dir, store, model, progress=progress)
+    store.save(store_path)
+    for path, reason in report.errors if args.quiet else []:
+        _err(f"{path}: {reason}")
+    print(f"{store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {len(store.vectors)} vectors "
+          f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
+          f"unchanged {report.unchanged}, errors {len(report.errors)})")
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from tagmatch.match import MatchConfig
+    from tagmatch.scan import describe, scan, scan_json, scan_paths, write_scan_json
+    from tagmatch.store import Store
+
+    if not args.dir.exists():
+        raise TagmatchError(f"not found: {args.dir}")
+    model = _load_model(args.model)
+    store_path = _store_path(args.store)
+    store = Store.load(store_path)
+    store.check_model(model.model_id, model.feature_config, store_path)
+    paths = scan_paths(args.dir)
+    if not paths:
+        raise TagmatchError(f"no audio files in {args.dir}")
+    cfg = MatchConfig(threshold=args.threshold)
+    base = args.dir if args.dir.is_dir() else args.dir.parent
+    results = []
+    with progress_bar("scanning", len(paths), args.quiet) as advance:
+        for m in scan(paths, store, model, cfg):
+            results.append(m)
+            advance(info=Path(m.path).name[:40])
+    width = min(48, max(len(_rel(m.path, base)) for m in results))
+    for m in results:
+        name = _rel(m.path, base).ljust(width)
+        if m.status == "match":
+            print(f"{name}  {describe(m, store)}  ({m.match.confidence:.2f})")
+        elif m.status == "unknown":
+            hint = f"  (best guess {describe(m, store)}, {m.match.confidence:.2f})" if m.match else ""
+            print(f"{name}  unknown{hint}")
+        else:
+            print(f"{name}  error: {m.error}")
+    if args.json:
+        write_scan_json(scan_json(results, store, store_path), args.json)
+    counts = {s: sum(m.status == s for m in results) for s in ("match", "unknown", "error")}
+    print(f"{len(results)} files: {counts['match']} matched, {counts['unknown']} unknown, {counts['error']} errors"
+          + (f"; wrote {args.json}" if args.json else ""), file=sys.stderr)
+    return 1 if counts["error"] == len(results) else 0
+
+
+def cmd_info(args) -> int:
+    from tagmatch.store import Store
+
+    store_path = _store_path(args.store)
+    store = Store.load(store_path)
+    model = _load_model(args.model)
+    ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
+    print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
+          f"vectors {len(store.vectors)} x {store.dim} {store.vectors.dtype}\nmodel   {store.model_id} ({ok})")
+    return 0
+
+
+def _rel(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base.absolute()))
+    except ValueError:
+        return str(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tagmatch.train import LOSSES, TrainConfig
+
+    p = argparse.ArgumentParser(prog=PROG, description="Match messy audio files to a tagged reference library.")
+    sub = p.add_subparsers(dest="command")
+
+    def common(sp, store=True):
+        sp.add_argument("--model", type=Path, help="model file (default: $TAGMATCH_MODEL or the shipped model)")
+        if store:
+            sp.add_argument("--store", type=Path, help="store file (default: $TAGMATCH_STORE or the user data dir)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    sp = sub.add_parser("train", help="train an encoder on folders of audio (no labels needed)")
+    sp.add_argument("sources", type=Path, nargs="+", help="folders, audio files, or text files listing paths")
+    sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
+    sp.add_argument("--noise", type=Path, nargs="*", help="background recordings for augmentation")
+    sp.add_argument("--steps", type=int, default=TrainConfig.steps)
+    sp.add_argument("--batch", type=int, default=TrainConfig.batch_pairs, help="pairs per step")
+    sp.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    sp.add_argument("--loss", choices=LOSSES, default="ntxent")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--checkpoint", type=Path, help="checkpoint file: saved periodically, resumed if present")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("index", help="embed a reference library into the store (incremental)")
+    sp.add_argument("ref_dir", type=Path)
+    common(sp)
+    sp.set_defaults(func=cmd_index)
+
+    sp = sub.add_parser("scan", help="suggest a reference track for every file in a folder")
+    sp.add_argument("dir", type=Path)
+    sp.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    sp.add_argument("--threshold", type=float, default=0.5, help="confidence below which a file is unknown")
+    common(sp)
+    sp.set_defaults(func=cmd_scan)
+
+    sp = sub.add_parser("info", help="describe the store")
+    common(sp)
+    sp.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except TagmatchError as exc:
+        _err(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

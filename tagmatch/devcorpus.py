@@ -1,0 +1,68 @@
+"""The development corpus of real music (built by ../shared/corpus/fetch-dev-corpus).
+
+Used only by `make train-default` and `make bench`, never by tests. One fixed split serves both:
+about a fifth of the songs are held out of training AND of the benchmark's reference library, so
+the "unknown song" queries are music the model has never seen. Remastered pairs
+(related.tsv) stay on one side of the split and count as one song.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = Path(os.environ.get("TAGMATCH_DEV_CORPUS", Path.home() / ".cache" / "tagmatch-dev-corpus"))
+
+
+@dataclass(frozen=True)
+class Track:
+    path: Path
+    artist: str
+    title: str
+    album: str
+    group: str  # songs sharing audio (remasters) share a group
+
+
+@dataclass(frozen=True)
+class DevCorpus:
+    root: Path
+    known: list[Track]  # reference library of the benchmark; training data
+    unknown: list[Track]  # held out of training and of the reference
+    train_noise: list[Path]
+    bench_noise: list[Path]  # background recordings never seen in training
+
+
+def _bucket(key: str, n: int) -> int:
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % n
+
+
+def corpus_available(root: Path = DEFAULT_ROOT) -> bool:
+    return (Path(root) / "music.list").exists() and (Path(root) / "noise.list").exists()
+
+
+def load_corpus(root: Path = DEFAULT_ROOT) -> DevCorpus:
+    root = Path(root)
+    music = [Path(l.strip()) for l in (root / "music.list").read_text().splitlines() if l.strip()]
+    noise = [Path(l.strip()) for l in (root / "noise.list").read_text().splitlines() if l.strip()]
+    tags = {}
+    with open(root / "tracks.tsv", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            tags[row["path"]] = row
+    group = {str(p): str(p.relative_to(root)) for p in music}
+    related = root / "related.tsv"
+    if related.exists():
+        for line in related.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[0] in group and parts[1] in group:
+                group[parts[1]] = group[parts[0]]
+    known, unknown = [], []
+    for p in music:
+        t = tags.get(str(p), {})
+        track = Track(p, t.get("artist", ""), t.get("title", "") or p.stem, t.get("album", ""), group[str(p)])
+        (unknown if _bucket(track.group, 5) == 0 else known).append(track)
+    train_noise = [p for p in noise if _bucket(str(p.relative_to(root)), 4) != 0]
+    bench_noise = [p for p in noise if _bucket(str(p.relative_to(root)), 4) == 0]
+    return DevCorpus(root, known, unknown, train_noise, bench_noise)

@@ -1,0 +1,24 @@
+"""One small error hierarchy: batch loops catch `TagmatchError` per file and go on."""
+
+from __future__ import annotations
+
+
+class TagmatchError(Exception):
+    """Base of every error tagmatch reports to the user as one line."""
+
+
+class AudioReadError(TagmatchError):
+    """A file could not be decoded, or holds no usable audio."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(reason)
+
+
+class StoreError(TagmatchError):
+    """The embedding store is missing, corrupt, or was built with another model or config."""
+
+
+class ModelError(TagmatchError):
+    """A model file is missing, corrupt, or of an unknown format."""

@@ -1,0 +1,98 @@
+"""Front end: waveform -> log-mel spectrogram -> fixed-size windows for the encoder.
+
+All parameters live in one frozen `FeatureConfig` that is saved with every model and store, so a
+store built with other features is refused instead of silently giving wrong matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end. Defaults: 8 kHz, 10 ms hop, 64 mels over 300-4000 Hz, ~1 s windows.
+
+    The band 300-4000 Hz survives phone lines, low-bitrate codecs and most room noise;
+    8 kHz makes decoding, resampling and the STFT cheap.
+    """
+
+    sample_rate: int = 8000
+    n_fft: int = 512
+    hop_length: int = 80
+    n_mels: int = 64
+    fmin: float = 300.0
+    fmax: float = 4000.0
+    window_frames: int = 96  # ~0.96 s; divisible by 2**5 for five stride-2 convolutions
+    ref_hop_frames: int = 50  # reference windows every 0.5 s
+    query_hop_frames: int = 10  # query windows every 0.1 s
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        return cls(**d)
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        """Samples of audio that make one window of `window_frames` STFT frames."""
+        return self.n_fft + (self.window_frames - 1) * self.hop_length
+
+
+@lru_cache(maxsize=8)
+def mel_basis(cfg: FeatureConfig) -> np.ndarray:
+    """Mel filterbank [shape=(n_fft // 2 + 1, n_mels)], float32 (librosa's Slaney mel)."""
+    import librosa  # the only librosa user; imported lazily (first import costs seconds)
+
+    fb = librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
+    )
+    return np.ascontiguousarray(fb.T, dtype=np.float32)
+
+
+@lru_cache(maxsize=8)
+def stft_window(cfg: FeatureConfig) -> np.ndarray:
+    return np.hanning(cfg.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+
+
+LOG_EPS = 1e-6
+
+
+def log_mel(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Log-mel spectrogram of a mono signal.
+
+    y : np.ndarray [shape=(n,)] at cfg.sample_rate.
+    Returns S : np.ndarray [shape=(t, n_mels)], float32, t = 1 + (n - n_fft) // hop (0 if short).
+    No centring/padding: frame i starts at sample i * hop_length, so times are exact.
+    """
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if len(y) < cfg.n_fft:
+        return np.zeros((0, cfg.n_mels), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(y, cfg.n_fft)[:: cfg.hop_length]
+    spec = np.fft.rfft(frames * stft_window(cfg), axis=1)
+    power = (spec.real**2 + spec.imag**2).astype(np.float32)
+    return np.log(power @ mel_basis(cfg) + LOG_EPS)
+
+
+def window_starts(n_frames: int, hop_frames: int, cfg: FeatureConfig) -> np.ndarray:
+    """Start frames of the windows that fit in `n_frames` frames, every `hop_frames`."""
+    if n_frames < cfg.window_frames:
+        return np.zeros(0, np.int64)
+    return np.arange(0, n_frames - cfg.window_frames + 1, hop_frames)
+
+
+def cut_windows(S: np.ndarray, starts: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Windows of a log-mel [shape=(len(starts), window_frames, n_mels)], float32 (a copy)."""
+    if len(starts) == 0:
+        return np.zeros((0, cfg.window_frames, cfg.n_mels), np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(S, cfg.window_frames, axis=0)
+    return np.ascontiguousarray(view[starts].transpose(0, 2, 1))

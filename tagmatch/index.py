@@ -1,0 +1,157 @@
+"""Indexing: embed a reference library into a store, incrementally.
+
+Only new or changed files (size or mtime differ) are decoded and embedded; tracks whose files
+disappeared from the indexed folder are dropped. Decoding and mel computation run in a thread
+pool ahead of the encoder, so the two cores stay busy.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tagmatch.audio import find_audio_files, load_audio
+from tagmatch.errors import TagmatchError
+from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
+from tagmatch.modelio import LoadedModel
+from tagmatch.store import Store, TrackInfo
+from tagmatch.tags import read_tags
+
+SILENT_RMS = 1e-4  # about -80 dBFS
+
+
+@dataclass
+class IndexReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    audio_seconds: float = 0.0
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    path: str
+    error: str | None = None
+
+
+def reference_windows(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Windows every `ref_hop_frames` of a decoded track, silent ones dropped.
+
+    Returns (windows [shape=(n, window_frames, n_mels)], start times in seconds [shape=(n,)]).
+    """
+    S = log_mel(y, cfg)
+    starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
+    if len(starts) == 0 and len(S) > 0:  # a track shorter than one window: pad with silence
+        y = np.concatenate([y, np.zeros(cfg.window_samples - len(y) + 1, np.float32)])
+        S = log_mel(y, cfg)
+        starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
+    loud = window_rms(y, starts, cfg) > SILENT_RMS
+    starts = starts[loud]
+    return cut_windows(S, starts, cfg), starts * cfg.frame_seconds
+
+
+def window_rms(y: np.ndarray, starts: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """RMS of the audio under each window (cheap, from a cumulative sum of squares)."""
+    c = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+    a = starts * cfg.hop_length
+    b = np.minimum(a + cfg.window_samples, len(y))
+    return np.sqrt((c[b] - c[a]) / np.maximum(b - a, 1))
+
+
+def _prepare(path: Path, cfg: FeatureConfig):
+    """Decode + features + tags for one file (runs in a worker thread)."""
+    try:
+        y = load_audio(path, cfg.sample_rate)
+        windows, times = reference_windows(y, cfg)
+        if len(windows) == 0:
+            raise TagmatchError("no audible audio (silent or too short)")
+        try:
+            tags = read_tags(path)
+        except TagmatchError:
+            tags = {}
+        return windows, times, len(y) / cfg.sample_rate, tags, None
+    except TagmatchError as exc:
+        return None, None, 0.0, {}, str(exc)
+
+
+def index_library(
+    root: Path,
+    store: Store | None,
+    model: LoadedModel,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Store, IndexReport]:
+    """Bring `store` up to date with the audio files under `root` (the store is edited in place
+    and returned; a new one is made when `store` is None). Nothing under `root` is modified."""
+    cfg = model.feature_config
+    if store is not None:
+        store.check_model(model.model_id, cfg)
+    else:
+        store = Store(feature_config=cfg, model_id=model.model_id, dim=model.model_config.dim)
+    root = Path(root).resolve()
+    files = find_audio_files(root)
+    report = IndexReport()
+    by_path = store.track_by_path()
+    on_disk = {str(p) for p in files}
+    gone = {i for p, i in by_path.items() if _is_under(p, root) and p not in on_disk}
+    report.removed = sorted(store.tracks[i].path for i in gone)
+
+    todo, stale = [], set()
+    for p in files:
+        st = p.stat()
+        i = by_path.get(str(p))
+        if i is not None and store.tracks[i].size == st.st_size and store.tracks[i].mtime_ns == st.st_mtime_ns:
+            report.unchanged += 1
+            continue
+        if i is not None:
+            stale.add(i)
+        todo.append((p, st, i is not None))
+    store.remove_tracks(gone | stale)
+
+    for n, (p, st, was_known, (windows, times, dur, tags, err)) in enumerate(_prefetch(todo, cfg), 1):
+        if should_stop and should_stop():
+            break
+        if err is None:
+            vectors = model.embed(windows)
+            store.add_track(TrackInfo(str(p), tags, dur, st.st_size, st.st_mtime_ns), vectors, times)
+            (report.updated if was_known else report.added).append(str(p))
+            report.audio_seconds += dur
+        else:
+            report.errors.append((str(p), err))
+        if progress:
+            progress(Progress(n, len(todo), str(p), err))
+    return store, report
+
+
+def _prefetch(todo, cfg) -> Iterator:
+    """Yield (path, stat, was_known, prepared) in order, preparing up to 3 files ahead."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = []
+        it = iter(todo)
+        for item in it:
+            futures.append((item, pool.submit(_prepare, item[0], cfg)))
+            if len(futures) >= 3:
+                break
+        while futures:
+            (p, st, known), fut = futures.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                futures.append((nxt, pool.submit(_prepare, nxt[0], cfg)))
+            yield p, st, known, fut.result()
+
+
+def _is_under(path: str, root: Path) -> bool:
+    try:
+        Path(path).relative_to(root)
+        return True
+    except ValueError:
+        return False

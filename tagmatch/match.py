@@ -1,0 +1,182 @@
+"""Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
+
+The file is cut into 10 s fragments. Every 0.1 s a window is embedded and its nearest reference
+windows are found; each hit votes for (track, offset = reference time - query time). Within a
+fragment, votes are counted only when they agree on the track AND on the offset (0.5 s bins,
++-1 bin), so chance neighbours scattered over a library do not add up. A track's score is the
+mean over fragments of its best aligned vote mass per window. The raw evidence is the margin
+between the best track and its best competitor, which a per-model calibration maps to 0..1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tagmatch.audio import load_audio
+from tagmatch.errors import AudioReadError, TagmatchError
+from tagmatch.features import cut_windows, log_mel, window_starts
+from tagmatch.index import SILENT_RMS, window_rms
+from tagmatch.modelio import LoadedModel
+from tagmatch.store import Store
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    fragment_s: float = 10.0
+    min_duration_s: float = 3.0  # below this a file is reported as too short
+    top_k: int = 10  # reference neighbours per query window
+    offset_bin_s: float = 0.5
+    threshold: float = 0.5  # on the calibrated confidence
+    alternatives: int = 3
+    same_audio_ratio: float = 0.8  # a runner-up this close to the best shares its audio
+
+
+@dataclass
+class Candidate:
+    track: int
+    score: float  # aligned similarity per query window, averaged over fragments
+    margin: float  # score minus the best competitor's (the raw evidence)
+    confidence: float
+    offset_s: float  # where the query starts in the reference track
+    fragments_agreeing: int
+    fragments_total: int
+
+
+@dataclass
+class FileMatch:
+    path: str
+    status: str  # "match" | "unknown" | "error"
+    error: str | None = None
+    match: Candidate | None = None
+    alternatives: list[Candidate] = field(default_factory=list)
+
+
+@dataclass
+class _Fragment:
+    start_s: float
+    scores: dict[int, tuple[float, float]]  # track -> (score per window, offset_s)
+
+
+def fragment_bounds(n_frames: int, frames_per_fragment: int, min_frames: int) -> list[tuple[int, int]]:
+    """Split [0, n_frames) into fragments; a short tail joins the fragment before it."""
+    bounds = [(a, min(a + frames_per_fragment, n_frames)) for a in range(0, n_frames, frames_per_fragment)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_frames:
+        bounds[-2] = (bounds[-2][0], bounds[-1][1])
+        bounds.pop()
+    return bounds
+
+
+def _vote(track: np.ndarray, ref_time: np.ndarray, sim: np.ndarray, q_time: np.ndarray,
+          bin_s: float) -> dict[int, tuple[float, float]]:
+    """Offset-consistent votes of one fragment's hits -> {track: (score per window, offset)}.
+
+    track/ref_time/sim [shape=(w, k)], q_time [shape=(w,)]. Each hit votes for its offset bin
+    and both neighbours; a window counts at most once per (track, bin), with its best similarity.
+    """
+    w, k = track.shape
+    if w == 0 or k == 0:
+        return {}
+    offset = ref_time - q_time[:, None]
+    b = np.rint(offset / bin_s).astype(np.int64)
+    win = np.repeat(np.arange(w), k)
+    t, bb, s, off = track.ravel(), b.ravel(), np.maximum(sim.ravel(), 0.0), offset.ravel()
+    t3 = np.tile(t, 3)
+    b3 = np.concatenate([bb - 1, bb, bb + 1])
+    s3, w3, o3 = np.tile(s, 3), np.tile(win, 3), np.tile(off, 3)
+    # Best similarity per (window, track, bin): sort by key, then by similarity.
+    key = (t3.astype(np.int64) << 40) + ((b3 + (1 << 19)) << 20) + w3
+    order = np.lexsort((-s3, key))
+    key, s3, t3, b3, o3 = key[order], s3[order], t3[order], b3[order], o3[order]
+    first = np.concatenate([[True], key[1:] != key[:-1]])
+    key, s3, t3, b3, o3 = key[first], s3[first], t3[first], b3[first], o3[first]
+    tb = key >> 20  # (track, bin)
+    starts = np.concatenate([[0], np.flatnonzero(tb[1:] != tb[:-1]) + 1])
+    mass = np.add.reduceat(s3, starts)
+    wsum = np.add.reduceat(s3 * o3, starts)
+    out: dict[int, tuple[float, float]] = {}
+    for i, st in enumerate(starts):
+        tr = int(t3[st])
+        score = float(mass[i]) / w
+        if tr not in out or score > out[tr][0]:
+            out[tr] = (score, float(wsum[i] / max(mass[i], 1e-9)))
+    return out
+
+
+def _margins(scores: dict[int, float], ratio: float) -> dict[int, float]:
+    """Each track's score minus its best competitor's. Tracks within `ratio` of a track's score
+    are taken to share its audio (remasters, library duplicates) and are not its competitors."""
+    ranked = sorted(scores.values(), reverse=True)
+    out = {}
+    for t, s in scores.items():
+        rivals = [r for r in ranked if r < ratio * s]
+        out[t] = s - (rivals[0] if rivals else 0.0)
+    return out
+
+
+def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig()) -> FileMatch:
+    """Identify one file. Never raises for bad input: errors come back as status 'error'."""
+    path = Path(path)
+    try:
+        return _match(path, store, model, cfg)
+    except AudioReadError as exc:
+        return FileMatch(str(path), "error", error=exc.reason)
+    except TagmatchError as exc:
+        return FileMatch(str(path), "error", error=str(exc))
+
+
+def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig) -> FileMatch:
+    fc = model.feature_config
+    y = load_audio(path, fc.sample_rate)
+    duration = len(y) / fc.sample_rate
+    if duration < cfg.min_duration_s:
+        raise TagmatchError(f"too short: {duration:.1f} s (at least {cfg.min_duration_s:g} s needed)")
+    S = log_mel(y, fc)
+    starts = window_starts(len(S), fc.query_hop_frames, fc)
+    loud = window_rms(y, starts, fc) > SILENT_RMS
+    if not loud.any():
+        raise TagmatchError("silent: no audible audio")
+    starts = starts[loud]
+    vectors = model.embed(cut_windows(S, starts, fc))
+    idx, sim = store.search(vectors, cfg.top_k)
+    track, ref_time = store.vec_track[idx], store.vec_time[idx]
+    q_time = starts * fc.frame_seconds
+
+    per_frag = int(round(cfg.fragment_s / fc.frame_seconds))
+    fragments = []
+    for a, b in fragment_bounds(len(S), per_frag, int(3.0 / fc.frame_seconds)):
+        sel = (starts >= a) & (starts < b)
+        if sel.any():
+            fragments.append(_Fragment(a * fc.frame_seconds,
+                                       _vote(track[sel], ref_time[sel], sim[sel], q_time[sel], cfg.offset_bin_s)))
+    n = len(fragments)
+    totals: dict[int, float] = {}
+    for f in fragments:
+        for t, (s, _) in f.scores.items():
+            totals[t] = totals.get(t, 0.0) + s / n
+    if not totals:
+        return FileMatch(str(path), "unknown")
+    margins = _margins(totals, cfg.same_audio_ratio)
+    ranked = sorted(totals, key=totals.get, reverse=True)
+    cands = [_candidate(t, totals[t], margins[t], fragments, model) for t in ranked[: 1 + cfg.alternatives]]
+    best = cands[0]
+    status = "match" if best.confidence >= cfg.threshold else "unknown"
+    return FileMatch(str(path), status, match=best, alternatives=cands[1:])
+
+
+def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:
+    """Evidence for track `t`: its offset (from its strongest fragment) and how many fragments
+    have it as their best track at a consistent offset (allowing drift from speed changes)."""
+    with_t = [f for f in fragments if t in f.scores]
+    anchor = max(with_t, key=lambda f: f.scores[t][0])
+    offset = anchor.scores[t][1]
+    agreeing = 0
+    for f in with_t:
+        s, off = f.scores[t]
+        drift = 1.0 + 0.04 * abs(f.start_s - anchor.start_s)
+        if s >= max(v[0] for v in f.scores.values()) and abs(off - offset) <= drift:
+            agreeing += 1
+    return Candidate(t, score, margin, model.calibration.confidence(margin),
+                     round(offset, 2), agreeing, len(fragments))

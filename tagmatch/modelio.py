@@ -1,0 +1,164 @@
+"""Model files: save/load an encoder with its configs, and embed windows fast.
+
+A model file is a joblib'd plain dict (never a pickled class, so the format outlives the code):
+format/version, the feature and model configs, the parameters as numpy arrays, the score
+calibration used by the matcher, and training metadata. Its id is a hash of configs + params; a
+store records the id of the model that built it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from tagmatch.errors import ModelError
+from tagmatch.features import FeatureConfig
+from tagmatch.fsutil import atomic_joblib_dump
+
+MODEL_FORMAT = "tagmatch-model"
+MODEL_VERSION = 1
+DEFAULT_MODEL_NAME = "default_model/model.joblib"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps the matcher's raw score (a similarity margin per window) to a 0..1 confidence.
+
+    confidence = sigmoid((raw - mid) / width); fitted on the dev corpus so that 0.5 is the
+    default threshold between known and unknown songs.
+    """
+
+    mid: float = 0.15
+    width: float = 0.03
+
+    def confidence(self, raw: float) -> float:
+        return float(1.0 / (1.0 + np.exp(-(raw - self.mid) / self.width)))
+
+
+@dataclass
+class LoadedModel:
+    feature_config: FeatureConfig
+    model_config: "object"
+    params: dict
+    calibration: Calibration = field(default_factory=Calibration)
+    meta: dict = field(default_factory=dict)
+    model_id: str = ""
+    _embedder: "object" = None
+
+    def embed(self, windows: np.ndarray, batch: int = 256) -> np.ndarray:
+        """windows [shape=(n, window_frames, n_mels)] log-mel -> [shape=(n, dim)] float32."""
+        if self._embedder is None:
+            self._embedder = _make_embedder(self)
+        return self._embedder(windows, batch)
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("tagmatch").joinpath(DEFAULT_MODEL_NAME)))
+
+
+def compute_model_id(feature_config: dict, model_config: dict, params: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([feature_config, model_config], sort_keys=True).encode())
+    for key in sorted(_flatten(params)):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(_flatten(params)[key]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        name = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, name))
+        else:
+            out[name] = np.asarray(v)
+    return out
+
+
+def save_model(path: Path, *, feature_config: FeatureConfig, model_config, params: dict,
+               calibration: Calibration | None = None, meta: dict | None = None) -> str:
+    """Write a model file atomically; returns its id."""
+    params = _to_numpy(params)
+    fc, mc = feature_config.to_dict(), model_config.to_dict()
+    cal = calibration or Calibration()
+    payload = {
+        "format": MODEL_FORMAT, "version": MODEL_VERSION,
+        "feature_config": fc, "model_config": mc, "params": params,
+        "calibration": {"mid": cal.mid, "width": cal.width}, "meta": meta or {},
+    }
+    atomic_joblib_dump(payload, Path(path), compress=3)
+    return compute_model_id(fc, mc, params)
+
+
+def _to_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree, dtype=np.float32)
+
+
+def load_model(path: Path | str | None = None) -> LoadedModel:
+    """Load a model file (the shipped default when `path` is None)."""
+    from tagmatch.model import ModelConfig
+
+    path = Path(path) if path else default_model_path()
+    try:
+        d = joblib.load(path)
+    except FileNotFoundError as exc:
+        raise ModelError(f"model file not found: {path}") from exc
+    except Exception as exc:
+        raise ModelError(f"cannot read model file {path}: {exc}") from exc
+    if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path} is not a tagmatch model file")
+    if d.get("version") != MODEL_VERSION:
+        raise ModelError(f"{path}: model format version {d.get('version')} is not supported")
+    fc, mc = d["feature_config"], d["model_config"]
+    return LoadedModel(
+        feature_config=FeatureConfig.from_dict(fc),
+        model_config=ModelConfig.from_dict(mc),
+        params=d["params"],
+        calibration=Calibration(**d.get("calibration", {})),
+        meta=d.get("meta", {}),
+        model_id=compute_model_id(fc, mc, d["params"]),
+    )
+
+
+def _make_embedder(m: LoadedModel):
+    """A jitted encoder at a fixed batch shape (one compile), padding the last batch."""
+    import jax
+    from flax import nnx
+
+    from tagmatch.model import Encoder
+
+    enc = nnx.eval_shape(lambda: Encoder(m.feature_config, m.model_config, rngs=nnx.Rngs(0)))
+    state = nnx.state(enc, nnx.Param)
+    nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
+    graphdef, params = nnx.split(enc, nnx.Param)[0], state
+
+    @jax.jit
+    def run(p, x):
+        return nnx.merge(graphdef, p)(x)
+
+    fc = m.feature_config
+
+    def embed(windows: np.ndarray, batch: int) -> np.ndarray:
+        n = len(windows)
+        if n == 0:
+            return np.zeros((0, m.model_config.dim), np.float32)
+        size = batch if n > batch // 4 else max(16, 1 << (n - 1).bit_length())
+        out = []
+        for i in range(0, n, size):
+            x = windows[i : i + size]
+            if len(x) < size:
+                x = np.concatenate([x, np.zeros((size - len(x), fc.window_frames, fc.n_mels),
+                                                np.float32)])
+            out.append(np.asarray(run(params, x))[: min(size, n - i)])
+        return np.concatenate(out)
+
+    return embed

@@ -1,0 +1,75 @@
+"""Scanning a folder: match every file, and the JSON contract that scripts and later steps read.
+
+```
+{"version": 1, "store": "<path>", "files": [
+  {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
+   "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
+                    "fragments_agreeing": 4, "fragments_total": 5},
+   "alternatives": [<same shape as match>, ...]}]}
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tagmatch.audio import find_audio_files
+from tagmatch.fsutil import atomic_write_text
+from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file
+from tagmatch.modelio import LoadedModel
+from tagmatch.store import Store
+
+SCAN_VERSION = 1
+JSON_TAGS = ("title", "artist", "album", "tracknumber")
+
+
+def scan_paths(root: Path) -> list[Path]:
+    """What a scan looks at: files with audio extensions (a single file is scanned as given)."""
+    return find_audio_files(Path(root))
+
+
+def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
+         should_stop: Callable[[], bool] | None = None) -> Iterator[FileMatch]:
+    """Match files one by one (a generator, so callers can show progress and stop early)."""
+    store.check_model(model.model_id, model.feature_config)
+    for p in paths:
+        if should_stop and should_stop():
+            return
+        yield match_file(p, store, model, cfg)
+
+
+def candidate_json(c: Candidate, store: Store) -> dict:
+    t = store.tracks[c.track]
+    tags = {k: t.tags.get(k) for k in JSON_TAGS}
+    for k, v in t.tags.items():
+        tags.setdefault(k, v)
+    return {"path": t.path, "tags": tags, "confidence": round(c.confidence, 4), "offset_s": c.offset_s,
+            "fragments_agreeing": c.fragments_agreeing, "fragments_total": c.fragments_total,
+            "score": round(c.score, 4), "margin": round(c.margin, 4)}
+
+
+def file_json(m: FileMatch, store: Store) -> dict:
+    return {"path": str(Path(m.path).absolute()), "status": m.status, "error": m.error,
+            "match": candidate_json(m.match, store) if m.match else None,
+            "alternatives": [candidate_json(a, store) for a in m.alternatives]}
+
+
+def scan_json(results: list[FileMatch], store: Store, store_path: Path) -> dict:
+    return {"version": SCAN_VERSION, "store": str(Path(store_path).absolute()),
+            "files": [file_json(m, store) for m in results]}
+
+
+def write_scan_json(doc: dict, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def describe(m: FileMatch, store: Store) -> str:
+    """'Artist - Title' of a match (falls back on the file name when untagged)."""
+    if not m.match:
+        return ""
+    t = store.tracks[m.match.track]
+    title = t.tags.get("title") or Path(t.path).stem
+    return f"{t.tags['artist']} - {title}" if t.tags.get("artist") else title

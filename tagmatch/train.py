@@ -1,0 +1,282 @@
+"""Siamese training: two degraded views of the same moment -> nearby embeddings.
+
+flax/examples style: a frozen `TrainConfig`, pure-ish step functions under `nnx.jit`, and a
+`train()` loop that checkpoints (atomically) so a long run resumes where it stopped. No labels are
+needed: any folder of audio is training data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tagmatch.audio import find_audio_files, load_audio
+from tagmatch.augment import AugmentConfig
+from tagmatch.errors import AudioReadError, TagmatchError
+from tagmatch.features import FeatureConfig
+from tagmatch.fsutil import atomic_joblib_dump
+from tagmatch.model import ModelConfig
+
+LOSSES = ("ntxent", "pair-bce")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 4000
+    batch_pairs: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    temperature: float = 0.05
+    loss: str = "ntxent"  # or "pair-bce": the seed's distance + sigmoid formulation
+    clean_view_strength: float = 0.2  # the reference-like view is mostly clean
+    seed: int = 0
+    checkpoint_every: int = 100
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class AudioPool:
+    """Decoded audio in one array, for fast random crops. `starts`/`lengths` index tracks."""
+
+    audio: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def from_signals(cls, signals: list[np.ndarray]) -> "AudioPool":
+        lengths = np.array([len(s) for s in signals], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return cls(np.concatenate(signals).astype(np.float32), starts, lengths)
+
+    def crops(self, rng: np.random.Generator, n: int, size: int, min_rms: float = 0.0) -> np.ndarray:
+        """`n` random crops of `size` samples, uniform over positions, skipping near-silence."""
+        ok = self.lengths >= size
+        if not ok.any():
+            raise TagmatchError(f"no training file is longer than {size} samples")
+        valid = np.where(ok, self.lengths - size + 1, 0)
+        cum = np.cumsum(valid)
+        out = np.empty((n, size), np.float32)
+        filled = 0
+        for _ in range(50):
+            pos = rng.integers(0, cum[-1], size=2 * (n - filled))
+            track = np.searchsorted(cum, pos, side="right")
+            local = pos - np.concatenate([[0], cum[:-1]])[track]
+            idx = (self.starts[track] + local)[:, None] + np.arange(size)[None]
+            c = self.audio[idx]
+            keep = c[np.sqrt((c**2).mean(axis=1)) > min_rms][: n - filled]
+            out[filled : filled + len(keep)] = keep
+            filled += len(keep)
+            if filled == n:
+                return out
+        raise TagmatchError("training audio is almost all silence")
+
+
+def synthetic_noise(rng: np.random.Generator, seconds: float, sr: int) -> AudioPool:
+    """White, pink and brown noise, for when no real background recordings are given."""
+    n = int(seconds * sr)
+    signals = []
+    for exponent in (0.0, 1.0, 2.0):
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20.0)
+        x = np.fft.irfft(spec / f ** (exponent / 2), n)
+        signals.append((x / (x.std() + 1e-9) * 0.1).astype(np.float32))
+    return AudioPool.from_signals(signals)
+
+
+def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | None], None] | None = None,
+                  n_jobs: int = 2) -> list[np.ndarray]:
+    """Decode files in parallel (joblib); undecodable ones are reported and skipped."""
+    from joblib import Parallel, delayed
+
+    def one(p):
+        try:
+            return load_audio(p, sr), None
+        except AudioReadError as exc:
+            return None, exc.reason
+
+    signals = []
+    for p, (y, err) in zip(paths, Parallel(n_jobs=n_jobs, return_as="generator")(delayed(one)(p) for p in paths)):
+        if on_file:
+            on_file(p, err)
+        if y is not None:
+            signals.append(y)
+    return signals
+
+
+def make_train_step(cfg: TrainConfig):
+    """Build the jitted step: augment both views, embed, loss, update. Returns (loss, top1)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from tagmatch.augment import degrade
+
+    feat, aug = cfg.features, cfg.augment
+
+    def views(key, crops, noise_a, noise_b):
+        n = crops.shape[0]
+        ka, kb = jax.random.split(key)
+        va = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, cfg.clean_view_strength))
+        vb = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, 1.0))
+        return va(jax.random.split(ka, n), crops, noise_a), vb(jax.random.split(kb, n), crops, noise_b)
+
+    def loss_fn(model, xa, xb):
+        n = xa.shape[0]
+        z = model.encoder(jnp.concatenate([xa, xb]))
+        za, zb = z[:n], z[n:]
+        sim = za @ zb.T
+        labels = jnp.arange(n)
+        if cfg.loss == "ntxent":
+            logits = sim / cfg.temperature
+            loss = 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+                          + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
+        else:  # pair-bce: positives on the diagonal, one shifted negative per positive
+            pos = model.pair_logit(za, zb)
+            neg = model.pair_logit(za, jnp.roll(zb, 1, axis=0))
+            logits = jnp.concatenate([pos, neg])
+            targets = jnp.concatenate([jnp.ones(n), jnp.zeros(n)])
+            loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+        top1 = (sim.argmax(axis=1) == labels).mean()
+        return loss, top1
+
+    @nnx.jit
+    def train_step(model, optimizer, crops, noise_a, noise_b, key):
+        xa, xb = views(key, crops, noise_a, noise_b)
+        (loss, top1), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, xa, xb)
+        optimizer.update(model, grads)
+        return loss, top1
+
+    return train_step
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    import optax
+    from flax import nnx
+
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, min(cfg.warmup_steps, max(1, cfg.steps // 10)), max(cfg.steps, 2),
+        end_value=cfg.learning_rate * 0.02)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+@dataclass
+class TrainProgress:
+    step: int
+    steps: int
+    loss: float
+    top1: float
+    pairs_per_s: float
+
+
+def train(
+    music: list[np.ndarray],
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    noise: list[np.ndarray] | None = None,
+    checkpoint: Path | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    meta: dict | None = None,
+) -> dict:
+    """Train an encoder on decoded `music` and save it to `out` (atomically).
+
+    With `checkpoint`, state is saved there every `checkpoint_every` steps and a run resumes
+    from it. Returns a summary (steps, final loss, history).
+    """
+    import jax
+    import joblib
+    from flax import nnx
+
+    from tagmatch.model import Siamese
+    from tagmatch.modelio import save_model
+
+    if cfg.loss not in LOSSES:
+        raise TagmatchError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    feat = cfg.features
+    pool = AudioPool.from_signals(music)
+    rng0 = np.random.default_rng(cfg.seed)
+    noise_pool = AudioPool.from_signals(noise) if noise else synthetic_noise(rng0, 120, feat.sample_rate)
+    crop = cfg.augment.crop_samples(feat)
+    if noise_pool.lengths.max() < crop:
+        noise_pool = synthetic_noise(rng0, 120, feat.sample_rate)
+
+    model = Siamese(feat, cfg.model, rngs=nnx.Rngs(cfg.seed))
+    optimizer = make_optimizer(model, cfg)
+    start, history = 0, []
+    if checkpoint and Path(checkpoint).exists():
+        ck = joblib.load(checkpoint)
+        if ck.get("config") != _config_key(cfg):
+            raise TagmatchError(f"checkpoint {checkpoint} was made with another configuration")
+        _restore(model, ck["model"])
+        _restore(optimizer, ck["optimizer"])
+        start, history = ck["step"], ck["history"]
+
+    def export(done: int) -> dict:
+        params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model.encoder, nnx.Param)))
+        summary = {"steps": done, "loss": cfg.loss, "final_loss": history[-1][1] if history else None,
+                   "history": history[-200:], "train_config": _config_key(cfg), **(meta or {})}
+        summary["model_id"] = save_model(out, feature_config=feat, model_config=cfg.model,
+                                         params=params, meta=summary)
+        return summary
+
+    step_fn = make_train_step(cfg)
+    t_last, step = time.perf_counter(), start
+    for step in range(start, cfg.steps):
+        if should_stop and should_stop():
+            break
+        rng = np.random.default_rng([cfg.seed, step])
+        crops = pool.crops(rng, cfg.batch_pairs, crop, min_rms=1e-3)
+        na = noise_pool.crops(rng, cfg.batch_pairs, crop)
+        nb = noise_pool.crops(rng, cfg.batch_pairs, crop)
+        key = jax.random.fold_in(jax.random.key(cfg.seed), step)
+        loss, top1 = step_fn(model, optimizer, crops, na, nb, key)
+        loss, top1 = float(loss), float(top1)
+        if not np.isfinite(loss):
+            raise TagmatchError(f"training diverged at step {step} (loss {loss})")
+        history.append((step + 1, loss, top1))
+        now = time.perf_counter()
+        if progress:
+            progress(TrainProgress(step + 1, cfg.steps, loss, top1, cfg.batch_pairs / max(now - t_last, 1e-9)))
+        t_last = now
+        if checkpoint and (step + 1) % cfg.checkpoint_every == 0:
+            _save_checkpoint(checkpoint, cfg, model, optimizer, step + 1, history)
+            export(step + 1)  # the model file follows the checkpoints, so a stopped run is usable
+    else:
+        step = cfg.steps
+    done = step if step < cfg.steps else cfg.steps
+    if checkpoint and done > start:
+        _save_checkpoint(checkpoint, cfg, model, optimizer, done, history)
+    return export(done)
+
+
+def _config_key(cfg: TrainConfig) -> dict:
+    d = asdict(replace(cfg, checkpoint_every=0))
+    d.pop("steps")
+    return d
+
+
+def _save_checkpoint(path: Path, cfg, model, optimizer, step: int, history: list) -> None:
+    import jax
+    from flax import nnx
+
+    pure = lambda obj: jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(obj)))  # noqa: E731
+    atomic_joblib_dump({"config": _config_key(cfg), "step": step, "history": history,
+                        "model": pure(model), "optimizer": pure(optimizer)}, Path(path))
+
+
+def _restore(obj, pure: dict) -> None:
+    from flax import nnx
+
+    state = nnx.state(obj)
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(obj, state)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from tagmatch.features import FeatureConfig, cut_windows, log_mel, mel_basis, window_starts
+
+
+def test_log_mel_shape_and_frame_times():
+    cfg = FeatureConfig()
+    y = np.random.default_rng(0).standard_normal(cfg.sample_rate * 3).astype(np.float32)
+    S = log_mel(y, cfg)
+    assert S.dtype == np.float32
+    assert S.shape == (1 + (len(y) - cfg.n_fft) // cfg.hop_length, cfg.n_mels)
+    assert np.isfinite(S).all()
+
+
+def test_log_mel_of_a_tone_peaks_in_the_right_band():
+    cfg = FeatureConfig()
+    t = np.arange(cfg.sample_rate) / cfg.sample_rate
+    S = log_mel(np.sin(2 * np.pi * 1000 * t).astype(np.float32), cfg)
+    peak_band = S.mean(axis=0).argmax()
+    weights = mel_basis(cfg)[:, peak_band]
+    freqs = np.fft.rfftfreq(cfg.n_fft, 1 / cfg.sample_rate)
+    assert abs(freqs[weights.argmax()] - 1000) < 60
+
+
+def test_short_signal_gives_no_frames_and_no_windows():
+    cfg = FeatureConfig()
+    S = log_mel(np.zeros(100, np.float32), cfg)
+    assert S.shape == (0, cfg.n_mels)
+    assert len(window_starts(len(S), cfg.query_hop_frames, cfg)) == 0
+
+
+def test_windows_are_cut_at_the_hop():
+    cfg = FeatureConfig()
+    S = np.arange(300 * cfg.n_mels, dtype=np.float32).reshape(300, cfg.n_mels)
+    starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
+    assert list(starts) == list(range(0, 300 - cfg.window_frames + 1, cfg.ref_hop_frames))
+    w = cut_windows(S, starts, cfg)
+    assert w.shape == (len(starts), cfg.window_frames, cfg.n_mels)
+    np.testing.assert_array_equal(w[1], S[starts[1] : starts[1] + cfg.window_frames])
+
+
+def test_config_round_trip_and_window_samples():
+    cfg = FeatureConfig()
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    assert len(log_mel(np.zeros(cfg.window_samples, np.float32), cfg)) == cfg.window_frames
+
+
+def test_jax_front_end_matches_numpy():
+    """Training (JAX) and use (numpy) must compute the same features."""
+    from tagmatch.augment import log_mel_jax
+
+    cfg = FeatureConfig()
+    y = np.random.default_rng(1).standard_normal(cfg.window_samples).astype(np.float32) * 0.1
+    np.testing.assert_allclose(np.asarray(log_mel_jax(y, cfg)), log_mel(y, cfg), rtol=1e-3, atol=1e-3)

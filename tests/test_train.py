@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from tagmatch.augment import AugmentConfig
+from tagmatch.features import FeatureConfig
+from tagmatch.model import ModelConfig
+from tagmatch.train import AudioPool, TrainConfig, make_optimizer, make_train_step, train
+
+TINY = ModelConfig(channels=(8, 16, 16), hidden=32, dim=16)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(model=TINY, batch_pairs=16, steps=6, checkpoint_every=3, warmup_steps=1, **kw)
+
+
+def melody(seed: int, seconds: float = 20.0, sr: int = 8000) -> np.ndarray:
+    """A random sequence of notes with harmonics: enough structure to learn from."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(int(seconds * 4)):
+        f0 = 220 * 2 ** (rng.integers(0, 24) / 12)
+        t = np.arange(sr // 4) / sr
+        note = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3)) * np.exp(-3 * t)
+        out.append(note)
+    return np.concatenate(out).astype(np.float32) * 0.3
+
+
+@pytest.mark.parametrize("loss", ["ntxent", "pair-bce"])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(loss):
+    import jax
+    from flax import nnx
+
+    from tagmatch.model import Siamese
+
+    cfg = tiny_config(loss=loss, learning_rate=3e-3)
+    pool = AudioPool.from_signals([melody(1), melody(2)])
+    rng = np.random.default_rng(0)
+    crop = cfg.augment.crop_samples(cfg.features)
+    crops, na, nb = (pool.crops(rng, cfg.batch_pairs, crop) for _ in range(3))
+    model = Siamese(cfg.features, cfg.model, rngs=nnx.Rngs(0))
+    opt = make_optimizer(model, TrainConfig(steps=40, warmup_steps=1, learning_rate=3e-3))
+    step = make_train_step(cfg)
+    key = jax.random.key(0)
+    losses = [float(step(model, opt, crops, na, nb, key)[0]) for _ in range(25)]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_train_writes_a_model_and_resumes_from_its_checkpoint(tmp_path):
+    from tagmatch.modelio import load_model
+
+    music = [melody(3), melody(4)]
+    ck, out = tmp_path / "ck.joblib", tmp_path / "model.joblib"
+    seen = []
+    first = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.step),
+                  should_stop=lambda: len(seen) >= 4)
+    assert first["steps"] == 4 and ck.exists() and out.exists()
+    second = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.step))
+    assert seen == [1, 2, 3, 4, 5, 6]  # resumed at step 5, not from scratch
+    assert second["steps"] == 6
+    m = load_model(out)
+    emb = m.embed(np.random.default_rng(0).standard_normal((5, 96, 64)).astype(np.float32))
+    assert emb.shape == (5, TINY.dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert m.model_id == second["model_id"]
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    from tagmatch.errors import TagmatchError
+
+    music = [melody(5)]
+    ck = tmp_path / "ck.joblib"
+    train(music, tmp_path / "a.joblib", tiny_config(), checkpoint=ck)
+    with pytest.raises(TagmatchError, match="another configuration"):
+        train(music, tmp_path / "b.joblib", tiny_config(loss="pair-bce"), checkpoint=ck)
+
+
+def test_augmented_view_keeps_shape_and_is_finite():
+    import jax
+
+    from tagmatch.augment import degrade
+
+    feat, aug = FeatureConfig(), AugmentConfig()
+    crop = melody(6, 3.0)[: aug.crop_samples(feat)]
+    noise = np.random.default_rng(0).standard_normal(len(crop)).astype(np.float32)
+    for i in range(4):
+        S = np.asarray(degrade(jax.random.key(i), crop, noise, feat, aug, 1.0))
+        assert S.shape == (feat.window_frames, feat.n_mels) and np.isfinite(S).all()

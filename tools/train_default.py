@@ -1,0 +1,49 @@
+"""Train the shipped default model on the development corpus (`make train-default`).
+
+Resumable: state is checkpointed under ~/.cache/tagmatch/ every 100 steps; re-running continues.
+Songs held out by `tagmatch.devcorpus` (the benchmark's unknowns) are never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.train import TrainConfig, decode_folder, train
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--out", type=Path, default=Path("tagmatch/default_model/model.joblib"))
+    ap.add_argument("--checkpoint", type=Path, default=Path.home() / ".cache/tagmatch/train-default.ckpt")
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--loss", default="ntxent", choices=["ntxent", "pair-bce"])
+    args = ap.parse_args(argv)
+    if not corpus_available(args.corpus):
+        print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
+        return 1
+    corpus = load_corpus(args.corpus)
+    t0 = time.time()
+    music = decode_folder([t.path for t in corpus.known], 8000)
+    noise = decode_folder(corpus.train_noise, 8000)
+    hours = sum(len(m) for m in music) / 8000 / 3600
+    print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
+    cfg = TrainConfig(steps=args.steps, loss=args.loss)
+
+    def progress(p):
+        if p.step % 10 == 0 or p.step == p.steps:
+            print(f"step {p.step}/{p.steps} loss {p.loss:.3f} top1 {p.top1:.3f} {p.pairs_per_s:.0f} pairs/s "
+                  f"[{time.strftime('%H:%M:%S')}]", flush=True)
+
+    meta = {"data": f"dev corpus: {len(music)} tracks, {hours:.1f} h; {len(noise)} ambience recordings"}
+    summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta)
+    print(f"saved {args.out} (model id {summary['model_id']}) after {summary['steps']} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
