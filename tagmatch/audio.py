@@ -109,6 +109,8 @@ def load_audio(path: Path | str, sr: int) -> np.ndarray:
         size = path.stat().st_size
     except OSError as exc:
         raise AudioReadError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if not path.is_file():
+        raise AudioReadError(path, "not a regular file")
     if size == 0:
         raise AudioReadError(path, "empty file (0 bytes)")
     if not os.access(path, os.R_OK):

@@ -7,7 +7,6 @@ Results go to stdout, progress bars and per-file errors to stderr. Exit status: 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +50,7 @@ def _err(msg: str) -> None:
 def _load_model(path: Path | None):
     from tagmatch.modelio import load_model
 
-    return load_model(path or os.environ.get("TAGMATCH_MODEL") or None)
+    return load_model(path)
 
 
 def _store_path(arg: Path | None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -104,10 +105,10 @@ def _to_numpy(tree):
 
 
 def load_model(path: Path | str | None = None) -> LoadedModel:
-    """Load a model file (the shipped default when `path` is None)."""
+    """Load a model file: `path`, else $TAGMATCH_MODEL, else the shipped default."""
     from tagmatch.model import ModelConfig
 
-    path = Path(path) if path else default_model_path()
+    path = Path(path or os.environ.get("TAGMATCH_MODEL") or default_model_path())
     try:
         d = joblib.load(path)
     except FileNotFoundError as exc:
@@ -162,3 +163,15 @@ def _make_embedder(m: LoadedModel):
         return np.concatenate(out)
 
     return embed
+
+
+def set_calibration(path: Path, calibration: Calibration, note: str = "") -> None:
+    """Store a new score calibration in a model file (the params, hence the id, are unchanged)."""
+    path = Path(path)
+    d = joblib.load(path)
+    if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path} is not a tagmatch model file")
+    d["calibration"] = {"mid": calibration.mid, "width": calibration.width}
+    if note:
+        d.setdefault("meta", {})["calibration_note"] = note
+    atomic_joblib_dump(d, path, compress=3)

@@ -1,0 +1,5 @@
+import sys
+
+from tagmatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tagmatch.errors import StoreError
+from tagmatch.features import FeatureConfig
+from tagmatch.index import index_library
+from tagmatch.store import Store, TrackInfo
+
+
+def _toy_store(n_tracks=3, per_track=5, dim=8, seed=0) -> Store:
+    rng = np.random.default_rng(seed)
+    s = Store(feature_config=FeatureConfig(), model_id="toy", dim=dim)
+    for t in range(n_tracks):
+        v = rng.standard_normal((per_track, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        s.add_track(TrackInfo(f"/lib/{t}.flac", {"title": f"T{t}"}, 60.0, 100, 1), v, np.arange(per_track) * 0.5)
+    return s
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    s = _toy_store()
+    s.save(tmp_path / "s.joblib")
+    r = Store.load(tmp_path / "s.joblib")
+    assert r.tracks == s.tracks and r.model_id == "toy" and r.feature_config == s.feature_config
+    np.testing.assert_array_equal(r.vectors, s.vectors)
+    np.testing.assert_array_equal(r.vec_track, s.vec_track)
+    np.testing.assert_array_equal(r.vec_time, s.vec_time)
+    assert r.vectors.dtype == np.float16
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temp file left behind
+
+
+def test_exact_search_finds_the_stored_vector_first():
+    s = _toy_store(n_tracks=4, per_track=50)
+    q = s.vectors[[7, 120]].astype(np.float32)
+    idx, sim = s.search(q, k=5, chunk=33)  # chunked, so the merge across chunks is exercised
+    assert list(idx[:, 0]) == [7, 120]
+    assert (np.diff(sim, axis=1) <= 1e-6).all()
+    full = q @ s.vectors.astype(np.float32).T
+    np.testing.assert_allclose(sim, -np.sort(-full, axis=1)[:, :5], rtol=1e-5)
+
+
+def test_remove_tracks_renumbers_vectors():
+    s = _toy_store(n_tracks=3, per_track=4)
+    s.remove_tracks({1})
+    assert [t.path for t in s.tracks] == ["/lib/0.flac", "/lib/2.flac"]
+    assert list(s.vec_track) == [0] * 4 + [1] * 4
+
+
+def test_missing_and_corrupt_and_foreign_stores_give_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="tagmatch index"):
+        Store.load(tmp_path / "none.joblib")
+    bad = tmp_path / "bad.joblib"
+    bad.write_bytes(b"this is not a joblib file")
+    with pytest.raises(StoreError, match="corrupt"):
+        Store.load(bad)
+    import joblib
+
+    joblib.dump({"something": "else"}, tmp_path / "other.joblib")
+    with pytest.raises(StoreError, match="not a tagmatch store"):
+        Store.load(tmp_path / "other.joblib")
+
+
+def test_store_of_another_model_is_refused(library_store, model):
+    store, _ = library_store
+    with pytest.raises(StoreError, match="another|not the model"):
+        store.check_model("0123456789abcdef", model.feature_config)
+    with pytest.raises(StoreError):
+        store.check_model(model.model_id, FeatureConfig(n_mels=32))
+    store.check_model(model.model_id, model.feature_config)  # its own model is fine
+
+
+def test_index_reads_tags_and_covers_every_track(library_store, manifest):
+    store, _ = library_store
+    assert len(store.tracks) == len(manifest["library"])
+    by_title = {t.tags.get("title"): t for t in store.tracks}
+    for entry in manifest["library"]:
+        t = by_title[entry["title"]]
+        assert t.tags["artist"] == entry["artist"] and t.tags["album"] == entry["album"]
+        assert abs(t.duration_s - entry["duration_s"]) < 0.5
+        n = (store.vec_track == store.tracks.index(t)).sum()
+        assert n >= 0.8 * entry["duration_s"] * 2 - 3  # a window every 0.5 s, silence dropped
+
+
+def test_incremental_index_embeds_only_new_or_changed_files(library_copy, model, tmp_path):
+    files = sorted(p for p in library_copy.rglob("*") if p.is_file())
+    store, rep = index_library(library_copy, None, model)
+    assert len(rep.added) == len(files) and not rep.errors
+    before = store.vectors.copy()
+
+    store, rep = index_library(library_copy, store, model)
+    assert rep.unchanged == len(files) and not (rep.added or rep.updated or rep.removed)
+    np.testing.assert_array_equal(store.vectors, before)
+
+    changed, deleted = files[0], files[1]
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    deleted.unlink()
+    shutil.copy(files[2], library_copy / "new copy.flac" if files[2].suffix == ".flac" else library_copy / f"new copy{files[2].suffix}")
+    seen = []
+    store, rep = index_library(library_copy, store, model, progress=lambda p: seen.append(p.path))
+    assert rep.updated == [str(changed)] and rep.removed == [str(deleted)] and len(rep.added) == 1
+    assert len(seen) == 2  # only the changed and the new file were decoded and embedded
+    assert len(store.tracks) == len(files)
+    assert str(deleted) not in {t.path for t in store.tracks}
+
+
+def test_index_reports_bad_files_and_goes_on(library_copy, model):
+    (library_copy / "broken.flac").write_bytes(b"fLaC" + b"\0" * 100)
+    (library_copy / "empty.mp3").write_bytes(b"")
+    store, rep = index_library(library_copy, None, model)
+    assert {os.path.basename(p) for p, _ in rep.errors} == {"broken.flac", "empty.mp3"}
+    assert all("\n" not in reason for _, reason in rep.errors)
+    assert len(store.tracks) == len(rep.added) > 0
