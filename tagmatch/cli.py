@@ -43,6 +43,28 @@ def progress_bar(description: str, total: int | None, quiet: bool):
         yield advance
 
 
+@contextmanager
+def graceful_interrupt():
+    """First Ctrl-C asks the running job to stop after the current item (so what is done gets
+    saved); a second one interrupts at once."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        _err("stopping after the current item (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _err(msg: str) -> None:
     print(f"{PROG}: {msg}", file=sys.stderr)
 
@@ -96,11 +118,11 @@ def cmd_train(args) -> int:
     if not music:
         raise TagmatchError("none of the training files could be decoded")
     t0 = time.time()
-    with progress_bar("training", cfg.steps, args.quiet) as advance:
+    with progress_bar("training", cfg.steps, args.quiet) as advance, graceful_interrupt() as stopped:
         def progress(p):
             advance(rate=f"{p.pairs_per_s:.0f} pairs/s", info=f"loss {p.loss:.3f}  top1 {p.top1:.2f}")
         summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress,
-                        meta={"data": f"{len(music)} files"})
+                        should_stop=stopped, meta={"data": f"{len(music)} files"})
     print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
           f"final loss {summary['final_loss']:.3f}, {time.time() - t0:.0f} s")
     return 0
@@ -117,15 +139,18 @@ def cmd_index(args) -> int:
     store = Store.load(store_path) if store_path.exists() else None
     if store is not None:
         store.check_model(model.model_id, model.feature_config, store_path)
-    with progress_bar("indexing", None, args.quiet) as advance:
+    with progress_bar("indexing", None, args.quiet) as advance, graceful_interrupt() as stopped:
         def progress(p):
             advance(total=p.total, info=Path(p.path).name[:40])
-            if p.error:
+            if p.error and not args.quiet:
                 _err(f"{p.path}: {p.error}")
-        store, report = index_library(args.ref_dir, store, model, progress=progress)
+        store, report = index_library(args.ref_dir, store, model, progress=progress, should_stop=stopped)
     store.save(store_path)
-    for path, reason in report.errors if args.quiet else []:
-        _err(f"{path}: {reason}")
+    if args.quiet:
+        for path, reason in report.errors:
+            _err(f"{path}: {reason}")
+    if stopped():
+        _err("interrupted: what was indexed so far is saved; run the same command to continue")
     print(f"{store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {len(store.vectors)} vectors "
           f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
           f"unchanged {report.unchanged}, errors {len(report.errors)})")
@@ -149,8 +174,8 @@ def cmd_scan(args) -> int:
     cfg = MatchConfig(threshold=args.threshold)
     base = args.dir if args.dir.is_dir() else args.dir.parent
     results = []
-    with progress_bar("scanning", len(paths), args.quiet) as advance:
-        for m in scan(paths, store, model, cfg):
+    with progress_bar("scanning", len(paths), args.quiet) as advance, graceful_interrupt() as stopped:
+        for m in scan(paths, store, model, cfg, should_stop=stopped):
             results.append(m)
             advance(info=Path(m.path).name[:40])
     width = min(48, max(len(_rel(m.path, base)) for m in results))
