@@ -25,7 +25,7 @@ def fixture_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def manifest(fixture_dir) -> dict:
-    return json.loads((fixture_dir / "manifest.json").read_text())
+    return json.loads((fixture_dir / "manifest.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
