@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import joblib
 import numpy as np
@@ -21,6 +22,9 @@ import numpy as np
 from tagmatch.errors import ModelError
 from tagmatch.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump
+
+if TYPE_CHECKING:
+    from tagmatch.model import ModelConfig
 
 MODEL_FORMAT = "tagmatch-model"
 MODEL_VERSION = 1
@@ -45,12 +49,12 @@ class Calibration:
 @dataclass
 class LoadedModel:
     feature_config: FeatureConfig
-    model_config: "object"
+    model_config: ModelConfig
     params: dict
     calibration: Calibration = field(default_factory=Calibration)
     meta: dict = field(default_factory=dict)
     model_id: str = ""
-    _embedder: "object" = None
+    _embedder: Callable | None = field(default=None, repr=False)
 
     def embed(self, windows: np.ndarray, batch: int = 256) -> np.ndarray:
         """windows [shape=(n, window_frames, n_mels)] log-mel -> [shape=(n, dim)] float32."""
@@ -66,9 +70,10 @@ def default_model_path() -> Path:
 def compute_model_id(feature_config: dict, model_config: dict, params: dict) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([feature_config, model_config], sort_keys=True).encode())
-    for key in sorted(_flatten(params)):
+    flat = _flatten(params)
+    for key in sorted(flat):
         h.update(key.encode())
-        h.update(np.ascontiguousarray(_flatten(params)[key]).tobytes())
+        h.update(np.ascontiguousarray(flat[key]).tobytes())
     return h.hexdigest()[:16]
 
 
