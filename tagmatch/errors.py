@@ -22,3 +22,21 @@ class StoreError(TagmatchError):
 
 class ModelError(TagmatchError):
     """A model file is missing, corrupt, or of an unknown format."""
+
+
+class TagReadError(TagmatchError):
+    """A file's tags could not be read (not audio, corrupt, unreadable)."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TagWriteError(TagmatchError):
+    """A file's tags could not be written or did not read back as written; the file is unchanged."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(reason)

@@ -1,0 +1,209 @@
+"""Tags on real files of every format we write: round trips, art, and failures that change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tagmatch.errors import TagWriteError
+from tagmatch.tags import (Picture, read_pictures, read_tag_values, read_tags, retag_file, write_tags)
+
+FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")
+ID3_FORMATS = ("mp3", "wav", "aiff")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64, 160))
+
+
+def make_tone(path: Path, seconds: float = 3.0) -> Path:
+    """A short tone in the format `path`'s extension names (soundfile, PyAV for M4A)."""
+    fmt = path.suffix.lstrip(".")
+    sr = 48000 if fmt == "opus" else 44100
+    t = np.arange(int(sr * seconds)) / sr
+    y = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    if fmt == "m4a":
+        import av
+
+        with av.open(str(path), "w", format="ipod") as c:
+            st = c.add_stream("aac", rate=sr, layout="mono")
+            frame = av.AudioFrame.from_ndarray(y[None, :], format="flt", layout="mono")
+            frame.sample_rate = sr
+            for p in [*st.encode(frame), *st.encode(None)]:
+                c.mux(p)
+    else:
+        kw = {"mp3": dict(format="MP3", subtype="MPEG_LAYER_III"), "ogg": dict(format="OGG", subtype="VORBIS"),
+              "opus": dict(format="OGG", subtype="OPUS"), "aiff": dict(format="AIFF")}.get(fmt, {})
+        sf.write(str(path), y, sr, **kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("tones")
+    return {fmt: make_tone(d / f"tone.{fmt}") for fmt in FORMATS}
+
+
+@pytest.fixture
+def fresh(tones, tmp_path):
+    def copy(fmt: str, name: str | None = None) -> Path:
+        return Path(shutil.copy(tones[fmt], tmp_path / (name or f"t.{fmt}")))
+    return copy
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+FULL = {
+    "title": ["Señora Lluvia — 雨 ☂"], "artist": ["Ana Nuñez", "Björk Guðmundsdóttir"],
+    "album": ["Café Nocturne"], "albumartist": ["Various Ärtists"], "tracknumber": ["3/12"],
+    "discnumber": ["1/2"], "date": ["2018-05-03"], "genre": ["Jazz", "Folk"],
+    "musicbrainz_trackid": ["1f9df192-a621-4f54-8850-2c5373b7eac9"],
+    "musicbrainz_albumid": ["8c3e2a2e-0a3c-4f7b-9a7c-5f7c1b5d3f10"],
+    "musicbrainz_artistid": ["a74b1b7f-71a5-4011-9441-d0b5e4122711", "b10bbbfc-cf9e-42e0-be17-e2c3e1d2600d"],
+    "musicbrainz_albumartistid": ["89ad4ac3-39f7-470e-963a-56509c546377"],
+    "musicbrainz_releasegroupid": ["0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"],
+    "musicbrainz_releasetrackid": ["11111111-2222-3333-4444-555555555555"],
+}
+
+
+def expected(values: dict, v23: bool) -> dict:
+    """ID3v2.3 has no multi-valued frames: values come back joined with '/'."""
+    return {k: (["/".join(v)] if v23 and len(v) > 1 else v) for k, v in values.items()}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_every_tag_unicode_and_multi_value(fresh, fmt):
+    f = fresh(fmt)
+    after = retag_file(f, FULL)
+    assert read_tag_values(f) == after == FULL
+    assert read_tags(f)["artist"] == "Ana Nuñez; Björk Guðmundsdóttir"  # the store / scan JSON form
+
+
+@pytest.mark.parametrize("fmt", ID3_FORMATS)
+def test_id3_v23_round_trip(fresh, fmt):
+    f = fresh(fmt)
+    retag_file(f, FULL, id3v23=True)
+    import mutagen
+
+    assert mutagen.File(str(f)).tags.version[:2] == (2, 3)
+    assert read_tag_values(f) == expected(FULL, v23=True)
+
+
+def test_id3_default_is_v24_and_v23_option_writes_v23(fresh):
+    from mutagen.id3 import ID3
+
+    a, b = fresh("mp3", "a.mp3"), fresh("mp3", "b.mp3")
+    retag_file(a, {"title": "x"})
+    retag_file(b, {"title": "x"}, id3v23=True)
+    assert ID3(str(a)).version[:2] == (2, 4) and ID3(str(b)).version[:2] == (2, 3)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tags_not_named_are_kept_and_none_deletes(fresh, fmt):
+    f = fresh(fmt)
+    retag_file(f, {"title": "Old", "genre": "Rock", "date": "1999"})
+    retag_file(f, {"title": "New", "genre": None})
+    assert read_tag_values(f) == {"title": ["New"], "date": ["1999"]}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_audio_stream_is_untouched(fresh, fmt):
+    f = fresh(fmt)
+    if fmt == "m4a":
+        import av
+
+        def decode(p):
+            with av.open(str(p)) as c:
+                return b"".join(bytes(pk) for pk in c.demux(audio=0))
+    else:
+        def decode(p):
+            return sf.read(str(p), dtype="int32")[0].tobytes()
+    before = decode(f)
+    retag_file(f, FULL, add_pictures=[Picture(PNG, "image/png")])
+    assert decode(f) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_art_added_only_when_the_file_has_none(fresh, fmt):
+    f = fresh(fmt)
+    retag_file(f, {"title": "a"}, add_pictures=[Picture(JPEG, "image/jpeg")])
+    (p,) = read_pictures(f)
+    assert p.data == JPEG
+    retag_file(f, {"title": "b"}, add_pictures=[Picture(PNG, "image/png")])
+    assert [x.data for x in read_pictures(f)] == [JPEG]  # the file's own art is kept
+    assert read_tag_values(f)["title"] == ["b"]
+
+
+def test_write_tags_refuses_unknown_names_and_formats(fresh, tmp_path):
+    f = fresh("flac")
+    with pytest.raises(TagWriteError, match="unknown tag names"):
+        write_tags(f, {"composer": "x"})
+    txt = tmp_path / "notes.mp3"
+    txt.write_text("not audio at all\n")
+    with pytest.raises(TagWriteError):
+        write_tags(txt, {"title": "x"})
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 4096, b"ID3\x04\x00\x00\x00\x00\x00\x7fgarbage" * 50,
+                                     b"fLaC\x00\x00\x00\x22" + b"\xff" * 100])
+def test_corrupt_files_are_left_byte_for_byte(tmp_path, content):
+    for ext in ("mp3", "flac", "m4a"):
+        f = tmp_path / f"bad.{ext}"
+        f.write_bytes(content)
+        with pytest.raises(TagWriteError) as info:
+            retag_file(f, {"title": "x"})
+        assert info.value.path == str(f) and info.value.reason
+        assert f.read_bytes() == content
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f.name]  # no temp file left behind
+        f.unlink()
+
+
+def test_truncated_real_file_is_unchanged_or_validly_retagged(fresh):
+    f = fresh("flac")
+    data = f.read_bytes()[:3000]
+    f.write_bytes(data)
+    try:
+        retag_file(f, {"title": "x"})
+    except TagWriteError:
+        assert f.read_bytes() == data
+    else:
+        assert read_tag_values(f)["title"] == ["x"]
+
+
+@pytest.mark.parametrize("fmt,changes", [("m4a", {"tracknumber": "A1"}), ("mp3", {"date": "sometime in spring"})])
+def test_values_the_format_cannot_hold_fail_verification_and_change_nothing(fresh, fmt, changes):
+    f = fresh(fmt)
+    retag_file(f, {"title": "kept"})
+    before = sha(f)
+    with pytest.raises(TagWriteError):
+        retag_file(f, {**changes, "title": "changed"})
+    assert sha(f) == before
+
+
+def test_read_only_file_is_refused(fresh):
+    f = fresh("mp3")
+    before = sha(f)
+    os.chmod(f, 0o444)
+    with pytest.raises(TagWriteError, match="read-only"):
+        retag_file(f, {"title": "x"})
+    assert sha(f) == before and (f.stat().st_mode & 0o777) == 0o444
+
+
+def test_retag_keeps_the_file_mode(fresh):
+    f = fresh("ogg")
+    os.chmod(f, 0o640)
+    retag_file(f, {"title": "x"})
+    assert (f.stat().st_mode & 0o777) == 0o640
+
+
+def test_fixture_library_tags_read_as_before(fixture_dir, manifest):
+    for e in manifest["library"][:4]:
+        tags = read_tags(fixture_dir / e["path"])
+        assert tags["title"] == e["title"] and tags["artist"] == e["artist"]
+        assert tags["tracknumber"] == e["tracknumber"]
