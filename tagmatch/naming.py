@@ -1,0 +1,179 @@
+"""File names from tags: a beets-like path template, sanitised for every OS, and collision suffixes.
+
+A template is a relative path of `/`-separated components with `$field` or `${field}` (and `$$`
+for a dollar). Field values never create folders (a `/` in "AC/DC" becomes `_`). Each component
+is made legal on Windows, macOS and Linux at once: NFC, no `<>:"/\\|?*` or control characters, no
+leading/trailing dots or spaces, no reserved names (CON, NUL, COM1...), at most 200 bytes of
+UTF-8 (ext4 allows 255; the rest leaves room for a ` (n)` suffix and temp-file names).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Collection, Mapping, Sequence
+
+from tagmatch.errors import TagmatchError
+
+DEFAULT_TEMPLATE = "$albumartist/$album/$track $title"
+MAX_COMPONENT_BYTES = 200
+UNKNOWN_ARTIST, UNKNOWN_ALBUM = "Unknown Artist", "Unknown Album"
+
+FIELDS = {
+    "title": "title (falls back on the file's name)",
+    "artist": f"artist (falls back on '{UNKNOWN_ARTIST}')",
+    "albumartist": "album artist (falls back on the artist)",
+    "album": f"album (falls back on '{UNKNOWN_ALBUM}')",
+    "track": "track number, 2 digits ('' when unknown)",
+    "tracknumber": "track number as tagged",
+    "disc": "disc number ('' when unknown)",
+    "discnumber": "disc number as tagged",
+    "year": "first 4 digits of the date",
+    "date": "date as tagged",
+    "genre": "genre",
+}
+_FIELD_RE = re.compile(r"\$(?:\{(\w+)\}|(\w+)|(\$))")
+_ILLEGAL = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+             *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def check_template(template: str) -> None:
+    """Raise `TagmatchError` naming the first unknown field (before anything is planned)."""
+    for m in _FIELD_RE.finditer(template):
+        name = m.group(1) or m.group(2)
+        if name and name not in FIELDS:
+            raise TagmatchError(f"unknown template field ${name}; known: "
+                                + ", ".join(f"${f}" for f in FIELDS))
+    if not template.strip(" /"):
+        raise TagmatchError("empty template")
+
+
+def _first(tags: Mapping, name: str) -> str:
+    v = tags.get(name)
+    if v is None:
+        return ""
+    return ", ".join(x for x in ([v] if isinstance(v, str) else v) if x).strip()
+
+
+def _number(text: str, width: int) -> str:
+    m = re.match(r"\s*(\d+)", text)
+    return str(int(m.group(1))).zfill(width) if m else ""
+
+
+def template_fields(tags: Mapping[str, "str | Sequence[str] | None"], src: Path) -> dict[str, str]:
+    """Field values for a file given its (new) tags; fallbacks as documented in `FIELDS`."""
+    artist = _first(tags, "artist") or UNKNOWN_ARTIST
+    date = _first(tags, "date")
+    year = re.match(r"\s*(\d{4})", date)
+    return {
+        "title": _first(tags, "title") or Path(src).stem,
+        "artist": artist,
+        "albumartist": _first(tags, "albumartist") or artist,
+        "album": _first(tags, "album") or UNKNOWN_ALBUM,
+        "track": _number(_first(tags, "tracknumber"), 2),
+        "tracknumber": _first(tags, "tracknumber"),
+        "disc": _number(_first(tags, "discnumber"), 1),
+        "discnumber": _first(tags, "discnumber"),
+        "year": year.group(1) if year else "",
+        "date": date,
+        "genre": _first(tags, "genre"),
+    }
+
+
+def _truncate_utf8(s: str, max_bytes: int) -> str:
+    b = s.encode("utf-8")
+    if len(b) <= max_bytes:
+        return s
+    return b[:max_bytes].decode("utf-8", "ignore")  # never cut a character in half
+
+
+def sanitise_component(name: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
+    """One path component legal everywhere; '' when nothing is left (callers drop or replace it)."""
+    s = unicodedata.normalize("NFC", name)
+    s = re.sub(r"[ \t\r\n\f\v]+", " ", s)
+    s = _ILLEGAL.sub("_", s).strip(" .")
+    s = _truncate_utf8(s, max_bytes).rstrip(" .")
+    if s.split(".")[0].rstrip(" ").upper() in _RESERVED:
+        head, dot, rest = s.partition(".")
+        s = _truncate_utf8(head.rstrip(" "), max_bytes - 1 - len((dot + rest).encode())) + "_" + dot + rest
+    return s
+
+
+def sanitise_filename(stem: str, ext: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
+    """`stem` + lower-cased `ext`, the stem cut so the whole name fits `max_bytes`."""
+    ext = sanitise_component(ext.lower()) if ext else ""
+    ext = "." + ext if ext else ""
+    stem = sanitise_component(stem, max_bytes - len(ext.encode("utf-8"))) or "_"
+    return stem + ext
+
+
+def render(template: str, fields: Mapping[str, str], ext: str) -> Path:
+    """A relative path from a template: empty folder components are dropped, the file name keeps
+    `ext` (lower-cased); '..' and absolute paths cannot escape the base (dots are stripped)."""
+    def value(m: re.Match) -> str:
+        if m.group(3):
+            return "$"
+        v = fields[m.group(1) or m.group(2)]
+        return v.replace("/", "_").replace("\\", "_")
+
+    parts = [_FIELD_RE.sub(value, p) for p in template.split("/")]
+    *folders, name = parts
+    folders = [sanitise_component(f) or "_" for f in folders if f.strip()]  # empty fields drop a level
+    stem = sanitise_component(name) or sanitise_component(fields.get("title", "")) or "_"
+    return Path(*folders, sanitise_filename(stem, ext))
+
+
+def destination(template: str, tags: Mapping, src: Path, base: Path) -> Path:
+    """Where a file with these (new) tags goes: the rendered template under `base`."""
+    return Path(base) / render(template, template_fields(tags, src), Path(src).suffix.lstrip("."))
+
+
+def user_path(path: str, src: Path, base: Path) -> Path:
+    """An explicit new path from a review decision: used as given when absolute, else under `base`
+    with each component sanitised; the file keeps its extension (added, lower-cased, when the
+    given name has another one)."""
+    p = Path(path)
+    if not p.is_absolute():
+        parts = [c for c in (sanitise_component(x) for x in p.parts) if c] or ["_"]
+        p = Path(base, *parts)
+    ext = Path(src).suffix.lower()
+    return p if p.suffix.lower() == ext else p.with_name(p.name + ext)
+
+
+def _key(p: Path) -> str:
+    return unicodedata.normalize("NFC", os.path.normpath(str(p))).casefold()
+
+
+def free_path(path: Path, taken: Collection[str] = (), own: Path | None = None) -> Path:
+    """`path`, or `name (1).ext`, `name (2).ext`...: the first that neither exists nor is in
+    `taken` (keys from `path_key`, case-insensitive so case-insensitive disks never collide).
+    `own` is the file being renamed: its current name is free for it."""
+    stem, ext = path.stem, path.suffix
+    start = 1
+    if m := re.fullmatch(r"(.*) \((\d+)\)", stem):  # already suffixed: count on, not "x (1) (1)"
+        stem, start = m.group(1), int(m.group(2)) + 1
+    for n in [0, *range(start, start + 10000)]:
+        cand = path if n == 0 else path.with_name(f"{stem} ({n}){ext}")
+        if _key(cand) in taken:
+            continue
+        if own is not None and os.path.normpath(cand) == os.path.normpath(own):
+            return cand
+        if os.path.lexists(cand):
+            if own is not None and _samefile(cand, own):
+                return cand
+            continue
+        return cand
+    raise TagmatchError(f"no free name for {path}")
+
+
+def _samefile(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+path_key = _key

@@ -1,0 +1,112 @@
+"""Path templates and sanitising: names that are legal everywhere and never collide."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from tagmatch.errors import TagmatchError
+from tagmatch.naming import (DEFAULT_TEMPLATE, MAX_COMPONENT_BYTES, check_template, destination, free_path,
+                             path_key, render, sanitise_component, sanitise_filename, template_fields, user_path)
+
+TAGS = {"title": ["Neon Orchard"], "artist": ["Kosmo Dial"], "album": ["Signal Garden"], "tracknumber": ["3/12"]}
+
+
+def dest(tags, src="/m/x.MP3", base="/out", template=DEFAULT_TEMPLATE) -> str:
+    return str(destination(template, tags, Path(src), Path(base)))
+
+
+def test_default_template_pads_the_track_and_lowercases_the_extension():
+    assert dest(TAGS) == "/out/Kosmo Dial/Signal Garden/03 Neon Orchard.mp3"
+
+
+def test_fallbacks_for_missing_album_track_albumartist_and_title():
+    assert dest({"title": "T", "artist": "A"}) == "/out/A/Unknown Album/T.mp3"
+    assert dest({**TAGS, "albumartist": ["Various Artists"]}).startswith("/out/Various Artists/Signal Garden/")
+    assert dest({}, src="/m/my song.flac") == "/out/Unknown Artist/Unknown Album/my song.flac"
+
+
+def test_other_fields_and_dollar_escape():
+    tags = {**TAGS, "date": "2021-04-01", "discnumber": "2/2", "genre": "Electronic"}
+    assert dest(tags, template="$genre/${year} $album/$disc-$track $$ $title") == \
+        "/out/Electronic/2021 Signal Garden/2-03 $ Neon Orchard.mp3"
+    assert dest({"title": "T"}, template="$year/$title") == "/out/T.mp3"  # empty folders are dropped
+
+
+def test_multi_valued_fields_are_joined():
+    assert dest({"title": "T", "artist": ["A", "B"]}) == "/out/A, B/Unknown Album/T.mp3"
+
+
+def test_unknown_fields_and_empty_templates_are_refused():
+    with pytest.raises(TagmatchError, match=r"\$bogus"):
+        check_template("$artist/$bogus")
+    with pytest.raises(TagmatchError):
+        check_template(" / ")
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ('AC/DC: "Live" <at> the |Pipe|? *', "AC_DC_ _Live_ _at_ the _Pipe__ _"),
+    ("tab\there\x00nul\x1f", "tab here_nul_"),
+    ("  .hidden name. ", "hidden name"),
+    ("...", ""),
+    ("CON", "CON_"), ("nul.txt", "nul_.txt"), ("com1", "com1_"), ("Lpt9 .x", "Lpt9_.x"),
+    ("Console", "Console"),
+])
+def test_sanitise_component(raw, clean):
+    assert sanitise_component(raw) == clean
+
+
+def test_values_never_create_folders_and_cannot_escape_the_base():
+    p = dest({"title": "../../etc/passwd", "artist": "..", "album": "a/b"}, base="/out")
+    assert p == "/out/_/a_b/_.._etc_passwd.mp3"
+    rel = render("../$artist/./$album/$title", template_fields({"title": "t", "artist": "..", "album": "."}, Path("x.mp3")), "mp3")
+    assert ".." not in rel.parts and not rel.is_absolute()
+    assert all(c not in ("", ".", "..") for c in rel.parts)
+
+
+def test_reserved_names_with_the_extension():
+    assert sanitise_filename("AUX", "MP3") == "AUX_.mp3"
+    assert dest({"title": "nul", "artist": "con", "album": "PRN"}) == "/out/con_/PRN_/nul_.mp3"
+
+
+def test_nfc_normalisation():
+    nfd = unicodedata.normalize("NFD", "Café Ærøskøbing")
+    out = sanitise_component(nfd)
+    assert out == unicodedata.normalize("NFC", "Café Ærøskøbing") and unicodedata.is_normalized("NFC", out)
+
+
+def test_long_names_are_cut_on_character_boundaries_and_keep_the_extension():
+    title = "Ünïcödé 東京 " * 60
+    name = sanitise_filename(title, "FLAC")
+    assert len(name.encode("utf-8")) <= MAX_COMPONENT_BYTES and name.endswith(".flac")
+    name.encode("utf-8").decode("utf-8")  # still valid UTF-8
+    assert not name[:-5].endswith((" ", "."))
+    folder = sanitise_component("x" * 500)
+    assert len(folder) == MAX_COMPONENT_BYTES
+
+
+def test_free_path_adds_suffixes_and_never_picks_a_taken_or_existing_name(tmp_path):
+    (tmp_path / "a.mp3").write_bytes(b"1")
+    assert free_path(tmp_path / "a.mp3") == tmp_path / "a (1).mp3"
+    taken = {path_key(tmp_path / "A (1).MP3")}  # case-insensitively taken by another file of the plan
+    assert free_path(tmp_path / "a.mp3", taken) == tmp_path / "a (2).mp3"
+    assert free_path(tmp_path / "b.mp3", taken) == tmp_path / "b.mp3"
+    (tmp_path / "c (4).mp3").write_bytes(b"3")
+    assert free_path(tmp_path / "c (4).mp3") == tmp_path / "c (5).mp3"  # not "c (4) (1)"
+
+
+def test_free_path_lets_a_file_keep_its_own_name(tmp_path):
+    own = tmp_path / "a.mp3"
+    own.write_bytes(b"1")
+    assert free_path(own, own=own) == own
+    (tmp_path / "b.mp3").write_bytes(b"2")
+    assert free_path(tmp_path / "b.mp3", own=own) == tmp_path / "b (1).mp3"
+
+
+def test_user_path_relative_absolute_and_extension(tmp_path):
+    src = Path("/m/x.MP3")
+    assert user_path("Mine/Song", src, Path("/out")) == Path("/out/Mine/Song.mp3")
+    assert user_path("../up:here.mp3", src, Path("/out")) == Path("/out/up_here.mp3")
+    assert user_path("/abs/Name.v2", src, Path("/out")) == Path("/abs/Name.v2.mp3")
