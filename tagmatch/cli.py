@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (train, index, scan, info).
+"""Command line: a thin layer over the library (train, index, scan, info, apply, undo, runs).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -208,6 +208,131 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _show(values) -> str:
+    return "(none)" if not values else "; ".join(values)
+
+
+def _print_plan(plan) -> None:
+    """The plan as the user reviews it: one block per file, then what is skipped and why."""
+    import os
+
+    paths = [str(op.src) for op in plan.ops] + [str(op.dst) for op in plan.ops if not plan.dest]
+    base = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else Path.cwd()
+    verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
+    for op in plan.ops:
+        dst = _rel(str(op.dst), plan.dest) if plan.dest else _rel(str(op.dst), base)
+        why = op.why if "confidence" in op.why or op.confidence is None else f"{op.why}, confidence {op.confidence:.2f}"
+        print(f"{verb} {_rel(str(op.src), base)}\n  -> {dst}   ({why})")
+        added = [f"{c.name}: {_show(c.new)}" for c in op.tag_changes if c.old is None]
+        if added:
+            print("     + " + " | ".join(added))
+        for c in op.tag_changes:
+            if c.old is not None:
+                print(f"     {'~' if c.new else '-'} {c.name}: {_show(c.old)} -> {_show(c.new)}")
+        if op.art_from:
+            print("     + cover art from the reference")
+    for sk in plan.skipped:
+        print(f"skip {_rel(sk.path, base)}   ({sk.reason})")
+
+
+def cmd_apply(args) -> int:
+    import os
+
+    from tagmatch.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.journal import applied_sources, default_runs_dir
+    from tagmatch.plan import build_plan, load_scan
+
+    doc = load_scan(args.scan)
+    runs_dir = default_runs_dir()
+    mode = "copy" if args.copy else ("move" if args.move else None)
+    plan = build_plan(doc, min_confidence=args.min_confidence, template=args.template, dest=args.dest, mode=mode,
+                      already_applied=applied_sources(runs_dir))
+    _print_plan(plan)
+    if not plan.ops:
+        if args.min_confidence is None and not any(f.get("decision") for f in doc["files"]):
+            raise TagmatchError("nothing accepted: no file of the scan has a review decision; "
+                                "pass --min-confidence X to accept matches at or above X")
+        print("nothing to do", file=sys.stderr)
+        return 0
+    n_ren = sum(op.src != op.dst for op in plan.ops)
+    n_tag = sum(op.retags for op in plan.ops)
+    summary = f"{len(plan.ops)} files: {n_ren} to {plan.mode if plan.dest else 'rename'}, {n_tag} to retag"
+    if not args.yes:
+        print(f"{summary}. Dry run: nothing was changed; add --yes to apply.", file=sys.stderr)
+        return 0
+    run = start_run(plan, runs_dir, scan=str(Path(args.scan).absolute()), id3v23=args.id3v23)
+    delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
+    results = []
+    try:
+        with progress_bar("applying", len(plan.ops), args.quiet) as advance, graceful_interrupt() as stopped:
+            for r in apply_plan(plan, run, id3v23=args.id3v23, should_stop=stopped, delay_s=delay):
+                results.append(r)
+                if r.status == "failed":
+                    _err(f"{r.src}: {r.message}")
+                advance(info=Path(r.src).name[:40])
+    except KeyboardInterrupt:
+        _err(f"run {run.id} stopped mid-operation; `tagmatch undo {run.id}` puts everything back")
+        raise
+    done = sum(r.status == "done" for r in results)
+    failed = len(results) - done
+    left = len(plan.ops) - len(results)
+    print(f"run {run.id}: {done} done, {failed} failed" + (" (left unchanged)" if failed else "")
+          + (f", {left} not started (interrupted)" if left else "")
+          + (f"; undo with: tagmatch undo {run.id}" if done else ""), file=sys.stderr)
+    return 1 if failed and not done else 0
+
+
+def cmd_undo(args) -> int:
+    from tagmatch.apply import undo_run
+    from tagmatch.journal import default_runs_dir, find_run
+
+    info = find_run(default_runs_dir(), args.run)
+    if info.in_flight:
+        _err(f"run {info.id} was cut short; {len(info.in_flight)} operation(s) were in flight:")
+        for o in info.in_flight:
+            _err(f"  #{o.i} {o.src} -> {o.dst} ({'staged' if o.ready else 'started'})")
+    undone = refused = 0
+    for r in undo_run(info):
+        flight = " [was in flight]" if r.was_in_flight else ""
+        if r.status == "undone":
+            undone += 1
+            if not args.quiet:
+                back = "" if r.op.entry.get("mode") == "copy" else f" -> {r.op.src}"
+                print(f"undone {r.op.dst}{back} ({r.message}){flight}")
+        else:
+            refused += 1
+            _err(f"refused #{r.op.i} {r.op.dst}: {r.message}{flight}")
+    print(f"run {info.id}: {undone} undone, {refused} refused", file=sys.stderr)
+    return 1 if refused and not undone else 0
+
+
+def cmd_runs(args) -> int:
+    from tagmatch.journal import default_runs_dir, find_run, list_runs
+
+    runs_dir = default_runs_dir()
+    if args.run:
+        info = find_run(runs_dir, args.run)
+        h = info.header
+        print(f"run {info.id}  {h.get('time')}  {h.get('mode')}{' to ' + h['dest'] if h.get('dest') else ''}  "
+              f"status {info.status}\nscan {h.get('scan')}\nfolder {info.dir}")
+        for o in info.ops:
+            print(f"#{o.i:<4} {o.state:<9} {o.src}\n       -> {o.dst}" + (f"\n       {o.reason}" if o.reason else ""))
+            for name, new in (o.entry.get("new_tags") or {}).items():
+                print(f"       {name}: {_show((o.entry.get('old_tags') or {}).get(name))} -> {_show(new)}")
+        return 0
+    runs = list_runs(runs_dir)
+    if not runs:
+        print(f"no runs in {runs_dir}", file=sys.stderr)
+        return 0
+    for r in runs:
+        h = r.header
+        counts = ", ".join(f"{r.count(s)} {s}" for s in ("done", "undone", "in-flight", "failed") if r.count(s))
+        how = f"{h.get('mode')} to {h['dest']}" if h.get("dest") else "rename in place"
+        print(f"{r.id}  {h.get('time', '')[:19].replace('T', ' ')}  {h.get('n_ops', len(r.ops)):>4} ops  "
+              f"{r.status:<13} {counts or '-'}  ({how})")
+    return 0
+
+
 def _rel(path: str, base: Path) -> str:
     try:
         return str(Path(path).relative_to(base.absolute()))
@@ -216,6 +341,7 @@ def _rel(path: str, base: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tagmatch.naming import DEFAULT_TEMPLATE, FIELDS
     from tagmatch.train import LOSSES, TrainConfig
 
     p = argparse.ArgumentParser(prog=PROG, description="Match messy audio files to a tagged reference library.")
@@ -255,6 +381,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("info", help="describe the store")
     common(sp)
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("apply", help="plan renames and retags from a scan; carry them out with --yes")
+    sp.add_argument("scan", type=Path, help="scan JSON (from scan --json), with review decisions if any")
+    sp.add_argument("--min-confidence", type=float, metavar="X",
+                    help="also accept unreviewed matches with confidence >= X")
+    sp.add_argument("--template", default=DEFAULT_TEMPLATE,
+                    help=f"path template (default {DEFAULT_TEMPLATE!r}); fields: " + ", ".join(FIELDS))
+    sp.add_argument("--dest", type=Path, help="put files under this folder (default: copy there); "
+                                              "without it files are renamed in their own folder")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument("--copy", action="store_true", help="leave the originals alone (default with --dest)")
+    how.add_argument("--move", action="store_true", help="move files (safe across disks)")
+    sp.add_argument("--yes", action="store_true", help="carry the plan out (without it: dry run)")
+    sp.add_argument("--id3v23", action="store_true", help="write ID3v2.3 instead of v2.4 (MP3, WAV, AIFF)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_apply)
+
+    sp = sub.add_parser("undo", help="restore the names and tags a run changed (default: the last run)")
+    sp.add_argument("run", nargs="?", help="run id (or a unique prefix), see `tagmatch runs`")
+    sp.add_argument("-q", "--quiet", action="store_true", help="only refusals and the summary")
+    sp.set_defaults(func=cmd_undo)
+
+    sp = sub.add_parser("runs", help="list past runs (or the operations of one run)")
+    sp.add_argument("run", nargs="?", help="show this run's operations")
+    sp.set_defaults(func=cmd_runs)
     return p
 
 

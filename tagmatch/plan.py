@@ -1,0 +1,264 @@
+"""Plans: which files of a scan to change and how (new path, tag changes), as plain data.
+
+Nothing here writes a user file; `apply.py` carries a plan out. The review's decisions live in the
+scan JSON itself, as an optional key of each `files[]` entry (everything else stays as `scan`
+wrote it):
+
+    "decision": {"status": "accepted" | "rejected",
+                 "choice": 0,            # 0 = the match, 1..3 = that alternative
+                 "tags": {"genre": "Jazz", "date": null},   # overrides; null removes the tag
+                 "path": "Some/Where.mp3"}                  # optional explicit new path
+
+A file is accepted when its decision says so, or (no decision) when `min_confidence` is given and
+its status is `match` at or above it. Unknown, error and rejected files are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from tagmatch.errors import TagmatchError
+from tagmatch.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
+from tagmatch.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
+
+SCAN_VERSION = 1  # the scan JSON version this module understands (see scan.py)
+MODES = ("move", "copy")
+Values = list[str]
+
+
+@dataclass(frozen=True)
+class TagChange:
+    name: str
+    old: Values | None
+    new: Values | None  # None: the tag is removed
+
+
+@dataclass
+class PlannedOp:
+    """One accepted file: where it goes and what changes. `mode` 'move' renames in place (or moves
+    under --dest); 'copy' leaves the original alone."""
+
+    src: Path
+    dst: Path
+    mode: str
+    tag_changes: list[TagChange]
+    art_from: Path | None = None  # reference file whose art is embedded (the file has none)
+    reference: str | None = None
+    confidence: float | None = None
+    why: str = ""
+
+    @property
+    def changes(self) -> dict[str, Values | None]:
+        """name -> new values (None deletes): what `tags.write_tags` takes."""
+        return {c.name: c.new for c in self.tag_changes}
+
+    @property
+    def retags(self) -> bool:
+        return bool(self.tag_changes or self.art_from)
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    ops: list[PlannedOp] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    mode: str = "move"
+    dest: Path | None = None
+    template: str = DEFAULT_TEMPLATE
+
+
+# ---- the scan document and its decisions -----------------------------------------------------
+def load_scan(path: Path | str) -> dict:
+    """Read and check a scan JSON file (as written by `tagmatch scan --json`)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TagmatchError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        raise TagmatchError(f"{path} is not a tagmatch scan (no 'files' list)")
+    if doc.get("version") != SCAN_VERSION:
+        raise TagmatchError(f"{path}: scan version {doc.get('version')}, expected {SCAN_VERSION}")
+    return doc
+
+
+def _entry(scan_doc: dict, path: str | Path) -> dict:
+    key = path_key(Path(path).absolute())
+    for f in scan_doc["files"]:
+        if path_key(Path(f["path"])) == key:
+            return f
+    raise TagmatchError(f"not in the scan: {path}")
+
+
+def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int = 0,
+                 tags: Mapping[str, "str | Sequence[str] | None"] | None = None,
+                 new_path: str | None = None) -> dict:
+    """Record the review's verdict on one file in `scan_doc` (in place; the caller saves it).
+
+    The TUI calls this: `status` 'accepted' or 'rejected'; `choice` 0 for the match, 1..3 for an
+    alternative; `tags` overrides the chosen reference's tags (None removes one); `new_path`
+    overrides the template (relative to --dest or the file's folder). Returns the decision.
+    """
+    if status not in ("accepted", "rejected"):
+        raise TagmatchError(f"decision status must be 'accepted' or 'rejected', not {status!r}")
+    entry = _entry(scan_doc, path)
+    if status == "accepted":
+        n_alt = len(entry.get("alternatives") or [])
+        if (choice == 0 and not entry.get("match")) or not 0 <= choice <= n_alt:
+            raise TagmatchError(f"{entry['path']}: no candidate {choice} to accept")
+    bad = set(tags or {}) - set(TAG_NAMES)
+    if bad:
+        raise TagmatchError(f"unknown tag names: {', '.join(sorted(bad))}")
+    decision: dict = {"status": status, "choice": choice}
+    if tags:
+        decision["tags"] = dict(tags)
+    if new_path:
+        decision["path"] = str(new_path)
+    entry["decision"] = decision
+    return decision
+
+
+def clear_decision(scan_doc: dict, path: str | Path) -> None:
+    _entry(scan_doc, path).pop("decision", None)
+
+
+# ---- planning --------------------------------------------------------------------------------
+def _accept(entry: dict, min_confidence: float | None) -> tuple[int, str] | str:
+    """(choice, why) when the file is accepted, else the reason it is skipped."""
+    status, d = entry.get("status"), entry.get("decision") or {}
+    if status != "match":
+        extra = " (never applied, even when accepted)" if d.get("status") == "accepted" else ""
+        return f"status {status}{extra}"
+    if d.get("status") == "rejected":
+        return "rejected in review"
+    if d.get("status") == "accepted":
+        choice = d.get("choice", 0)
+        return (choice, "accepted in review") if isinstance(choice, int) else f"bad choice {choice!r}"
+    if d:
+        return f"unknown decision status {d.get('status')!r}"
+    if min_confidence is None:
+        return "not reviewed"
+    conf = (entry.get("match") or {}).get("confidence") or 0.0
+    if conf >= min_confidence:
+        return 0, f"confidence {conf:.2f} >= {min_confidence:g}"
+    return f"confidence {conf:.2f} < {min_confidence:g}"
+
+
+def _as_values(v) -> Values | None:
+    if v is None:
+        return None
+    out = [str(x) for x in ([v] if isinstance(v, str) else v) if str(x) != ""]
+    return out or None
+
+
+def target_tags(candidate: dict, overrides: Mapping | None = None) -> dict[str, Values | None]:
+    """The tags to give a file: the reference's (from the scan JSON), real multi-value lists where
+    the reference file still has them (the JSON joins them with '; '), then the overrides.
+    Tags the reference lacks are absent: the file keeps its own."""
+    ref_values: dict[str, Values] = {}
+    ref = candidate.get("path")
+    if ref and Path(ref).is_file():
+        try:
+            ref_values = read_tag_values(ref)
+        except TagReadError:
+            pass
+    out: dict[str, Values | None] = {}
+    for name, v in (candidate.get("tags") or {}).items():
+        if name not in TAG_NAMES or v is None:
+            continue
+        if isinstance(v, str) and name in ref_values and "; ".join(ref_values[name]) == v:
+            out[name] = ref_values[name]
+        elif (vals := _as_values(v)) is not None:
+            out[name] = vals
+    for name, v in (overrides or {}).items():
+        if name in TAG_NAMES:
+            out[name] = _as_values(v)
+    return out
+
+
+def _art_from(candidate: dict, src: Path) -> Path | None:
+    ref = candidate.get("path")
+    if not ref or not Path(ref).is_file():
+        return None
+    try:
+        return Path(ref) if read_pictures(ref) and not read_pictures(src) else None
+    except TagReadError:
+        return None
+
+
+def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template: str = DEFAULT_TEMPLATE,
+               dest: Path | None = None, mode: str | None = None,
+               already_applied: Mapping[str, tuple[str, str]] | None = None) -> Plan:
+    """Turn a scan (with decisions) into a plan. Reads tags, never writes.
+
+    `mode` defaults to 'copy' with `dest`, else 'move' (rename in place). `already_applied`
+    (from `journal.applied_sources`) maps sources done or in flight in earlier runs: skipped.
+    """
+    check_template(template)
+    mode = mode or ("copy" if dest else "move")
+    if mode not in MODES:
+        raise TagmatchError(f"mode must be one of {MODES}")
+    dest = Path(dest).absolute() if dest else None
+    plan = Plan(mode=mode, dest=dest, template=template)
+    applied = already_applied or {}
+    seen: set[str] = set()
+    taken: set[str] = set()
+    for entry in scan_doc["files"]:
+        path = str(entry.get("path"))
+        verdict = _accept(entry, min_confidence)
+        if isinstance(verdict, str):
+            plan.skipped.append(Skip(path, verdict))
+            continue
+        choice, why = verdict
+        candidates = [entry.get("match"), *(entry.get("alternatives") or [])]
+        cand = candidates[choice] if 0 <= choice < len(candidates) else None
+        if not cand:
+            plan.skipped.append(Skip(path, f"accepted candidate {choice} does not exist"))
+            continue
+        src = Path(path).absolute()
+        key = path_key(src)
+        if key in seen:
+            plan.skipped.append(Skip(path, "listed twice in the scan"))
+            continue
+        seen.add(key)
+        if str(src) in applied:
+            run_id, state = applied[str(src)]
+            plan.skipped.append(Skip(path, f"already applied in run {run_id}" if state == "done" else
+                                     f"in flight in interrupted run {run_id}: run `tagmatch undo {run_id}` first"))
+            continue
+        if not src.is_file():
+            plan.skipped.append(Skip(path, "file not found"))
+            continue
+        if src.is_symlink():  # renaming the link or retagging its target would surprise: leave it
+            plan.skipped.append(Skip(path, "a symbolic link"))
+            continue
+        try:
+            old = read_tag_values(src)
+        except TagReadError as exc:
+            plan.skipped.append(Skip(path, exc.reason))
+            continue
+        decision = entry.get("decision") or {}
+        target = target_tags(cand, decision.get("tags"))
+        changes = [TagChange(n, old.get(n), v) for n, v in target.items() if old.get(n) != v]
+        new_tags = {**old, **target}
+        new_tags = {k: v for k, v in new_tags.items() if v is not None}
+        base = dest or src.parent
+        dst = (user_path(decision["path"], src, base) if decision.get("path")
+               else destination(template, new_tags, src, base))
+        dst = free_path(dst, taken, own=src if mode == "move" else None)
+        art = _art_from(cand, src)
+        if dst == src and not changes and not art:
+            plan.skipped.append(Skip(path, "already named and tagged"))
+            continue
+        taken.add(path_key(dst))
+        plan.ops.append(PlannedOp(src, dst, mode, changes, art, cand.get("path"), cand.get("confidence"), why))
+    return plan
