@@ -16,6 +16,7 @@ its status is `match` at or above it. Unknown, error and rejected files are neve
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -91,10 +92,21 @@ def load_scan(path: Path | str) -> dict:
     return doc
 
 
+def save_scan(scan_doc: dict, path: Path | str) -> None:
+    """Write a scan (with its decisions) back atomically, formatted as `scan --json` writes it."""
+    from tagmatch.fsutil import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(scan_doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def _norm(path: str | Path) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _entry(scan_doc: dict, path: str | Path) -> dict:
-    key = path_key(Path(path).absolute())
+    key = _norm(path)
     for f in scan_doc["files"]:
-        if path_key(Path(f["path"])) == key:
+        if _norm(f["path"]) == key:
             return f
     raise TagmatchError(f"not in the scan: {path}")
 
@@ -106,7 +118,8 @@ def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int =
 
     The TUI calls this: `status` 'accepted' or 'rejected'; `choice` 0 for the match, 1..3 for an
     alternative; `tags` overrides the chosen reference's tags (None removes one); `new_path`
-    overrides the template (relative to --dest or the file's folder). Returns the decision.
+    overrides the template (relative to --dest or the file's folder). Returns the decision;
+    `save_scan` writes the document back.
     """
     if status not in ("accepted", "rejected"):
         raise TagmatchError(f"decision status must be 'accepted' or 'rejected', not {status!r}")
@@ -224,8 +237,8 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
         if not cand:
             plan.skipped.append(Skip(path, f"accepted candidate {choice} does not exist"))
             continue
-        src = Path(path).absolute()
-        key = path_key(src)
+        src = Path(_norm(path))
+        key = str(src)
         if key in seen:
             plan.skipped.append(Skip(path, "listed twice in the scan"))
             continue

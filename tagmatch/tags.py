@@ -54,6 +54,7 @@ MP4_ATOMS = {
     "musicbrainz_releasegroupid": _FF + "MusicBrainz Release Group Id",
     "musicbrainz_releasetrackid": _FF + "MusicBrainz Release Track Id",
 }
+_KEEP_IN_V23 = ("TSOP", "TSOA", "TSOT")  # artist/album/title sort order
 Values = list[str]
 Changes = Mapping[str, "Sequence[str] | str | None"]  # None (or no value) deletes the tag
 
@@ -351,7 +352,12 @@ def write_tags(path: Path | str, changes: Changes, *, add_pictures: Sequence[Pic
         v23 = id3v23 and kind == "id3"
         if kind == "id3":
             if v23:
+                # update_to_v23 drops v2.4-only frames; sort orders are the user's data and every
+                # player reads them in v2.3 too (Picard keeps them the same way)
+                kept = [fr for k in _KEEP_IN_V23 for fr in f.tags.getall(k)]
                 f.tags.update_to_v23()
+                for fr in kept:
+                    f.tags.add(fr)
                 f.save(v2_version=3, v23_sep="/")
             else:
                 f.save(v2_version=4)

@@ -95,6 +95,19 @@ def test_id3_v23_round_trip(fresh, fmt):
     assert read_tag_values(f) == expected(FULL, v23=True)
 
 
+def test_v23_keeps_the_sort_order_frames(fresh):
+    import mutagen
+    from mutagen.id3 import TSOP
+
+    f = fresh("mp3")
+    retag_file(f, {"title": "x"})
+    m = mutagen.File(str(f))
+    m.tags.add(TSOP(encoding=3, text=["Beatles, The"]))
+    m.save()
+    retag_file(f, {"artist": "The Beatles"}, id3v23=True)
+    assert mutagen.File(str(f)).tags["TSOP"].text == ["Beatles, The"]
+
+
 def test_id3_default_is_v24_and_v23_option_writes_v23(fresh):
     from mutagen.id3 import ID3
 
