@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
-from tagmatch.journal import Journal, OpRecord, RunInfo, create_run
+from tagmatch.journal import Journal, OpRecord, RunInfo, create_run, fsync_dir
 from tagmatch.naming import free_path
 from tagmatch.plan import Plan, PlannedOp
 from tagmatch.tags import is_read_only, read_pictures, read_tag_values, write_tags
@@ -83,19 +83,6 @@ def _hash_or_none(path: Path | None) -> str | None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _copy_like(a: Path, b: Path) -> None:
@@ -166,7 +153,7 @@ def _backup(src: Path, backup: Path, expected: str) -> None:
     else:
         if sha256(backup) != expected:
             raise TagmatchError(f"{src} changed while it was being applied")
-    _fsync_dir(backup.parent)
+    fsync_dir(backup.parent)
 
 
 def _missing_dirs(folder: Path) -> list[Path]:
@@ -290,7 +277,7 @@ def _apply_one(op: PlannedOp, i: int, run: Run, id3v23: bool, delay_s: float) ->
                 if op.mode == "move":
                     os.unlink(src)
         for d in {dst.parent, src.parent}:
-            _fsync_dir(d)
+            fsync_dir(d)
     except Exception as exc:
         reason = _reason(exc)
         try:
@@ -356,7 +343,7 @@ def _revert(e: dict, h1: str | None, *, done: bool) -> str:
             note = "moved back"
         else:
             raise UndoRefused(f"{dst}: no backup of the original; left as is")
-        _fsync_dir(src.parent)
+        fsync_dir(src.parent)
     if backup and os.path.lexists(backup) and _hash_or_none(src) == h0:
         os.unlink(backup)  # the original is back in place: the backup is redundant
     _remove_dirs(e.get("dirs") or [])

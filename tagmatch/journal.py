@@ -98,11 +98,13 @@ def create_run(runs_dir: Path, meta: dict) -> tuple[str, Path, Journal]:
     j = Journal(run_dir / JOURNAL)
     j.write({"type": "run", "version": JOURNAL_VERSION, "id": run_id,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **meta})
-    _fsync_dir(runs_dir)
+    fsync_dir(runs_dir)
     return run_id, run_dir, j
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new, renamed, removed files) durable; best effort where the OS
+    cannot open folders."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
