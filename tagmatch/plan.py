@@ -243,8 +243,8 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
             plan.skipped.append(Skip(path, "listed twice in the scan"))
             continue
         seen.add(key)
-        if str(src) in applied:
-            run_id, state = applied[str(src)]
+        if key in applied:
+            run_id, state = applied[key]
             plan.skipped.append(Skip(path, f"already applied in run {run_id}" if state == "done" else
                                      f"in flight in interrupted run {run_id}: run `tagmatch undo {run_id}` first"))
             continue
@@ -262,8 +262,7 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
         decision = entry.get("decision") or {}
         target = target_tags(cand, decision.get("tags"))
         changes = [TagChange(n, old.get(n), v) for n, v in target.items() if old.get(n) != v]
-        new_tags = {**old, **target}
-        new_tags = {k: v for k, v in new_tags.items() if v is not None}
+        new_tags = {k: v for k, v in {**old, **target}.items() if v is not None}
         base = dest or src.parent
         dst = (user_path(decision["path"], src, base) if decision.get("path")
                else destination(template, new_tags, src, base))
