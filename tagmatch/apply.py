@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
-from tagmatch.journal import Journal, OpRecord, RunInfo, create_run, fsync_dir
+from tagmatch.fsutil import fsync_dir
+from tagmatch.journal import Journal, OpRecord, RunInfo, create_run
 from tagmatch.naming import free_path
 from tagmatch.plan import Plan, PlannedOp
 from tagmatch.tags import is_read_only, read_pictures, read_tag_values, write_tags

@@ -106,8 +106,9 @@ def cmd_train(args) -> int:
     noise_paths = _expand_sources(args.noise) if args.noise else []
     if not music_paths:
         raise TagmatchError("no audio files to train on")
-    cfg = TrainConfig(steps=args.steps, batch_pairs=args.batch, loss=args.loss, learning_rate=args.lr,
-                      seed=args.seed)
+    given = {"steps": args.steps, "batch_pairs": args.batch, "learning_rate": args.lr, "loss": args.loss,
+             "seed": args.seed}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     with progress_bar("decoding", len(music_paths) + len(noise_paths), args.quiet) as advance:
         def on_file(p, err):
             if err:
@@ -342,7 +343,6 @@ def _rel(path: str, base: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from tagmatch.naming import DEFAULT_TEMPLATE, FIELDS
-    from tagmatch.train import LOSSES, TrainConfig
 
     p = argparse.ArgumentParser(prog=PROG, description="Match messy audio files to a tagged reference library.")
     sub = p.add_subparsers(dest="command")
@@ -357,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sources", type=Path, nargs="+", help="folders, audio files, or text files listing paths")
     sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
     sp.add_argument("--noise", type=Path, nargs="*", help="background recordings for augmentation")
-    sp.add_argument("--steps", type=int, default=TrainConfig.steps)
-    sp.add_argument("--batch", type=int, default=TrainConfig.batch_pairs, help="pairs per step")
-    sp.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
-    sp.add_argument("--loss", choices=LOSSES, default="ntxent")
-    sp.add_argument("--seed", type=int, default=0)
+    # Defaults live in train.TrainConfig (not imported here: it pulls in JAX, slow to start).
+    sp.add_argument("--steps", type=int, help="training steps (default 4000)")
+    sp.add_argument("--batch", type=int, help="pairs per step (default 128)")
+    sp.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    sp.add_argument("--loss", choices=("ntxent", "pair-bce"), help="ntxent (default, contrastive) or "
+                    "pair-bce (the seed's distance + sigmoid formulation)")
+    sp.add_argument("--seed", type=int)
     sp.add_argument("--checkpoint", type=Path, help="checkpoint file: saved periodically, resumed if present")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=cmd_train)

@@ -22,6 +22,21 @@ def _umask() -> int:
 _UMASK = _umask()  # mkstemp makes 0600 files; finished files get the usual 0666 & ~umask
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new, renamed, removed files) durable; best effort where the OS
+    cannot open folders."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(target: Path):
     """Yield a temp path beside `target`; on success it replaces `target` atomically."""
@@ -35,6 +50,7 @@ def atomic_path(target: Path):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import fsync_dir
 
 JOURNAL_VERSION = 1
 RUNS_ENV = "TAGMATCH_RUNS"
@@ -100,21 +101,6 @@ def create_run(runs_dir: Path, meta: dict) -> tuple[str, Path, Journal]:
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **meta})
     fsync_dir(runs_dir)
     return run_id, run_dir, j
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (new, renamed, removed files) durable; best effort where the OS
-    cannot open folders."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass
