@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--out", type=Path, default=Path("tagmatch/default_model/model.joblib"))
     ap.add_argument("--checkpoint", type=Path, default=Path.home() / ".cache/tagmatch/train-default.ckpt")
-    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--loss", default="ntxent", choices=["ntxent", "pair-bce"])
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
