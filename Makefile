@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml
 fixtures: $(STAMP)
 	$(BIN)/python fixtures/generate.py $(FIXTURES)
 
+# The demo store is rebuilt each time (a store made by an older model would be refused).
 demo: fixtures
+	rm -f $(DEMO_STORE)
 	$(BIN)/tagmatch index $(FIXTURES)/library --store $(DEMO_STORE)
 	$(BIN)/tagmatch scan $(FIXTURES)/messy --store $(DEMO_STORE) --json $(FIXTURES)/demo-scan.json
 

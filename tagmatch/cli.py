@@ -336,7 +336,7 @@ def cmd_runs(args) -> int:
 
 def _rel(path: str, base: Path) -> str:
     try:
-        return str(Path(path).relative_to(base.absolute()))
+        return str(Path(path).absolute().relative_to(base.absolute()))
     except ValueError:
         return str(path)
 
