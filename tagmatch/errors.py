@@ -7,13 +7,17 @@ class TagmatchError(Exception):
     """Base of every error tagmatch reports to the user as one line."""
 
 
-class AudioReadError(TagmatchError):
-    """A file could not be decoded, or holds no usable audio."""
+class FileError(TagmatchError):
+    """An error about one file: `path` names it, `reason` is the one-line message."""
 
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
         super().__init__(reason)
+
+
+class AudioReadError(FileError):
+    """A file could not be decoded, or holds no usable audio."""
 
 
 class StoreError(TagmatchError):
@@ -24,19 +28,9 @@ class ModelError(TagmatchError):
     """A model file is missing, corrupt, or of an unknown format."""
 
 
-class TagReadError(TagmatchError):
+class TagReadError(FileError):
     """A file's tags could not be read (not audio, corrupt, unreadable)."""
 
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(reason)
 
-
-class TagWriteError(TagmatchError):
+class TagWriteError(FileError):
     """A file's tags could not be written or did not read back as written; the file is unchanged."""
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(reason)
