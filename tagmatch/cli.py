@@ -81,6 +81,19 @@ def _store_path(arg: Path | None) -> Path:
     return Path(arg) if arg else default_store_path()
 
 
+def _model_and_store(args, must_exist: bool):
+    """The model in use and the store it reads, refusing a store built by another model.
+    Returns (model, store or None when it does not exist yet and need not, store path)."""
+    from tagmatch.store import Store
+
+    model = _load_model(args.model)
+    store_path = _store_path(args.store)
+    store = Store.load(store_path) if must_exist or store_path.exists() else None
+    if store is not None:
+        store.check_model(model.model_id, model.feature_config, store_path)
+    return model, store, store_path
+
+
 def _expand_sources(sources: list[Path]) -> list[Path]:
     """Folders, audio files, or text files listing one audio path a line."""
     from tagmatch.audio import find_audio_files, is_audio_path
@@ -131,15 +144,10 @@ def cmd_train(args) -> int:
 
 def cmd_index(args) -> int:
     from tagmatch.index import index_library
-    from tagmatch.store import Store
 
     if not args.ref_dir.is_dir():
         raise TagmatchError(f"not a folder: {args.ref_dir}")
-    model = _load_model(args.model)
-    store_path = _store_path(args.store)
-    store = Store.load(store_path) if store_path.exists() else None
-    if store is not None:
-        store.check_model(model.model_id, model.feature_config, store_path)
+    model, store, store_path = _model_and_store(args, must_exist=False)
     with progress_bar("indexing", None, args.quiet) as advance, graceful_interrupt() as stopped:
         def progress(p):
             advance(total=p.total, info=Path(p.path).name[:40])
@@ -161,14 +169,10 @@ def cmd_index(args) -> int:
 def cmd_scan(args) -> int:
     from tagmatch.match import MatchConfig
     from tagmatch.scan import describe, scan, scan_json, scan_paths, write_scan_json
-    from tagmatch.store import Store
 
     if not args.dir.exists():
         raise TagmatchError(f"not found: {args.dir}")
-    model = _load_model(args.model)
-    store_path = _store_path(args.store)
-    store = Store.load(store_path)
-    store.check_model(model.model_id, model.feature_config, store_path)
+    model, store, store_path = _model_and_store(args, must_exist=True)
     paths = scan_paths(args.dir)
     if not paths:
         raise TagmatchError(f"no audio files in {args.dir}")
