@@ -253,7 +253,7 @@ def train(
             export(step + 1)  # the model file follows the checkpoints, so a stopped run is usable
     else:
         step = cfg.steps
-    done = step if step < cfg.steps else cfg.steps
+    done = step  # a stop leaves `step` at the first step not taken
     if checkpoint and done > start:
         _save_checkpoint(checkpoint, cfg, model, optimizer, done, history)
     return export(done)
