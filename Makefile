@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store.joblib
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-all fixtures bench train-default clean
+.PHONY: install demo test test-fast fixtures bench tradeoff compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -41,5 +41,24 @@ bench: $(STAMP)
 train-default: $(STAMP)
 	$(BIN)/python tools/train_default.py
 
+# Reference hop, query hop, vector dtype and dimension against accuracy (uses bench's queries).
+tradeoff: $(STAMP)
+	$(BIN)/python tools/tradeoff.py
+
+# The seed's pair-BCE Siamese vs NT-Xent: same data, same steps, same seed, from scratch,
+# then both scored by the trade-off study's default variant (docs/benchmarks.md).
+COMPARE_STEPS ?= 300
+COMPARE_DIR ?= $(HOME)/.cache/tagmatch/compare
+compare-losses: $(STAMP)
+	mkdir -p $(COMPARE_DIR)
+	for loss in ntxent pair-bce; do \
+	  $(BIN)/python tools/train_default.py --loss $$loss --steps $(COMPARE_STEPS) \
+	    --out $(COMPARE_DIR)/$$loss.joblib --checkpoint $(COMPARE_DIR)/$$loss.ckpt || exit 1; \
+	done
+	for loss in ntxent pair-bce; do \
+	  $(BIN)/python tools/tradeoff.py --model $(COMPARE_DIR)/$$loss.joblib --variants default --limit 40 || exit 1; \
+	done
+
 clean:
 	rm -rf $(VENV) $(FIXTURES) .pytest_cache
+

@@ -21,9 +21,9 @@ from tagmatch.features import LOG_EPS, FeatureConfig, mel_basis, stft_window
 @dataclass(frozen=True)
 class AugmentConfig:
     max_shift_s: float = 0.05  # query windows every 0.1 s are never further than this from a reference window
-    speed_p: float = 0.3
+    speed_p: float = 0.5
     max_speed: float = 0.035  # +-3.5 %
-    reverb_p: float = 0.6
+    reverb_p: float = 0.7
     rt60_s: tuple[float, float] = (0.1, 0.9)
     noise_p: float = 0.9
     snr_db: tuple[float, float] = (-3.0, 20.0)

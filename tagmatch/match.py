@@ -1,6 +1,6 @@
 """Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
 
-The file is cut into 10 s fragments. Every 0.1 s a window is embedded and its nearest reference
+The file is cut into 10 s fragments. Every `query_hop_s` a window is embedded and its nearest reference
 windows are found; each hit votes for (track, offset = reference time - query time). Within a
 fragment, votes are counted only when they agree on the track AND on the offset (0.5 s bins,
 +-1 bin), so chance neighbours scattered over a library do not add up. A track's score is the
@@ -17,7 +17,7 @@ import numpy as np
 
 from tagmatch.audio import load_audio
 from tagmatch.errors import AudioReadError, TagmatchError
-from tagmatch.features import cut_windows, log_mel, window_starts
+from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
 from tagmatch.index import SILENT_RMS, window_rms
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
@@ -26,6 +26,7 @@ from tagmatch.store import Store
 @dataclass(frozen=True)
 class MatchConfig:
     fragment_s: float = 10.0
+    query_hop_s: float = 0.1  # a query window every 0.1 s: a fifth of them sit within 0.05 s of a reference window
     min_duration_s: float = 3.0  # below this a file is reported as too short
     top_k: int = 10  # reference neighbours per query window
     offset_bin_s: float = 0.5
@@ -133,20 +134,40 @@ def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig) -> Fi
     duration = len(y) / fc.sample_rate
     if duration < cfg.min_duration_s:
         raise TagmatchError(f"too short: {duration:.1f} s (at least {cfg.min_duration_s:g} s needed)")
+    windows, starts, n_frames = query_windows(y, fc, cfg)
+    return match_vectors(str(path), model.embed(windows, batch=QUERY_BATCH), starts, n_frames,
+                         store, model, cfg)
+
+
+QUERY_BATCH = 32  # small batches: a 15 s query is ~150 windows, so little padding is wasted
+
+
+def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """The audible windows of a decoded query, every `cfg.query_hop_s`.
+
+    Returns (windows, start frames, number of log-mel frames). Raises TagmatchError when silent.
+    """
     S = log_mel(y, fc)
-    starts = window_starts(len(S), fc.query_hop_frames, fc)
+    hop = max(1, int(round(cfg.query_hop_s / fc.frame_seconds)))
+    starts = window_starts(len(S), hop, fc)
     loud = window_rms(y, starts, fc) > SILENT_RMS
     if not loud.any():
         raise TagmatchError("silent: no audible audio")
     starts = starts[loud]
-    vectors = model.embed(cut_windows(S, starts, fc))
+    return cut_windows(S, starts, fc), starts, len(S)
+
+
+def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: int, store: Store,
+                  model: LoadedModel, cfg: MatchConfig) -> FileMatch:
+    """Vote with the embedded query windows (start frames `starts`) -> one FileMatch."""
+    fc = model.feature_config
     idx, sim = store.search(vectors, cfg.top_k)
     track, ref_time = store.vec_track[idx], store.vec_time[idx]
     q_time = starts * fc.frame_seconds
 
     per_frag = int(round(cfg.fragment_s / fc.frame_seconds))
     fragments = []
-    for a, b in fragment_bounds(len(S), per_frag, int(3.0 / fc.frame_seconds)):
+    for a, b in fragment_bounds(n_frames, per_frag, int(3.0 / fc.frame_seconds)):
         sel = (starts >= a) & (starts < b)
         if sel.any():
             fragments.append(_Fragment(a * fc.frame_seconds,
@@ -157,13 +178,13 @@ def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig) -> Fi
         for t, (s, _) in f.scores.items():
             totals[t] = totals.get(t, 0.0) + s / n
     if not totals:
-        return FileMatch(str(path), "unknown")
+        return FileMatch(name, "unknown")
     margins = _margins(totals, cfg.same_audio_ratio)
     ranked = sorted(totals, key=totals.get, reverse=True)
     cands = [_candidate(t, totals[t], margins[t], fragments, model) for t in ranked[: 1 + cfg.alternatives]]
     best = cands[0]
     status = "match" if best.confidence >= cfg.threshold else "unknown"
-    return FileMatch(str(path), status, match=best, alternatives=cands[1:])
+    return FileMatch(name, status, match=best, alternatives=cands[1:])
 
 
 def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:

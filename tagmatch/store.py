@@ -20,8 +20,20 @@ from tagmatch.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump
 
 STORE_FORMAT = "tagmatch-store"
-STORE_VERSION = 1
-VECTOR_DTYPE = np.float16  # halves the store; search computes in float32
+STORE_VERSION = 2
+VECTOR_DTYPE = np.int8  # 1 byte a dimension, a quarter of float32 (cost: docs/benchmarks.md)
+
+
+def vector_scale(dim: int) -> float:
+    """int8 steps per unit: components of a d-dim unit vector spread about 1/sqrt(d), so +-6 of
+    those (capped at 1) covers them all and keeps the most resolution."""
+    return 127.0 / min(1.0, 6.0 / np.sqrt(dim))
+
+
+def quantize(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """float unit vectors [shape=(n, dim)] -> int8 fixed point (rare outliers clip)."""
+    q = np.rint(np.asarray(vectors, np.float32) * vector_scale(dim))
+    return np.clip(q, -127, 127).astype(VECTOR_DTYPE)
 
 
 def default_store_path() -> Path:
@@ -48,7 +60,7 @@ class Store:
     feature_config: FeatureConfig
     model_id: str
     dim: int
-    vectors: np.ndarray = None  # [shape=(n, dim)] VECTOR_DTYPE, unit norm
+    vectors: np.ndarray = None  # [shape=(n, dim)] int8: unit vectors times vector_scale(dim)
     vec_track: np.ndarray = None  # [shape=(n,)] int32 index into tracks
     vec_time: np.ndarray = None  # [shape=(n,)] float32 window start in seconds
     tracks: list[TrackInfo] = field(default_factory=list)
@@ -66,7 +78,7 @@ class Store:
     def add_track(self, info: TrackInfo, vectors: np.ndarray, times: np.ndarray) -> int:
         tid = len(self.tracks)
         self.tracks.append(info)
-        self.vectors = np.concatenate([self.vectors, vectors.astype(VECTOR_DTYPE)])
+        self.vectors = np.concatenate([self.vectors, quantize(vectors, self.dim)])
         self.vec_track = np.concatenate([self.vec_track, np.full(len(vectors), tid, np.int32)])
         self.vec_time = np.concatenate([self.vec_time, times.astype(np.float32)])
         return tid
@@ -91,7 +103,8 @@ class Store:
         """
         n = len(self.vectors)
         k = min(k, n)
-        q = np.asarray(queries, np.float32)
+        scale = vector_scale(self.dim) if self.vectors.dtype == VECTOR_DTYPE else 1.0  # float: studies
+        q = np.asarray(queries, np.float32) / np.float32(scale)
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
         best_idx = np.zeros((len(q), 0), np.int64)

@@ -187,11 +187,14 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     meta: dict | None = None,
+    init_from: Path | None = None,
 ) -> dict:
     """Train an encoder on decoded `music` and save it to `out` (atomically).
 
     With `checkpoint`, state is saved there every `checkpoint_every` steps and a run resumes
-    from it. Returns a summary (steps, final loss, history).
+    from it. `init_from` (a model file with the same configs) starts a fresh run from its
+    encoder weights instead of random ones: fine-tuning, e.g. the default model on your library.
+    Returns a summary (steps, final loss, history).
     """
     import jax
     import joblib
@@ -213,6 +216,8 @@ def train(
     model = Siamese(feat, cfg.model, rngs=nnx.Rngs(cfg.seed))
     optimizer = make_optimizer(model, cfg)
     start, history = 0, []
+    if init_from is not None:
+        _init_encoder(model, Path(init_from), cfg)
     if checkpoint and Path(checkpoint).exists():
         ck = joblib.load(checkpoint)
         if ck.get("config") != _config_key(cfg):
@@ -257,6 +262,17 @@ def train(
     if checkpoint and done > start:
         _save_checkpoint(checkpoint, cfg, model, optimizer, done, history)
     return export(done)
+
+
+def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:
+    """Copy the encoder weights of the model file at `path` into `model` (configs must agree)."""
+    from tagmatch.modelio import load_model
+
+    start = load_model(path)
+    if start.feature_config != cfg.features or start.model_config != cfg.model:
+        raise TagmatchError(f"{path}: its features or architecture differ from this training's; "
+                            "it cannot be fine-tuned with this configuration")
+    _restore(model.encoder, start.params)
 
 
 def _config_key(cfg: TrainConfig) -> dict:

@@ -27,7 +27,7 @@ def test_short_signal_gives_no_frames_and_no_windows():
     cfg = FeatureConfig()
     S = log_mel(np.zeros(100, np.float32), cfg)
     assert S.shape == (0, cfg.n_mels)
-    assert len(window_starts(len(S), cfg.query_hop_frames, cfg)) == 0
+    assert len(window_starts(len(S), 10, cfg)) == 0
 
 
 def test_windows_are_cut_at_the_hop():

@@ -95,3 +95,18 @@ def test_fragments_merge_a_short_tail():
     assert fragment_bounds(2200, 1000, 300) == [(0, 1000), (1000, 2200)]
     assert fragment_bounds(2400, 1000, 300) == [(0, 1000), (1000, 2000), (2000, 2400)]
     assert fragment_bounds(500, 1000, 300) == [(0, 500)]
+
+
+def test_a_coarser_query_hop_embeds_fewer_windows_and_still_matches(fixture_dir, manifest, library_store, model):
+    from tagmatch.audio import load_audio
+    from tagmatch.match import query_windows
+
+    store, _ = library_store
+    item = _messy(manifest, "match")[0]
+    path = fixture_dir / item["path"]
+    y = load_audio(path, model.feature_config.sample_rate)
+    fine = query_windows(y, model.feature_config, MatchConfig(query_hop_s=0.1))[0]
+    coarse = query_windows(y, model.feature_config, MatchConfig(query_hop_s=0.3))[0]
+    assert len(coarse) <= len(fine) // 3 + 1
+    fm = match_file(path, store, model, MatchConfig(query_hop_s=0.3))
+    assert fm.match and store.tracks[fm.match.track].path == str(fixture_dir / item["reference"])

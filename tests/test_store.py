@@ -7,7 +7,7 @@ import pytest
 from tagmatch.errors import StoreError
 from tagmatch.features import FeatureConfig
 from tagmatch.index import index_library
-from tagmatch.store import Store, TrackInfo
+from tagmatch.store import Store, vector_scale, TrackInfo
 
 
 def _toy_store(n_tracks=3, per_track=5, dim=8, seed=0) -> Store:
@@ -28,17 +28,18 @@ def test_round_trip_keeps_everything(tmp_path):
     np.testing.assert_array_equal(r.vectors, s.vectors)
     np.testing.assert_array_equal(r.vec_track, s.vec_track)
     np.testing.assert_array_equal(r.vec_time, s.vec_time)
-    assert r.vectors.dtype == np.float16
+    assert r.vectors.dtype == np.int8  # 1 byte a dimension
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temp file left behind
 
 
 def test_exact_search_finds_the_stored_vector_first():
     s = _toy_store(n_tracks=4, per_track=50)
-    q = s.vectors[[7, 120]].astype(np.float32)
+    q = s.vectors[[7, 120]].astype(np.float32) / vector_scale(s.dim)
     idx, sim = s.search(q, k=5, chunk=33)  # chunked, so the merge across chunks is exercised
     assert list(idx[:, 0]) == [7, 120]
+    assert abs(sim[0, 0] - 1.0) < 0.02  # int8 storage keeps inner products of unit vectors
     assert (np.diff(sim, axis=1) <= 1e-6).all()
-    full = q @ s.vectors.astype(np.float32).T
+    full = q @ s.vectors.astype(np.float32).T / vector_scale(s.dim)
     np.testing.assert_allclose(sim, -np.sort(-full, axis=1)[:, :5], rtol=1e-5)
 
 
@@ -114,3 +115,18 @@ def test_index_reports_bad_files_and_goes_on(library_copy, model):
     assert {os.path.basename(p) for p, _ in rep.errors} == {"broken.flac", "empty.mp3"}
     assert all("\n" not in reason for _, reason in rep.errors)
     assert len(store.tracks) == len(rep.added) > 0
+
+
+def test_int8_quantization_keeps_unit_vectors_and_clips_outliers():
+    from tagmatch.store import quantize
+
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((200, 128)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    back = quantize(v, 128).astype(np.float32) / vector_scale(128)
+    assert np.abs(back - v).max() <= 0.5 / vector_scale(128) + 1e-6  # rounding only, no clipping
+    assert (np.abs(np.sum(back * v, axis=1) - 1.0) < 0.005).all()  # inner products barely move
+    spike = np.zeros((1, 128), np.float32)
+    spike[0, 3] = 1.0  # one huge component: clipped to the int8 range, direction kept
+    q = quantize(spike, 128)
+    assert q[0, 3] == 127 and np.count_nonzero(q) == 1

@@ -10,7 +10,8 @@ TINY = ModelConfig(channels=(8, 16, 16), hidden=32, dim=16)
 
 
 def tiny_config(**kw) -> TrainConfig:
-    return TrainConfig(model=TINY, batch_pairs=16, steps=6, checkpoint_every=3, warmup_steps=1, **kw)
+    return TrainConfig(**{"model": TINY, "batch_pairs": 16, "steps": 6, "checkpoint_every": 3,
+                          "warmup_steps": 1, **kw})
 
 
 def melody(seed: int, seconds: float = 20.0, sr: int = 8000) -> np.ndarray:
@@ -85,3 +86,20 @@ def test_augmented_view_keeps_shape_and_is_finite():
     for i in range(4):
         S = np.asarray(degrade(jax.random.key(i), crop, noise, feat, aug, 1.0))
         assert S.shape == (feat.window_frames, feat.n_mels) and np.isfinite(S).all()
+
+
+def test_fine_tuning_starts_from_the_given_models_weights(tmp_path):
+    from tagmatch.errors import TagmatchError
+    from tagmatch.modelio import load_model
+
+    music = [melody(6)]
+    base = tmp_path / "base.joblib"
+    train(music, base, tiny_config(steps=0))  # random weights, seed 0
+    tuned = tmp_path / "tuned.joblib"
+    train(music, tuned, tiny_config(steps=0, seed=7), init_from=base)  # no step: weights copied as-is
+    assert load_model(tuned).model_id == load_model(base).model_id
+    train(music, tuned, tiny_config(steps=0, seed=7))
+    assert load_model(tuned).model_id != load_model(base).model_id  # the test can fail
+    other = TrainConfig(model=ModelConfig(channels=(8, 8, 16), hidden=32, dim=16), steps=0)
+    with pytest.raises(TagmatchError, match="cannot be fine-tuned"):
+        train(music, tmp_path / "x.joblib", other, init_from=base)

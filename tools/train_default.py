@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", type=Path, default=Path.home() / ".cache/tagmatch/train-default.ckpt")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--loss", default="ntxent", choices=["ntxent", "pair-bce"])
+    ap.add_argument("--init-from", type=Path, help="start from this model's weights (fine-tune)")
+    ap.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
         print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     noise = decode_folder(corpus.train_noise, 8000)
     hours = sum(len(m) for m in music) / 8000 / 3600
     print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
-    cfg = TrainConfig(steps=args.steps, loss=args.loss)
+    cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate)
 
     def progress(p):
         if p.step % 10 == 0 or p.step == p.steps:
@@ -40,7 +42,13 @@ def main(argv=None) -> int:
                   f"[{time.strftime('%H:%M:%S')}]", flush=True)
 
     meta = {"data": f"dev corpus: {len(music)} tracks, {hours:.1f} h; {len(noise)} ambience recordings"}
-    summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta)
+    if args.init_from:
+        from tagmatch.modelio import load_model
+        start = load_model(args.init_from)
+        meta["init_from"] = {"model_id": start.model_id, "steps": start.meta.get("steps"),
+                             "init_from": start.meta.get("init_from")}
+    summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta,
+                    init_from=args.init_from)
     print(f"saved {args.out} (model id {summary['model_id']}) after {summary['steps']} steps")
     return 0
 
