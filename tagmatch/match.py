@@ -1,6 +1,6 @@
 """Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
 
-The file is cut into 10 s fragments. Every `query_hop_s` a window is embedded and its nearest reference
+The file is cut into 10 s fragments. Every 0.2 s a window is embedded and its nearest reference
 windows are found; each hit votes for (track, offset = reference time - query time). Within a
 fragment, votes are counted only when they agree on the track AND on the offset (0.5 s bins,
 +-1 bin), so chance neighbours scattered over a library do not add up. A track's score is the
@@ -26,7 +26,10 @@ from tagmatch.store import Store
 @dataclass(frozen=True)
 class MatchConfig:
     fragment_s: float = 10.0
-    query_hop_s: float = 0.1  # a query window every 0.1 s: a fifth of them sit within 0.05 s of a reference window
+    # A query window every 0.2 s: against reference windows every 0.5 s the phases cycle through
+    # all five 0.1 s steps, so as many windows per second align as with a 0.1 s hop, at half the
+    # CPU (the trade-off study in docs/benchmarks.md measured no loss).
+    query_hop_s: float = 0.2
     min_duration_s: float = 3.0  # below this a file is reported as too short
     top_k: int = 10  # reference neighbours per query window
     offset_bin_s: float = 0.5

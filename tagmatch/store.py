@@ -24,6 +24,29 @@ STORE_VERSION = 2
 VECTOR_DTYPE = np.int8  # 1 byte a dimension, a quarter of float32 (cost: docs/benchmarks.md)
 
 
+def top_k_columns(sims: np.ndarray, k: int, block: int = 64) -> np.ndarray:
+    """Column indices of each row's k largest values (unordered), exact.
+
+    Rows are cut into blocks of `block` columns; the k largest values lie in the k blocks with
+    the largest maxima, so only those k * block candidates are partitioned. A max over blocks
+    is ~3x cheaper than `argpartition` over the whole row.
+    """
+    q, n = sims.shape
+    nb = n // block
+    if nb <= 4 * k:
+        return np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    bmax = sims[:, : nb * block].reshape(q, nb, block).max(axis=2)
+    top_blocks = np.argpartition(-bmax, k - 1, axis=1)[:, :k]
+    idx = (top_blocks[:, :, None] * block + np.arange(block)).reshape(q, k * block)
+    if nb * block < n:  # the ragged tail is always a candidate
+        idx = np.concatenate([idx, np.broadcast_to(np.arange(nb * block, n), (q, n - nb * block))], axis=1)
+    part = np.argpartition(-np.take_along_axis(sims, idx, 1), k - 1, axis=1)[:, :k]
+    return np.take_along_axis(idx, part, 1)
+
+
+FLOAT_CACHE_BYTES = 256 << 20  # float32 copy for search kept up to this size (~500k vectors)
+
+
 def vector_scale(dim: int) -> float:
     """int8 steps per unit: components of a d-dim unit vector spread about 1/sqrt(d), so +-6 of
     those (capped at 1) covers them all and keeps the most resolution."""
@@ -79,6 +102,7 @@ class Store:
         tid = len(self.tracks)
         self.tracks.append(info)
         self.vectors = np.concatenate([self.vectors, quantize(vectors, self.dim)])
+        self._f32_key = None
         self.vec_track = np.concatenate([self.vec_track, np.full(len(vectors), tid, np.int32)])
         self.vec_time = np.concatenate([self.vec_time, times.astype(np.float32)])
         return tid
@@ -92,6 +116,7 @@ class Store:
         remap[keep_tracks] = np.arange(len(keep_tracks), dtype=np.int32)
         keep = remap[self.vec_track] >= 0
         self.vectors, self.vec_time = self.vectors[keep], self.vec_time[keep]
+        self._f32_key = None
         self.vec_track = remap[self.vec_track[keep]]
         self.tracks = [self.tracks[i] for i in keep_tracks]
 
@@ -105,20 +130,30 @@ class Store:
         k = min(k, n)
         scale = vector_scale(self.dim) if self.vectors.dtype == VECTOR_DTYPE else 1.0  # float: studies
         q = np.asarray(queries, np.float32) / np.float32(scale)
+        table = self._search_table()
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
         best_idx = np.zeros((len(q), 0), np.int64)
         best_sim = np.full((len(q), 0), -np.inf, np.float32)
         for lo in range(0, n, chunk):
-            sims = q @ self.vectors[lo : lo + chunk].astype(np.float32).T
-            kk = min(k, sims.shape[1])
-            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            sims = q @ table[lo : lo + chunk].astype(np.float32, copy=False).T
+            part = top_k_columns(sims, min(k, sims.shape[1]))
             cand_sim = np.concatenate([best_sim, np.take_along_axis(sims, part, 1)], axis=1)
             cand_idx = np.concatenate([best_idx, part + lo], axis=1)
             order = np.argsort(-cand_sim, axis=1)[:, :k]
             best_sim = np.take_along_axis(cand_sim, order, 1)
             best_idx = np.take_along_axis(cand_idx, order, 1)
         return best_idx, best_sim
+
+    def _search_table(self) -> np.ndarray:
+        """The vectors as float32 for BLAS, converted once and kept while small (for a 7 h library
+        the per-query conversion cost more than the search); big stores convert chunk by chunk."""
+        if self.vectors.nbytes * 4 > FLOAT_CACHE_BYTES:
+            return self.vectors
+        key = (id(self.vectors), len(self.vectors))
+        if getattr(self, "_f32_key", None) != key:
+            self._f32, self._f32_key = self.vectors.astype(np.float32), key
+        return self._f32
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: Path) -> None:

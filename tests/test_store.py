@@ -130,3 +130,14 @@ def test_int8_quantization_keeps_unit_vectors_and_clips_outliers():
     spike[0, 3] = 1.0  # one huge component: clipped to the int8 range, direction kept
     q = quantize(spike, 128)
     assert q[0, 3] == 127 and np.count_nonzero(q) == 1
+
+
+@pytest.mark.parametrize("n", [7, 300, 1000, 4099])
+def test_blocked_top_k_equals_a_full_sort(n):
+    from tagmatch.store import top_k_columns
+
+    sims = np.random.default_rng(n).standard_normal((5, n)).astype(np.float32)
+    k = min(10, n)
+    got = np.sort(top_k_columns(sims, k, block=16), axis=1)
+    want = np.sort(np.argsort(-sims, axis=1)[:, :k], axis=1)
+    np.testing.assert_array_equal(got, want)
