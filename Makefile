@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store.joblib
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast fixtures bench tradeoff compare-losses train-default clean
+.PHONY: install demo test test-fast fixtures bench profile tradeoff compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 train-default: $(STAMP)
 	$(BIN)/python tools/train_default.py
+
+# CPU per stage of the index and query paths (after `make bench`, on a quiet machine).
+profile: $(STAMP)
+	$(BIN)/python tools/profile.py
 
 # Reference hop, query hop, vector dtype and dimension against accuracy (uses bench's queries).
 tradeoff: $(STAMP)

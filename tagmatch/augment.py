@@ -20,7 +20,7 @@ from tagmatch.features import LOG_EPS, FeatureConfig, mel_basis, stft_window
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    max_shift_s: float = 0.05  # query windows every 0.1 s are never further than this from a reference window
+    max_shift_s: float = 0.05  # a fifth of the query windows (every 0.2 s) sit this close to a reference window
     speed_p: float = 0.5
     max_speed: float = 0.035  # +-3.5 %
     reverb_p: float = 0.7
