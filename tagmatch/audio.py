@@ -21,8 +21,8 @@ AUDIO_EXTENSIONS = frozenset(
     {".mp3", ".flac", ".ogg", ".oga", ".opus", ".wav", ".wave", ".aif", ".aiff", ".aifc",
      ".m4a", ".mp4", ".aac", ".alac", ".wma", ".wv", ".ape", ".mka", ".webm"}
 )
-# Formats libsndfile does not read: go straight to PyAV.
-_PYAV_ONLY = frozenset({".m4a", ".mp4", ".aac", ".alac", ".wma", ".wv", ".ape", ".mka", ".webm"})
+# Formats libsndfile does not read, or (Opus: 2.4x) decodes more slowly than FFmpeg: PyAV.
+_PYAV_ONLY = frozenset({".m4a", ".mp4", ".aac", ".alac", ".wma", ".wv", ".ape", ".mka", ".webm", ".opus"})
 
 
 def is_audio_path(path: Path) -> bool:
@@ -54,32 +54,55 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    """libsndfile decode. Integer PCM comes out as int16 (1.4-1.6x faster than float32 for FLAC
+    and Vorbis here; 16 bits are plenty for a fingerprint); float files and MP3 as float32."""
+    with sf.SoundFile(str(path)) as f:
+        as_int = f.subtype not in ("FLOAT", "DOUBLE") and f.format != "MP3"
+        x = f.read(dtype="int16" if as_int else "float32", always_2d=False)
+        sr = f.samplerate
+    if as_int:
+        return _to_mono(x.astype(np.float32)) * np.float32(1 / 32768), sr
     return _to_mono(x), sr
 
 
-def _read_pyav(path: Path, sr: int) -> tuple[np.ndarray, int]:
-    import av  # imported lazily: ~0.1 s, and only M4A-like files need it
+def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+    """FFmpeg decode at the stream's own rate (soxr resamples after: FFmpeg's resampler costs
+    more than the decode), mixed to mono frame by frame."""
+    import av  # imported lazily: ~0.1 s, and only some formats need it
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AudioReadError(path, "no audio stream")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-            chunks = []
+            chunks, sr = [], None
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                if sr is None:
+                    sr = frame.sample_rate
+                elif frame.sample_rate != sr:
+                    raise AudioReadError(path, "sample rate changes mid-stream (not supported)")
+                chunks.append(_frame_mono(frame))
     except AudioReadError:
         raise
     except Exception as exc:  # PyAV raises many types (FFmpegError, ValueError...)
         raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
     if not chunks:
-        return np.zeros(0, np.float32), sr
-    return np.concatenate(chunks).astype(np.float32, copy=False), sr
+        return np.zeros(0, np.float32), 8000
+    return np.concatenate(chunks), sr
+
+
+def _frame_mono(frame) -> np.ndarray:
+    """One PyAV frame -> mono float32 in [-1, 1], whatever its sample format and layout."""
+    a = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:  # packed: (1, samples * channels), interleaved
+        a = a.reshape(-1, channels).T
+    if a.dtype == np.uint8:  # unsigned 8-bit: silence is 128
+        a = (a.astype(np.float32) - np.float32(128)) * np.float32(1 / 128)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) * np.float32(1.0 / (np.iinfo(a.dtype).max + 1.0))
+    a = a.astype(np.float32, copy=False)
+    return a[0] if channels == 1 else a.mean(axis=0, dtype=np.float32)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -123,7 +146,7 @@ def load_audio(path: Path | str, sr: int) -> np.ndarray:
         except Exception:  # libsndfile refused it: FFmpeg may still know the format
             y = None
     if y is None:
-        y, native_sr = _read_pyav(path, sr)
+        y, native_sr = _read_pyav(path)
     if not np.isfinite(y).all():  # corrupt frames can decode to NaN/inf
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     if native_sr != sr and len(y):

@@ -1,0 +1,34 @@
+"""Decoding: every format comes out as the same mono 8 kHz signal, at the right level."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tagmatch.audio import load_audio
+from test_tags import FORMATS, make_tone  # one tone writer for every format
+
+SR = 8000
+
+
+def _tone_level(y: np.ndarray) -> float:
+    """Amplitude of the 440 Hz tone (skipping codec start-up)."""
+    body = y[SR // 4 : -SR // 4]
+    t = np.arange(len(body)) / SR
+    return 2 * abs(np.mean(body * np.exp(-2j * np.pi * 440 * t)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_decodes_to_the_tone_at_its_level(tmp_path, fmt):
+    y = load_audio(make_tone(tmp_path / f"tone.{fmt}"), SR)
+    assert y.dtype == np.float32 and abs(len(y) / SR - 3.0) < 0.1
+    assert _tone_level(y) == pytest.approx(0.3, rel=0.1)  # the tone was written at 0.3
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "FLOAT"])
+def test_stereo_pcm_of_any_sample_type_mixes_to_mono(tmp_path, subtype):
+    t = np.arange(44100 * 2) / 44100
+    left = 0.4 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "s.wav"
+    sf.write(str(path), np.stack([left, 0.5 * left], axis=1), 44100, subtype=subtype)
+    y = load_audio(path, SR)
+    assert _tone_level(y) == pytest.approx(0.3, rel=0.05)  # mean of 0.4 and 0.2
