@@ -1,7 +1,7 @@
 """Decoding: any audio file -> mono float32 at one fixed sample rate.
 
-libsndfile (via soundfile) is the fast path for WAV, FLAC, AIFF, Ogg Vorbis, Opus and MP3;
-PyAV (which bundles FFmpeg) covers M4A/AAC and anything libsndfile refuses. Neither needs a
+libsndfile (via soundfile) is the fast path for WAV, FLAC, AIFF, Ogg Vorbis and MP3; PyAV
+(which bundles FFmpeg) covers Opus (faster there), M4A/AAC and anything libsndfile refuses. Neither needs a
 system package. Every failure becomes an `AudioReadError` with a one-line reason.
 """
 
