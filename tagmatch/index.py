@@ -96,7 +96,7 @@ def index_library(
     if store is not None:
         store.check_model(model.model_id, cfg)
     else:
-        store = Store(feature_config=cfg, model_id=model.model_id, dim=model.model_config.dim)
+        store = Store(feature_config=cfg, model_id=model.model_id, dim=model.dim)
     root = Path(root).resolve()
     files = find_audio_files(root)
     report = IndexReport()

@@ -54,7 +54,16 @@ class LoadedModel:
     calibration: Calibration = field(default_factory=Calibration)
     meta: dict = field(default_factory=dict)
     model_id: str = ""
+    # [shape=(model dim, dim)]: a PCA of the encoder's outputs on real music, applied after it
+    # (then re-normalised), so the store holds fewer dimensions (docs/benchmarks.md: 64 of 128 lose
+    # nothing measurable). None: the encoder's own dimension.
+    projection: np.ndarray | None = None
     _embedder: Callable | None = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors `embed` returns (and a store built with this model holds)."""
+        return self.model_config.dim if self.projection is None else int(self.projection.shape[1])
 
     def embed(self, windows: np.ndarray, batch: int = 256) -> np.ndarray:
         """windows [shape=(n, window_frames, n_mels)] log-mel -> [shape=(n, dim)] float32."""
@@ -67,7 +76,10 @@ def default_model_path() -> Path:
     return Path(str(resources.files("tagmatch").joinpath(DEFAULT_MODEL_NAME)))
 
 
-def compute_model_id(feature_config: dict, model_config: dict, params: dict) -> str:
+def compute_model_id(feature_config: dict, model_config: dict, params: dict,
+                     projection: np.ndarray | None = None) -> str:
+    if projection is not None:
+        params = {**params, "projection": projection}
     h = hashlib.sha256()
     h.update(json.dumps([feature_config, model_config], sort_keys=True).encode())
     flat = _flatten(params)
@@ -131,7 +143,8 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
         params=d["params"],
         calibration=Calibration(**d.get("calibration", {})),
         meta=d.get("meta", {}),
-        model_id=compute_model_id(fc, mc, d["params"]),
+        model_id=compute_model_id(fc, mc, d["params"], d.get("projection")),
+        projection=d.get("projection"),
     )
 
 
@@ -147,16 +160,22 @@ def _make_embedder(m: LoadedModel):
     nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
     graphdef, params = nnx.split(enc, nnx.Param)[0], state
 
+    proj = None if m.projection is None else np.asarray(m.projection, np.float32)
+
     @jax.jit
     def run(p, x):
-        return nnx.merge(graphdef, p)(x)
+        z = nnx.merge(graphdef, p)(x)
+        if proj is not None:
+            z = z @ proj
+            z = z / (jax.numpy.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
+        return z
 
     fc = m.feature_config
 
     def embed(windows: np.ndarray, batch: int) -> np.ndarray:
         n = len(windows)
         if n == 0:
-            return np.zeros((0, m.model_config.dim), np.float32)
+            return np.zeros((0, m.dim), np.float32)
         size = batch if n > batch // 4 else max(16, 1 << (n - 1).bit_length())
         out = []
         for i in range(0, n, size):
@@ -180,3 +199,27 @@ def set_calibration(path: Path, calibration: Calibration, note: str = "") -> Non
     if note:
         d.setdefault("meta", {})["calibration_note"] = note
     atomic_joblib_dump(d, path, compress=3)
+
+
+def set_projection(path: Path, projection: np.ndarray | None, *, ref_hop_frames: int | None = None,
+                   note: str = "") -> str:
+    """Store an output projection (and optionally a new reference hop) in a model file.
+
+    Both change what a store built with the model holds, so the model gets a new id and its
+    calibration is reset (refit it: `tools/bench.py --calibrate`). Returns the new id.
+    """
+    path = Path(path)
+    d = joblib.load(path)
+    if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path} is not a tagmatch model file")
+    if projection is None:
+        d.pop("projection", None)
+    else:
+        d["projection"] = np.asarray(projection, np.float32)
+    if ref_hop_frames is not None:
+        d["feature_config"] = {**d["feature_config"], "ref_hop_frames": int(ref_hop_frames)}
+    d["calibration"] = {"mid": Calibration.mid, "width": Calibration.width}
+    if note:
+        d.setdefault("meta", {})["projection_note"] = note
+    atomic_joblib_dump(d, path, compress=3)
+    return compute_model_id(d["feature_config"], d["model_config"], d["params"], d.get("projection"))

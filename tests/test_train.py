@@ -103,3 +103,22 @@ def test_fine_tuning_starts_from_the_given_models_weights(tmp_path):
     other = TrainConfig(model=ModelConfig(channels=(8, 8, 16), hidden=32, dim=16), steps=0)
     with pytest.raises(TagmatchError, match="cannot be fine-tuned"):
         train(music, tmp_path / "x.joblib", other, init_from=base)
+
+
+def test_an_output_projection_shrinks_the_vectors_and_renames_the_model(tmp_path):
+    from tagmatch.modelio import load_model, set_projection
+
+    path = tmp_path / "m.joblib"
+    train([melody(8)], path, tiny_config(steps=0))
+    before = load_model(path)
+    axes = np.linalg.qr(np.random.default_rng(0).standard_normal((TINY.dim, 6)))[0].astype(np.float32)
+    new_id = set_projection(path, axes, ref_hop_frames=25)
+    after = load_model(path)
+    assert after.model_id == new_id != before.model_id  # a store of the old model is refused
+    assert after.dim == 6 and after.feature_config.ref_hop_frames == 25
+    x = np.random.default_rng(1).standard_normal((3, 96, 64)).astype(np.float32)
+    v = after.embed(x)
+    assert v.shape == (3, 6)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    full = before.embed(x) @ axes  # the projection of the encoder's own vectors, re-normalised
+    np.testing.assert_allclose(v, full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-5)
