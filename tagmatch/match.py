@@ -26,9 +26,9 @@ from tagmatch.store import Store
 @dataclass(frozen=True)
 class MatchConfig:
     fragment_s: float = 10.0
-    # A query window every 0.2 s: against reference windows every 0.5 s the phases cycle through
-    # all five 0.1 s steps, so as many windows per second align as with a 0.1 s hop, at half the
-    # CPU (the trade-off study in docs/benchmarks.md measured no loss).
+    # A query window every 0.2 s: against a reference grid of 0.5 s (or 0.25 s) the phases cycle
+    # through all five 0.1 s (0.05 s) steps, so as many windows per second align as with a 0.1 s
+    # hop, at half the CPU (the trade-off study in docs/benchmarks.md measured no loss).
     query_hop_s: float = 0.2
     min_duration_s: float = 3.0  # below this a file is reported as too short
     top_k: int = 10  # reference neighbours per query window

@@ -189,12 +189,18 @@ def _make_embedder(m: LoadedModel):
     return embed
 
 
-def set_calibration(path: Path, calibration: Calibration, note: str = "") -> None:
-    """Store a new score calibration in a model file (the params, hence the id, are unchanged)."""
-    path = Path(path)
+def _model_dict(path: Path) -> dict:
+    """A model file's raw dict, for the in-place edits below."""
     d = joblib.load(path)
     if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path} is not a tagmatch model file")
+    return d
+
+
+def set_calibration(path: Path, calibration: Calibration, note: str = "") -> None:
+    """Store a new score calibration in a model file (the params, hence the id, are unchanged)."""
+    path = Path(path)
+    d = _model_dict(path)
     d["calibration"] = {"mid": calibration.mid, "width": calibration.width}
     if note:
         d.setdefault("meta", {})["calibration_note"] = note
@@ -209,9 +215,7 @@ def set_projection(path: Path, projection: np.ndarray | None, *, ref_hop_frames:
     calibration is reset (refit it: `tools/bench.py --calibrate`). Returns the new id.
     """
     path = Path(path)
-    d = joblib.load(path)
-    if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path} is not a tagmatch model file")
+    d = _model_dict(path)
     if projection is None:
         d.pop("projection", None)
     else:

@@ -29,8 +29,7 @@ import bench  # noqa: E402  (the benchmark's corpus split, query cache and refer
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.features import cut_windows, log_mel, window_starts  # noqa: E402
-from tagmatch.index import SILENT_RMS, window_rms  # noqa: E402
+from tagmatch.index import reference_windows  # noqa: E402
 from tagmatch.match import MatchConfig, match_vectors, query_windows  # noqa: E402
 from tagmatch.store import Store, TrackInfo, quantize  # noqa: E402
 
@@ -66,12 +65,11 @@ def embed_reference(ref_files: list[Path], model, hop_frames: int) -> dict:
             y = load_audio(p, fc.sample_rate)
         except TagmatchError:
             continue
-        S = log_mel(y, fc)
-        st = window_starts(len(S), hop_frames, fc)
-        st = st[window_rms(y, st, fc) > SILENT_RMS]
-        if not len(st):
+        windows, times = reference_windows(y, replace(fc, ref_hop_frames=hop_frames))
+        if not len(windows):
             continue
-        vecs.append(model.embed(cut_windows(S, st, fc)))
+        st = np.rint(times / fc.frame_seconds).astype(np.int64)
+        vecs.append(model.embed(windows))
         track.append(np.full(len(st), len(durs), np.int32))
         frames.append(st)
         durs.append((p.name, len(y) / fc.sample_rate))
