@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (train, index, scan, info, apply, undo, runs).
+"""Command line: a thin layer over the library (train, index, scan, info, apply, dupes, undo, runs).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -241,9 +241,6 @@ def _print_plan(plan) -> None:
 
 
 def cmd_apply(args) -> int:
-    import os
-
-    from tagmatch.apply import TEST_DELAY_ENV, apply_plan, start_run
     from tagmatch.journal import applied_sources, default_runs_dir
     from tagmatch.plan import build_plan, load_scan
 
@@ -265,12 +262,22 @@ def cmd_apply(args) -> int:
     if not args.yes:
         print(f"{summary}. Dry run: nothing was changed; add --yes to apply.", file=sys.stderr)
         return 0
-    run = start_run(plan, runs_dir, scan=str(Path(args.scan).absolute()), id3v23=args.id3v23)
+    return _carry_out(plan, args, scan=str(Path(args.scan).absolute()), id3v23=args.id3v23)
+
+
+def _carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
+    """Run an approved plan as a journaled, undoable run, with a progress bar."""
+    import os
+
+    from tagmatch.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.journal import default_runs_dir
+
+    run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
     delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
     results = []
     try:
         with progress_bar("applying", len(plan.ops), args.quiet) as advance, graceful_interrupt() as stopped:
-            for r in apply_plan(plan, run, id3v23=args.id3v23, should_stop=stopped, delay_s=delay):
+            for r in apply_plan(plan, run, id3v23=id3v23, should_stop=stopped, delay_s=delay):
                 results.append(r)
                 if r.status == "failed":
                     _err(f"{r.src}: {r.message}")
@@ -285,6 +292,116 @@ def cmd_apply(args) -> int:
           + (f", {left} not started (interrupted)" if left else "")
           + (f"; undo with: tagmatch undo {run.id}" if done else ""), file=sys.stderr)
     return 1 if failed and not done else 0
+
+
+def cmd_dupes(args) -> int:
+    """Find duplicate recordings under the folders (or act on a saved report with --from)."""
+    import json
+
+    from tagmatch.dupes import load_dupes, quarantine_plan
+
+    if args.from_json:
+        if args.dirs:
+            raise TagmatchError("give folders or --from, not both")
+        doc = load_dupes(args.from_json)
+    else:
+        if not args.dirs:
+            raise TagmatchError("name at least one folder (or --from a saved report)")
+        doc = _find_dupes(args)
+        _print_dupes(doc)
+        if args.json:
+            from tagmatch.fsutil import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+            print(f"wrote {args.json}", file=sys.stderr)
+    if not args.quarantine:
+        return 0
+    q = args.quarantine.absolute()
+    for r in doc.get("roots", []):
+        if q == Path(r) or q.is_relative_to(r):
+            raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
+    plan = quarantine_plan(doc, q)
+    _print_plan(plan)
+    if not plan.ops:
+        print("nothing to move", file=sys.stderr)
+        return 0
+    if not args.yes:
+        print(f"{len(plan.ops)} files to move to {q}. Dry run: nothing was changed; add --yes to move them.",
+              file=sys.stderr)
+        return 0
+    return _carry_out(plan, args, scan=f"dupes --quarantine {q}")
+
+
+def _find_dupes(args) -> dict:
+    from tagmatch.dupes import DupesConfig, against_library, dupes_doc, file_facts, find_duplicates, restrict
+    from tagmatch.index import index_library
+    from tagmatch.errors import StoreError
+    from tagmatch.store import Store, default_cache_store_path
+
+    model = _load_model(args.model)
+    roots = []
+    for d in args.dirs:
+        if not d.is_dir():
+            raise TagmatchError(f"not a folder: {d}")
+        roots.append(d.resolve())
+    cache_path = args.cache or default_cache_store_path()
+    cache = None
+    if cache_path.exists():
+        try:
+            cache = Store.load(cache_path)
+            cache.check_model(model.model_id, model.feature_config, cache_path)
+        except (StoreError, TagmatchError):
+            cache = None  # a cache from another model or version: start again
+    for root in roots:
+        with progress_bar(f"embedding {root.name}", None, args.quiet) as advance, graceful_interrupt() as stopped:
+            def progress(p):
+                advance(total=p.total, info=Path(p.path).name[:40])
+                if p.error:
+                    _err(f"{p.path}: {p.error}")
+            cache, _ = index_library(root, cache, model, progress=progress, should_stop=stopped)
+        cache.save(cache_path)
+        if stopped():
+            raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
+    ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
+    store, old_ids = restrict(cache, ids)
+    infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}
+    fc = model.feature_config
+    window_s = fc.window_samples / fc.sample_rate
+    cfg = DupesConfig()
+    with progress_bar("comparing", None, args.quiet) as advance:
+        last = {}
+
+        def progress(stage, n, total):
+            advance(n - last.get(stage, 0), total=total, info=stage)
+            last[stage] = n
+        groups = find_duplicates(store, infos, window_s, cfg, keep={str(Path(k).resolve()) for k in args.keep},
+                                 progress=progress)
+    library, hits = None, []
+    if args.against_library:
+        library = Store.load(_store_path(args.store))
+        library.check_model(model.model_id, fc, _store_path(args.store))
+        hits = against_library(store, library, window_s, cfg)
+    return dupes_doc(groups, store, infos, roots, hits, library)
+
+
+def _print_dupes(doc: dict) -> None:
+    import os
+
+    roots = [Path(r) for r in doc["roots"]]
+    base = Path(os.path.commonpath(roots)) if roots else Path.cwd()
+    n_dup = sum(g["kind"] == "duplicate" for g in doc["groups"])
+    for g in doc["groups"]:
+        print(f"{g['kind']} group ({len(g['files'])} files):")
+        for f in g["files"]:
+            keeper = f["path"] == g["keeper"]
+            what = f"{f['format']}" + (f" {f['bitrate'] // 1000} kb/s" if f.get("bitrate") else "") + \
+                (f", {f['duration_s']:.1f} s" if f.get("duration_s") else "")
+            where = "keep" if keeper else f"shares {f['overlap_s']:.1f} s at {f['offset_s']:+.1f} s"
+            print(f"  {'*' if keeper else ' '} {_rel(f['path'], base)}   ({what}; {where})")
+    for h in doc.get("library", []):
+        print(f"in library: {_rel(h['path'], base)} = {h['library_path']} ({h['kind']}, {h['overlap_s']:.1f} s)")
+    print(f"{n_dup} duplicate groups, {len(doc['groups']) - n_dup} partial overlaps"
+          + (f", {len(doc['library'])} files already in the library" if "library" in doc else ""), file=sys.stderr)
 
 
 def cmd_undo(args) -> int:
@@ -403,6 +520,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id3v23", action="store_true", help="write ID3v2.3 instead of v2.4 (MP3, WAV, AIFF)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_apply)
+
+    sp = sub.add_parser("dupes", help="find files that hold the same recording; move the extra copies aside")
+    sp.add_argument("dirs", type=Path, nargs="*", help="folders to search")
+    sp.add_argument("--json", type=Path, help="write the groups as JSON to this file")
+    sp.add_argument("--from", dest="from_json", type=Path, metavar="JSON",
+                    help="act on a saved report (edit a group's keeper there to choose another)")
+    sp.add_argument("--keep", action="append", default=[], metavar="PATH", help="keep this file in its group")
+    sp.add_argument("--against-library", action="store_true", help="also report files already in the reference store")
+    sp.add_argument("--quarantine", type=Path, metavar="DIR",
+                    help="move every group's extra copies here (relative paths kept); dry run without --yes")
+    sp.add_argument("--yes", action="store_true", help="carry the moves out (journaled: `tagmatch undo` restores)")
+    sp.add_argument("--cache", type=Path, help="embedding cache (default: the user cache dir)")
+    common(sp)
+    sp.set_defaults(func=cmd_dupes)
 
     sp = sub.add_parser("undo", help="restore the names and tags a run changed (default: the last run)")
     sp.add_argument("run", nargs="?", help="run id (or a unique prefix), see `tagmatch runs`")

@@ -69,6 +69,16 @@ def default_store_path() -> Path:
     return Path(user_data_dir("tagmatch")) / "store.joblib"
 
 
+def default_cache_store_path() -> Path:
+    """The embeddings `dupes` keeps between runs: $TAGMATCH_CACHE_STORE, else the user cache dir."""
+    env = os.environ.get("TAGMATCH_CACHE_STORE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tagmatch")) / "dupes-store.joblib"
+
+
 @dataclass
 class TrackInfo:
     path: str  # absolute

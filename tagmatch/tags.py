@@ -418,3 +418,28 @@ def retag_file(path: Path | str, changes: Changes, *, add_pictures: Sequence[Pic
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ---- stream facts ---------------------------------------------------------------------------
+LOSSLESS = ("flac", "wav", "aiff", "alac", "wavpack", "ape", "tta")
+
+
+def stream_info(path: Path | str) -> dict:
+    """Format, codec facts and duration as mutagen reads them from the header (no decoding):
+    {"format", "lossless", "bitrate" (bit/s), "sample_rate", "channels", "duration_s"}.
+    Raises TagReadError for files mutagen cannot parse."""
+    f = _open(path)
+    info = getattr(f, "info", None)
+    fmt = type(f).__name__.lower()
+    fmt = {"mp3": "mp3", "easymp3": "mp3", "flac": "flac", "oggvorbis": "vorbis", "oggopus": "opus",
+           "wave": "wav", "aiff": "aiff", "wavpack": "wavpack", "monkeysaudio": "ape"}.get(fmt, fmt)
+    if fmt in ("mp4", "easymp4"):
+        codec = str(getattr(info, "codec", "") or "")
+        fmt = "alac" if codec.startswith("alac") else "aac"
+    length = float(getattr(info, "length", 0) or 0)
+    bitrate = int(getattr(info, "bitrate", 0) or 0)
+    if not bitrate and length > 0:  # Opus headers carry none: the file's average
+        bitrate = int(Path(path).stat().st_size * 8 / length)
+    return {"format": fmt, "lossless": fmt in LOSSLESS, "bitrate": bitrate,
+            "sample_rate": getattr(info, "sample_rate", None), "channels": getattr(info, "channels", None),
+            "duration_s": round(length, 3)}

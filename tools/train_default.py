@@ -9,10 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from tagmatch.augment import AugmentConfig
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
 from tagmatch.train import TrainConfig, decode_folder, train
+
+
+def augment_config(overrides: list[str]) -> AugmentConfig:
+    """`FIELD=VALUE` strings -> an AugmentConfig; tuples are written `lo,hi`."""
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        default = getattr(AugmentConfig(), name, None)
+        if default is None or not value:
+            raise SystemExit(f"--augment {item!r}: expected FIELD=VALUE with FIELD one of {list(asdict(AugmentConfig()))}")
+        changes[name] = tuple(float(v) for v in value.split(",")) if isinstance(default, tuple) else type(default)(value)
+    return replace(AugmentConfig(), **changes)
 
 
 def main(argv=None) -> int:
@@ -24,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", default="ntxent", choices=["ntxent", "pair-bce"])
     ap.add_argument("--init-from", type=Path, help="start from this model's weights (fine-tune)")
     ap.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
+    ap.add_argument("--augment", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override an AugmentConfig field, e.g. snr_db=-6,15 or reverb_p=0.8 (repeatable)")
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
         print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
@@ -34,7 +50,8 @@ def main(argv=None) -> int:
     noise = decode_folder(corpus.train_noise, 8000)
     hours = sum(len(m) for m in music) / 8000 / 3600
     print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
-    cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate)
+    cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate,
+                      augment=augment_config(args.augment))
 
     def progress(p):
         if p.step % 10 == 0 or p.step == p.steps:
@@ -45,6 +62,9 @@ def main(argv=None) -> int:
     if args.init_from:
         from tagmatch.modelio import load_model
         start = load_model(args.init_from)
+        # Its reference hop may have been changed after training (tools/fit_projection.py); the
+        # rest of the front end must match, and _init_encoder checks that.
+        cfg = replace(cfg, features=replace(cfg.features, ref_hop_frames=start.feature_config.ref_hop_frames))
         meta["init_from"] = {"model_id": start.model_id, "steps": start.meta.get("steps"),
                              "init_from": start.meta.get("init_from")}
     summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta,

@@ -1,0 +1,365 @@
+"""Duplicate recordings: which files hold the same audio (re-encodes, trims, gain changes).
+
+Every file is embedded once on the reference grid, into a store of its own that is updated
+incrementally like the library's (so a second run only embeds new or changed files). Then, in two
+stages, none of which compares every file with every other:
+
+1. Candidates: a probe window every second of each file is searched against all stored windows;
+   a file that gets several probe hits at one consistent time offset is a candidate partner.
+2. Verification, per candidate pair only: every window of one file is compared with every window
+   of the other; the longest run of windows that agree on the offset is the overlapping stretch.
+
+A pair whose overlap covers most of the shorter file is a duplicate (one is a copy or an excerpt
+of the other); a shorter shared stretch (an intro, a medley) is a partial overlap. Duplicates are
+grouped transitively (union-find); partial overlaps are reported as pairs. Different recordings of
+one song do not align over time, so they are neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tagmatch.errors import TagmatchError
+from tagmatch.store import Store, vector_scale
+
+DUPES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DupesConfig:
+    probe_stride: int = 4  # windows between probes: 1 s on the 0.25 s reference grid
+    top_k: int = 16
+    min_similarity: float = 0.6  # a window "matches" at this cosine or above
+    offset_bin_s: float = 0.5
+    min_probe_votes: int = 3  # aligned probe hits that make a candidate pair
+    min_density: float = 0.5  # share of windows inside the overlapping stretch that must align
+    max_gap_s: float = 3.0  # a longer stretch without aligned windows ends the overlap
+    duplicate_fraction: float = 0.8  # overlap / audible length of the shorter file for "duplicate"
+    min_partial_s: float = 5.0  # shorter shared stretches are ignored
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Audio shared by files a and b: b's time = a's time + offset_s, over overlap_s seconds."""
+
+    a: int
+    b: int
+    overlap_s: float
+    offset_s: float
+    kind: str  # "duplicate" | "partial"
+
+
+@dataclass
+class Group:
+    kind: str  # "duplicate" | "partial"
+    members: list[int]  # track ids of the folder store, keeper first
+    overlaps: dict[int, Overlap] = field(default_factory=dict)  # member -> its overlap with the keeper
+
+
+@dataclass
+class LibraryHit:
+    track: int  # in the folder store
+    library_track: int  # in the reference store
+    overlap: Overlap
+
+
+# ---- per-track views of a store ------------------------------------------------------------------
+class _Tracks:
+    """Float vectors and window times per track of a store (vectors of a track are contiguous
+    for stores built by `index_library`, but this does not rely on it)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        order = np.argsort(store.vec_track, kind="stable")
+        bounds = np.searchsorted(store.vec_track[order], np.arange(len(store.tracks) + 1))
+        self._rows = [order[bounds[i] : bounds[i + 1]] for i in range(len(store.tracks))]
+        self._scale = np.float32(vector_scale(store.dim)) if store.vectors.dtype == np.int8 else np.float32(1)
+
+    def rows(self, t: int) -> np.ndarray:
+        return self._rows[t]
+
+    def vectors(self, t: int) -> np.ndarray:
+        return self.store.vectors[self._rows[t]].astype(np.float32) / self._scale
+
+    def times(self, t: int) -> np.ndarray:
+        return self.store.vec_time[self._rows[t]]
+
+    def extent(self, t: int, window_s: float) -> float:
+        """Audible length: from the first loud window to the end of the last one."""
+        tt = self.times(t)
+        return float(tt.max() - tt.min() + window_s) if len(tt) else 0.0
+
+
+# ---- stage 1: candidates ---------------------------------------------------------------------------
+def _probe_partners(hit_track: np.ndarray, hit_time: np.ndarray, sim: np.ndarray, q_time: np.ndarray,
+                    skip: int | None, cfg: DupesConfig) -> list[int]:
+    """Tracks that several probe windows hit at one offset (bins of offset_bin_s, +-1)."""
+    w, k = hit_track.shape
+    ok = sim >= cfg.min_similarity
+    if skip is not None:
+        ok &= hit_track != skip
+    win = np.broadcast_to(np.arange(w)[:, None], (w, k))[ok]
+    t = hit_track[ok].astype(np.int64)
+    b = np.rint((hit_time - q_time[:, None])[ok] / cfg.offset_bin_s).astype(np.int64)
+    if len(t) == 0:
+        return []
+    t3, b3, w3 = np.tile(t, 3), np.concatenate([b - 1, b, b + 1]), np.tile(win, 3)
+    key = np.unique(np.stack([t3, b3, w3], axis=1), axis=0)  # each window once per (track, bin)
+    tb, counts = np.unique(key[:, :2], axis=0, return_counts=True)
+    return sorted({int(x) for x in tb[counts >= cfg.min_probe_votes, 0]})
+
+
+def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> set[tuple[int, int]]:
+    """(track of `store`, partner) pairs worth verifying. Partners come from `against` when given
+    (the reference library), else from `store` itself (then pairs are ordered a < b)."""
+    tracks = _Tracks(store)
+    target = against if against is not None else store
+    ids = range(len(store.tracks))
+    pairs: set[tuple[int, int]] = set()
+    for n, a in enumerate(ids, 1):
+        rows = tracks.rows(a)[:: cfg.probe_stride]
+        if len(rows):
+            q = store.vectors[rows].astype(np.float32) / tracks._scale
+            idx, sim = target.search(q, cfg.top_k + (0 if against is not None else cfg.probe_stride))
+            partners = _probe_partners(target.vec_track[idx], target.vec_time[idx], sim, store.vec_time[rows],
+                                       None if against is not None else a, cfg)
+            for b in partners:
+                pairs.add((a, b) if against is not None else (min(a, b), max(a, b)))
+        if progress:
+            progress(n, len(ids))
+    return pairs
+
+
+# ---- stage 2: verification -------------------------------------------------------------------------
+def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window_s: float,
+          cfg: DupesConfig) -> tuple[float, float] | None:
+    """The stretch of `a` that `b` also holds: (overlap_s, offset_s with b time = a time + offset),
+    or None. Each window of a takes its best match in b; the matches that agree on the offset
+    (bins of offset_bin_s, +-1) and fill at least min_density of their stretch are the overlap."""
+    if len(va) == 0 or len(vb) == 0:
+        return None
+    sims = va @ vb.T
+    j = sims.argmax(axis=1)
+    s = sims[np.arange(len(va)), j]
+    ok = np.flatnonzero(s >= cfg.min_similarity)
+    if len(ok) == 0:
+        return None
+    off = tb[j[ok]] - ta[ok]
+    bins = np.rint(off / cfg.offset_bin_s).astype(np.int64)
+    values, counts = np.unique(bins, return_counts=True)
+    smeared = [counts[(values >= v - 1) & (values <= v + 1)].sum() for v in values]
+    best = values[int(np.argmax(smeared))]
+    sel = ok[np.abs(bins - best) <= 1]
+    sel = sel[np.argsort(ta[sel], kind="stable")]
+    # The overlap is the longest run of aligned windows without a gap over max_gap_s: a stray
+    # chance match far away must not stretch it.
+    breaks = np.flatnonzero(np.diff(ta[sel]) > cfg.max_gap_s) + 1
+    sel = max(np.split(sel, breaks), key=len)
+    lo, hi = ta[sel].min(), ta[sel].max()
+    inside = np.count_nonzero((ta >= lo) & (ta <= hi))
+    if len(sel) / inside < cfg.min_density:
+        return None
+    return float(hi - lo + window_s), float(np.median(tb[j[sel]] - ta[sel]))
+
+
+def verify(tracks_a: _Tracks, a: int, tracks_b: _Tracks, b: int, window_s: float,
+           cfg: DupesConfig) -> Overlap | None:
+    """Measure the overlap of a candidate pair and classify it (None: not enough shared audio)."""
+    got = align(tracks_a.vectors(a), tracks_a.times(a), tracks_b.vectors(b), tracks_b.times(b), window_s, cfg)
+    if got is None:
+        return None
+    overlap_s, offset_s = got
+    shorter = min(tracks_a.extent(a, window_s), tracks_b.extent(b, window_s))
+    overlap_s = min(overlap_s, shorter)
+    if overlap_s >= cfg.duplicate_fraction * shorter:
+        kind = "duplicate"
+    elif overlap_s >= cfg.min_partial_s:
+        kind = "partial"
+    else:
+        return None
+    return Overlap(a, b, round(overlap_s, 2), round(offset_s, 2), kind)
+
+
+# ---- grouping and keepers ----------------------------------------------------------------------------
+def _components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    parent = list(range(n))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for x in sorted({v for e in edges for v in e}):
+        groups.setdefault(root(x), []).append(x)
+    return list(groups.values())
+
+
+def keeper_rank(info: dict, longest_s: float) -> tuple:
+    """Sort key, best last: a complete copy (at least 90% of the group's longest), then lossless,
+    bit rate, length, number of tags; the path breaks ties so the choice is stable. Completeness
+    comes first so that a lossless excerpt never displaces the whole recording."""
+    dur = float(info.get("duration_s") or 0)
+    return (dur >= 0.9 * longest_s, bool(info.get("lossless")), int(info.get("bitrate") or 0), round(dur, 1),
+            len([v for v in (info.get("tags") or {}).values() if v]), [-ord(c) for c in info.get("path", "")])
+
+
+def choose_keeper(members: list[int], infos: dict[int, dict], keep: set[str] = frozenset()) -> int:
+    """The user's pick (`keep` holds paths) when one is in the group, else the best by keeper_rank."""
+    chosen = [m for m in members if infos[m].get("path") in keep]
+    if chosen:
+        return chosen[0]
+    longest = max(float(infos[m].get("duration_s") or 0) for m in members)
+    return max(members, key=lambda m: keeper_rank(infos[m], longest))
+
+
+def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: DupesConfig = DupesConfig(),
+                    keep: set[str] = frozenset(),
+                    progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
+    """Groups of `store`'s tracks that share audio, keeper first (duplicate groups, then partial
+    pairs). `infos` maps track id -> file facts (stream_info plus "path" and "tags") for the
+    keeper rule; `keep` holds paths the user wants kept."""
+    tracks = _Tracks(store)
+    pairs = sorted(candidate_pairs(store, cfg, progress=(lambda n, t: progress("searching", n, t)) if progress else None))
+    found: dict[tuple[int, int], Overlap] = {}
+    for n, (a, b) in enumerate(pairs, 1):
+        ov = verify(tracks, a, tracks, b, window_s, cfg)
+        if ov is not None:
+            found[(a, b)] = ov
+        if progress:
+            progress("verifying", n, len(pairs))
+
+    def from_keeper(k: int, m: int) -> Overlap | None:
+        ov = found.get((min(k, m), max(k, m)))
+        if ov is None:  # grouped through a third file: measure against the keeper directly
+            return verify(tracks, k, tracks, m, window_s, cfg)
+        return ov if ov.a == k else Overlap(k, m, ov.overlap_s, round(-ov.offset_s, 2), ov.kind)
+
+    groups, group_of = [], {}
+    for members in _components(len(store.tracks), [p for p, ov in found.items() if ov.kind == "duplicate"]):
+        k = choose_keeper(members, infos, keep)
+        rest = sorted(m for m in members if m != k)
+        groups.append(Group("duplicate", [k] + rest, {m: from_keeper(k, m) for m in rest}))
+        group_of.update({m: len(groups) for m in members})
+    for (a, b), ov in sorted(found.items()):
+        if ov.kind == "partial" and (a not in group_of or group_of[a] != group_of.get(b)):
+            k = choose_keeper([a, b], infos, keep)
+            m = b if k == a else a
+            groups.append(Group("partial", [k, m], {m: from_keeper(k, m)}))
+    return groups
+
+
+def restrict(store: Store, ids: list[int]) -> tuple[Store, list[int]]:
+    """A copy of `store` with only tracks `ids`, renumbered 0..n-1; also returns the old ids."""
+    keep = sorted(set(ids))
+    sub = Store(feature_config=store.feature_config, model_id=store.model_id, dim=store.dim,
+                vectors=store.vectors, vec_track=store.vec_track, vec_time=store.vec_time, tracks=list(store.tracks))
+    sub.remove_tracks(set(range(len(store.tracks))) - set(keep))
+    return sub, keep
+
+
+def against_library(store: Store, library: Store, window_s: float,
+                    cfg: DupesConfig = DupesConfig()) -> list[LibraryHit]:
+    """Files of `store` whose audio is also in the reference `library` (one hit per file: the
+    longest overlap). Both stores must come from the same model."""
+    if store.model_id != library.model_id:
+        raise TagmatchError("the reference store was built with another model; re-index it")
+    mine, theirs = _Tracks(store), _Tracks(library)
+    best: dict[int, LibraryHit] = {}
+    for a, b in sorted(candidate_pairs(store, cfg, against=library)):
+        ov = verify(mine, a, theirs, b, window_s, cfg)
+        if ov is not None and (a not in best or ov.overlap_s > best[a].overlap.overlap_s):
+            best[a] = LibraryHit(a, b, ov)
+    return [best[a] for a in sorted(best)]
+
+
+# ---- the dupes document (JSON) and the quarantine plan ---------------------------------------------
+def file_facts(path: str, tags: dict, size: int) -> dict:
+    """What the report shows per file; a header mutagen cannot parse leaves the codec fields empty."""
+    from tagmatch.tags import TagReadError, stream_info
+
+    try:
+        info = stream_info(path)
+    except TagReadError:
+        info = {"format": Path(path).suffix.lower().lstrip("."), "lossless": False, "bitrate": None,
+                "sample_rate": None, "channels": None, "duration_s": None}
+    return {"path": path, **info, "size": size, "tags": tags}
+
+
+def dupes_doc(groups: list[Group], store: Store, infos: dict[int, dict], roots: list[Path],
+              library_hits: list[LibraryHit] = (), library: Store | None = None) -> dict:
+    """The JSON report: {"version", "roots", "groups": [{"kind", "keeper", "files": [...]}], "library"}.
+
+    Per file, overlap_s is the audio it shares with the keeper and offset_s where in the keeper
+    that shared audio starts (negative: the file starts before the keeper). Files in no group
+    are not listed."""
+    out_groups = []
+    for g in groups:
+        files = []
+        for m in g.members:
+            ov = g.overlaps.get(m)
+            files.append({**infos[m], "overlap_s": ov.overlap_s if ov else None,
+                          "offset_s": -ov.offset_s if ov else 0.0})
+        out_groups.append({"kind": g.kind, "keeper": infos[g.members[0]]["path"], "files": files})
+    doc = {"version": DUPES_VERSION, "roots": [str(r) for r in roots], "groups": out_groups}
+    if library is not None:
+        doc["library"] = [{"path": infos[h.track]["path"], "library_path": library.tracks[h.library_track].path,
+                           "library_tags": library.tracks[h.library_track].tags, "kind": h.overlap.kind,
+                           "overlap_s": h.overlap.overlap_s, "offset_s": h.overlap.offset_s}
+                          for h in library_hits]
+    return doc
+
+
+def load_dupes(path: Path | str) -> dict:
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TagmatchError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("version") != DUPES_VERSION or not isinstance(doc.get("groups"), list):
+        raise TagmatchError(f"{path} is not a tagmatch dupes report (version {DUPES_VERSION})")
+    return doc
+
+
+def quarantine_plan(doc: dict, quarantine: Path):
+    """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
+    to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
+    the document says (edit it to choose another)."""
+    from tagmatch.naming import free_path, path_key
+    from tagmatch.plan import Plan, PlannedOp, Skip
+
+    roots = [Path(r) for r in doc.get("roots", [])]
+    quarantine = Path(quarantine).absolute()
+    plan, taken = Plan(mode="move", dest=quarantine, template=""), set()
+    for g in doc["groups"]:
+        if g.get("kind") != "duplicate":
+            continue
+        paths = [f["path"] for f in g["files"]]
+        if g["keeper"] not in paths:
+            plan.skipped.append(Skip(g["keeper"], "the keeper is not one of its group's files: group left alone"))
+            continue
+        for p in paths:
+            if p == g["keeper"]:
+                continue
+            src = Path(p)
+            root = next((r for r in roots if src.is_relative_to(r)), src.parent)
+            rel = src.relative_to(root)
+            if len(roots) > 1:
+                rel = Path(root.name) / rel
+            dst = free_path(quarantine / rel, taken)
+            taken.add(path_key(dst))
+            plan.ops.append(PlannedOp(src, dst, "move", [], why=f"duplicate of {g['keeper']}"))
+    return plan

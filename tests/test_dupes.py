@@ -1,0 +1,201 @@
+"""Duplicate recordings on real files: re-encodes, excerpts, gain and format changes are grouped,
+distinct pieces are not, shared stretches are partial overlaps; quarantine and undo restore all."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tagmatch.audio import load_audio
+from tagmatch.dupes import DupesConfig, against_library, choose_keeper, find_duplicates, restrict
+from tagmatch.index import index_library
+
+LIB = "library/Marguerite Vale/Café Nocturne/"
+P0 = LIB + "01 Café Nocturne.flac"
+P1 = LIB + "02 Rue des Lilas.mp3"
+P2 = LIB + "03 Blue Hour Waltz.ogg"
+P6 = "library/The Ærøskøbing Ferry/Harbour Lights/03 Lanterns at Low Tide.ogg"
+P8 = "library/Kosmo Dial/Signal Garden/01 Neon Orchard.flac"
+P9 = "library/Kosmo Dial/Signal Garden/02 Übertragung.mp3"
+MESSY = ["track07.mp3", "-leading dash.wav", "Ünïcödé café.flac", "xyz.ogg", "clip_final_FINAL.m4a", "Track 14.flac"]
+SR = 44100
+
+# Expected duplicate groups, keeper first.
+GROUPS = [
+    [P8, "messy/track07.mp3"],  # MP3 re-encode of a FLAC: the FLAC is kept
+    [P9, "messy/-leading dash.wav"],  # a lossless 18 s excerpt does not displace the whole MP3
+    [P6, "messy/Ünïcödé café.flac"],  # a 25 s excerpt, 15 dB quieter
+    ["made/quiet copy.flac", P2],  # the same piece 10 dB quieter, as FLAC: lossless wins
+]
+
+
+@pytest.fixture(scope="module")
+def dupes_dir(fixture_dir, tmp_path_factory) -> Path:
+    """A folder mixing library pieces, messy copies and two made-up files."""
+    root = tmp_path_factory.mktemp("dupes") / "music"
+    for rel in (P0, P1, P2, P6, P8, P9):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fixture_dir / rel, root / rel)
+    (root / "messy").mkdir()
+    for name in MESSY:
+        shutil.copy2(fixture_dir / "messy" / name, root / "messy" / name)
+    (root / "made").mkdir()
+    quiet = load_audio(fixture_dir / P2, SR) * 10 ** (-10 / 20)
+    sf.write(root / "made/quiet copy.flac", quiet, SR)
+    # 12 s of piece 0, then 20 s of piece 1 (from its 10th second): it shares audio with both,
+    # covering most of neither, so both are partial overlaps.
+    a, b = load_audio(fixture_dir / P0, SR), load_audio(fixture_dir / P1, SR)
+    sf.write(root / "made/medley.wav", np.concatenate([a[: 12 * SR], b[10 * SR : 30 * SR]]), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def found(dupes_dir, model):
+    from tagmatch.dupes import file_facts
+
+    store, report = index_library(dupes_dir, None, model)
+    assert not report.errors
+    infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}
+    fc = model.feature_config
+    window_s = fc.window_samples / fc.sample_rate
+    groups = find_duplicates(store, infos, window_s)
+
+    def rel(i):
+        return str(Path(store.tracks[i].path).relative_to(dupes_dir))
+    return {"store": store, "groups": groups, "rel": rel, "window_s": window_s, "infos": infos}
+
+
+def test_copies_are_grouped_with_the_right_keeper(found):
+    dup = [[found["rel"](m) for m in g.members] for g in found["groups"] if g.kind == "duplicate"]
+    assert sorted(dup) == sorted(GROUPS)
+
+
+def test_distinct_pieces_are_in_no_group(found):
+    grouped = {found["rel"](m) for g in found["groups"] for m in g.members}
+    assert "messy/Track 14.flac" not in grouped  # a piece with no copy
+    assert P0 in grouped and P1 in grouped  # only through the medley, as partial overlaps
+    for g in found["groups"]:
+        if g.kind == "duplicate":
+            assert "made/medley.wav" not in [found["rel"](m) for m in g.members]
+
+
+def test_shared_stretches_are_partial_overlaps_with_their_length(found):
+    partial = {frozenset(map(found["rel"], g.members)): g for g in found["groups"] if g.kind == "partial"}
+    assert set(partial) == {frozenset({P0, "made/medley.wav"}), frozenset({P1, "made/medley.wav"}),
+                            frozenset({"messy/xyz.ogg", "messy/clip_final_FINAL.m4a"})}
+    for piece, length in ((P0, 12.0), (P1, 20.0)):
+        g = partial[frozenset({piece, "made/medley.wav"})]
+        ov = g.overlaps[g.members[1]]
+        assert abs(ov.overlap_s - length) <= 1.5, (piece, ov)
+
+
+def test_excerpt_overlap_and_offset(found, manifest):
+    expect = {e["path"]: e for e in manifest["messy"]}
+    for g in found["groups"]:
+        for m, ov in g.overlaps.items():
+            e = expect.get(found["rel"](m))
+            if g.kind == "duplicate" and e and found["rel"](g.members[0]) == e["reference"]:
+                # the copy starts offset_s into the keeper and is shared whole
+                assert abs(-ov.offset_s - e["offset_s"]) <= 0.5, (e["path"], ov)
+                assert ov.overlap_s >= 0.9 * e["duration_s"], (e["path"], ov)
+
+
+def test_keeper_rule():
+    infos = {
+        0: {"path": "/a.mp3", "lossless": False, "bitrate": 320000, "duration_s": 200.0, "tags": {}},
+        1: {"path": "/b.flac", "lossless": True, "bitrate": 900000, "duration_s": 200.0, "tags": {}},
+        2: {"path": "/c.flac", "lossless": True, "bitrate": 950000, "duration_s": 60.0, "tags": {}},  # excerpt
+        3: {"path": "/d.mp3", "lossless": False, "bitrate": 320000, "duration_s": 200.0, "tags": {"title": "x"}},
+    }
+    assert choose_keeper([0, 1, 2, 3], infos) == 1  # lossless and complete
+    assert choose_keeper([0, 2], infos) == 0  # a lossless excerpt never displaces the whole recording
+    assert choose_keeper([0, 3], infos) == 3  # same quality: better tagged
+    assert choose_keeper([0, 1, 3], infos, keep={"/a.mp3"}) == 0  # the user's choice
+
+
+def test_against_library(found, library_store, dupes_dir):
+    store, _ = library_store
+    hits = against_library(found["store"], store, found["window_s"])
+    got = {found["rel"](h.track): Path(store.tracks[h.library_track].path).name for h in hits}
+    for name in ("messy/track07.mp3", "messy/-leading dash.wav", "made/quiet copy.flac", P8):
+        assert name in got, got
+    assert got["messy/track07.mp3"] == Path(P8).name
+    assert "messy/Track 14.flac" not in got and "messy/xyz.ogg" not in got
+
+
+def test_restrict_keeps_only_the_named_tracks(found):
+    sub, old = restrict(found["store"], [1, 3])
+    assert old == [1, 3] and len(sub.tracks) == 2
+    assert sub.tracks[1].path == found["store"].tracks[3].path
+    assert set(np.unique(sub.vec_track)) == {0, 1}
+
+
+# ---- the command line: report, dry run, quarantine, undo ------------------------------------------
+def run(*args, env):
+    proc = subprocess.run([sys.executable, "-m", "tagmatch", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def hashes(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
+    music = tmp_path / "music"
+    shutil.copytree(dupes_dir, music)
+    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache.joblib")}
+    before = hashes(music)
+    report = tmp_path / "dupes.json"
+    out = run("dupes", music, "--json", report, "--quiet", env=env)
+    doc = json.loads(report.read_text())
+    assert doc["version"] == 1 and doc["roots"] == [str(music.resolve())]
+    dup = [g for g in doc["groups"] if g["kind"] == "duplicate"]
+    assert sorted([str(Path(f["path"]).relative_to(music.resolve())) for f in g["files"]] for g in dup) \
+        == sorted(GROUPS)
+    for g in doc["groups"]:
+        assert g["keeper"] == g["files"][0]["path"]
+        for f in g["files"]:
+            assert set(f) >= {"path", "format", "bitrate", "duration_s", "overlap_s", "offset_s"}
+            assert Path(f["path"]).is_absolute()
+    assert "duplicate group" in out.stdout and "partial group" in out.stdout
+
+    q = tmp_path / "quarantine"
+    dry = run("dupes", music, "--quarantine", q, "--quiet", env=env)
+    assert "Dry run" in dry.stderr and not q.exists() and hashes(music) == before
+
+    # Choose another keeper in the report: the MP3 re-encode instead of the FLAC.
+    for g in doc["groups"]:
+        if g["keeper"].endswith("Neon Orchard.flac"):
+            g["keeper"] = next(f["path"] for f in g["files"] if f["path"].endswith("track07.mp3"))
+    report.write_text(json.dumps(doc))
+    run("dupes", "--from", report, "--quarantine", q, "--yes", "--quiet", env=env)
+    moved = hashes(q)
+    assert set(moved) == {"messy/-leading dash.wav", "messy/Ünïcödé café.flac", P2, P8}
+    assert all(moved[k] == before[k] for k in moved)  # byte-identical, relative paths kept
+    after = hashes(music)
+    assert set(after) == set(before) - set(moved)
+
+    run("undo", env=env)
+    assert hashes(music) == before
+    assert not any(p.is_file() for p in q.rglob("*"))
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_quarantine_inside_the_scanned_folder(dupes_dir, tmp_path):
+    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache.joblib")}
+    proc = subprocess.run([sys.executable, "-m", "tagmatch", "dupes", str(dupes_dir), "--quarantine",
+                           str(dupes_dir / "aside"), "--quiet"], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    assert proc.returncode == 1 and "inside a scanned folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
