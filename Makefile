@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store.joblib
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast fixtures bench profile tradeoff compare-losses train-default clean
+.PHONY: install demo test test-fast fixtures bench bench-dupes profile tradeoff compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ test-fast: $(STAMP)
 # Needs the dev corpus (../shared/corpus/fetch-dev-corpus); skipped with a message without it.
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+
+# Duplicate finding: precision/recall of duplicate pairs and time per 1,000 files (dev corpus).
+bench-dupes: $(STAMP)
+	$(BIN)/python tools/bench_dupes.py
 
 train-default: $(STAMP)
 	$(BIN)/python tools/train_default.py

@@ -400,7 +400,7 @@ def _print_dupes(doc: dict) -> None:
             print(f"  {'*' if keeper else ' '} {_rel(f['path'], base)}   ({what}; {where})")
     for h in doc.get("library", []):
         print(f"in library: {_rel(h['path'], base)} = {h['library_path']} ({h['kind']}, {h['overlap_s']:.1f} s)")
-    print(f"{n_dup} duplicate groups, {len(doc['groups']) - n_dup} partial overlaps"
+    print(f"{n_dup} duplicate group(s), {len(doc['groups']) - n_dup} partial overlap(s)"
           + (f", {len(doc['library'])} files already in the library" if "library" in doc else ""), file=sys.stderr)
 
 

@@ -27,6 +27,7 @@ from tagmatch.errors import TagmatchError
 from tagmatch.store import Store, vector_scale
 
 DUPES_VERSION = 1
+APPROX_ABOVE = 2_000_000  # stored vectors (~140 h of audio) above which stage 1 uses an IVF index
 
 
 @dataclass(frozen=True)
@@ -113,25 +114,57 @@ def _probe_partners(hit_track: np.ndarray, hit_time: np.ndarray, sim: np.ndarray
     return sorted({int(x) for x in tb[counts >= cfg.min_probe_votes, 0]})
 
 
+def searcher(store: Store, mode: str = "auto"):
+    """What stage 1 searches: the store itself (exact), or an IVF index over it ("approximate";
+    "auto" picks it above APPROX_ABOVE vectors when faiss is installed)."""
+    if mode == "auto":
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            return store
+        mode = "approximate" if len(store.vectors) > APPROX_ABOVE else "exact"
+    if mode == "exact":
+        return store
+    from tagmatch.ann import IVFSearch
+
+    return IVFSearch(store)
+
+
 def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> set[tuple[int, int]]:
+                    progress: Callable[[int, int], None] | None = None, batch: int = 4096,
+                    search: str = "auto") -> set[tuple[int, int]]:
     """(track of `store`, partner) pairs worth verifying. Partners come from `against` when given
-    (the reference library), else from `store` itself (then pairs are ordered a < b)."""
+    (the reference library), else from `store` itself (then pairs are ordered a < b). Probes of
+    several files go to the search together (`batch` rows), so big stores are scanned less often."""
     tracks = _Tracks(store)
-    target = against if against is not None else store
-    ids = range(len(store.tracks))
+    target = searcher(against if against is not None else store, search)
+    k = cfg.top_k + (0 if against is not None else cfg.probe_stride)  # own neighbours take slots
     pairs: set[tuple[int, int]] = set()
-    for n, a in enumerate(ids, 1):
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        rows = np.concatenate([r for _, r in pending])
+        idx, sim = target.search(store.vectors[rows].astype(np.float32) / tracks._scale, k)
+        lo = 0
+        for a, r in pending:
+            sl = slice(lo, lo + len(r))
+            lo += len(r)
+            for b in _probe_partners(target.vec_track[idx[sl]], target.vec_time[idx[sl]], sim[sl],
+                                     store.vec_time[r], None if against is not None else a, cfg):
+                pairs.add((a, b) if against is not None else (min(a, b), max(a, b)))
+        pending.clear()
+
+    n_tracks, queued = len(store.tracks), 0
+    for a in range(n_tracks):
         rows = tracks.rows(a)[:: cfg.probe_stride]
         if len(rows):
-            q = store.vectors[rows].astype(np.float32) / tracks._scale
-            idx, sim = target.search(q, cfg.top_k + (0 if against is not None else cfg.probe_stride))
-            partners = _probe_partners(target.vec_track[idx], target.vec_time[idx], sim, store.vec_time[rows],
-                                       None if against is not None else a, cfg)
-            for b in partners:
-                pairs.add((a, b) if against is not None else (min(a, b), max(a, b)))
+            pending.append((a, rows))
+            queued += len(rows)
+        if pending and (queued >= batch or a == n_tracks - 1):
+            flush()
+            queued = 0
         if progress:
-            progress(n, len(ids))
+            progress(a + 1, n_tracks)
     return pairs
 
 
@@ -224,13 +257,14 @@ def choose_keeper(members: list[int], infos: dict[int, dict], keep: set[str] = f
 
 
 def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: DupesConfig = DupesConfig(),
-                    keep: set[str] = frozenset(),
-                    progress: Callable[[str, int, int], None] | None = None) -> list[Group]:
+                    keep: set[str] = frozenset(), progress: Callable[[str, int, int], None] | None = None,
+                    search: str = "auto") -> list[Group]:
     """Groups of `store`'s tracks that share audio, keeper first (duplicate groups, then partial
     pairs). `infos` maps track id -> file facts (stream_info plus "path" and "tags") for the
     keeper rule; `keep` holds paths the user wants kept."""
     tracks = _Tracks(store)
-    pairs = sorted(candidate_pairs(store, cfg, progress=(lambda n, t: progress("searching", n, t)) if progress else None))
+    pairs = sorted(candidate_pairs(store, cfg, progress=(lambda n, t: progress("searching", n, t)) if progress else None,
+                                   search=search))
     found: dict[tuple[int, int], Overlap] = {}
     for n, (a, b) in enumerate(pairs, 1):
         ov = verify(tracks, a, tracks, b, window_s, cfg)
@@ -300,16 +334,16 @@ def dupes_doc(groups: list[Group], store: Store, infos: dict[int, dict], roots: 
               library_hits: list[LibraryHit] = (), library: Store | None = None) -> dict:
     """The JSON report: {"version", "roots", "groups": [{"kind", "keeper", "files": [...]}], "library"}.
 
-    Per file, overlap_s is the audio it shares with the keeper and offset_s where in the keeper
-    that shared audio starts (negative: the file starts before the keeper). Files in no group
-    are not listed."""
+    Per file, overlap_s is the audio it shares with the keeper, and offset_s the time in the keeper
+    that this file's start lines up with (negative: the file starts before the keeper does). Files
+    in no group are not listed."""
     out_groups = []
     for g in groups:
         files = []
         for m in g.members:
             ov = g.overlaps.get(m)
             files.append({**infos[m], "overlap_s": ov.overlap_s if ov else None,
-                          "offset_s": -ov.offset_s if ov else 0.0})
+                          "offset_s": 0.0 - ov.offset_s if ov else 0.0})
         out_groups.append({"kind": g.kind, "keeper": infos[g.members[0]]["path"], "files": files})
     doc = {"version": DUPES_VERSION, "roots": [str(r) for r in roots], "groups": out_groups}
     if library is not None:

@@ -16,6 +16,7 @@ import soundfile as sf
 from tagmatch.audio import load_audio
 from tagmatch.dupes import DupesConfig, against_library, choose_keeper, find_duplicates, restrict
 from tagmatch.index import index_library
+from tagmatch.store import vector_scale
 
 LIB = "library/Marguerite Vale/Café Nocturne/"
 P0 = LIB + "01 Café Nocturne.flac"
@@ -199,3 +200,17 @@ def test_cli_refuses_a_quarantine_inside_the_scanned_folder(dupes_dir, tmp_path)
                           env={**os.environ, **env}, timeout=600)
     assert proc.returncode == 1 and "inside a scanned folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_approximate_search_finds_the_same_groups(found):
+    """The IVF index (used above dupes.APPROX_ABOVE vectors) on a small store: same groups."""
+    from tagmatch.ann import IVFSearch
+
+    store = found["store"]
+    ivf = IVFSearch(store, nlist=16, nprobe=4)
+    q = store.vectors[::7].astype(np.float32) / np.float32(vector_scale(store.dim))
+    exact, _ = store.search(q, 1)
+    approx, _ = ivf.search(q, 1)
+    assert np.mean(exact[:, 0] == approx[:, 0]) >= 0.95
+    groups = find_duplicates(store, found["infos"], found["window_s"], search="approximate")
+    assert [g.members for g in groups] == [g.members for g in found["groups"]]
