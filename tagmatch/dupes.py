@@ -7,7 +7,7 @@ stages, none of which compares every file with every other:
 1. Candidates: a probe window every second of each file is searched against all stored windows;
    a file that gets several probe hits at one consistent time offset is a candidate partner.
 2. Verification, per candidate pair only: every window of one file is compared with every window
-   of the other; the longest run of windows that agree on the offset is the overlapping stretch.
+   of the other; the longest run of windows that match at one offset is the overlapping stretch.
 
 A pair whose overlap covers most of the shorter file is a duplicate (one is a copy or an excerpt
 of the other); a shorter shared stretch (an intro, a medley) is a partial overlap. Duplicates are
@@ -37,7 +37,7 @@ class DupesConfig:
     min_similarity: float = 0.6  # a window "matches" at this cosine or above
     offset_bin_s: float = 0.5
     min_probe_votes: int = 3  # aligned probe hits that make a candidate pair
-    min_density: float = 0.5  # share of windows inside the overlapping stretch that must align
+    min_density: float = 0.8  # share of windows inside the overlapping stretch that must match
     max_gap_s: float = 3.0  # a longer stretch without aligned windows ends the overlap
     duplicate_fraction: float = 0.8  # overlap / audible length of the shorter file for "duplicate"
     min_partial_s: float = 5.0  # shorter shared stretches are ignored
@@ -172,32 +172,32 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
 def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window_s: float,
           cfg: DupesConfig) -> tuple[float, float] | None:
     """The stretch of `a` that `b` also holds: (overlap_s, offset_s with b time = a time + offset),
-    or None. Each window of a takes its best match in b; the matches that agree on the offset
-    (bins of offset_bin_s, +-1) and fill at least min_density of their stretch are the overlap."""
+    or None. Every pair of windows at min_similarity or above votes for its offset (bins of
+    offset_bin_s, +-1); the offset with the most distinct windows of `a` wins. Taking all matches,
+    not each window's single best, matters for music that repeats itself: a window of a loop
+    matches every repetition about equally, and its best match is as often a repetition as the
+    aligned window. The overlap is then the longest run of those windows without a gap over
+    max_gap_s, if they fill at least min_density of it."""
     if len(va) == 0 or len(vb) == 0:
         return None
-    sims = va @ vb.T
-    j = sims.argmax(axis=1)
-    s = sims[np.arange(len(va)), j]
-    ok = np.flatnonzero(s >= cfg.min_similarity)
-    if len(ok) == 0:
+    i, j = np.nonzero(va @ vb.T >= cfg.min_similarity)
+    if len(i) == 0:
         return None
-    off = tb[j[ok]] - ta[ok]
+    off = tb[j] - ta[i]
     bins = np.rint(off / cfg.offset_bin_s).astype(np.int64)
-    values, counts = np.unique(bins, return_counts=True)
-    smeared = [counts[(values >= v - 1) & (values <= v + 1)].sum() for v in values]
-    best = values[int(np.argmax(smeared))]
-    sel = ok[np.abs(bins - best) <= 1]
-    sel = sel[np.argsort(ta[sel], kind="stable")]
-    # The overlap is the longest run of aligned windows without a gap over max_gap_s: a stray
-    # chance match far away must not stretch it.
+    votes = np.unique(np.stack([np.concatenate([bins - 1, bins, bins + 1]), np.tile(i, 3)], axis=1), axis=0)
+    values, counts = np.unique(votes[:, 0], return_counts=True)
+    best = values[int(np.argmax(counts))]
+    near = np.abs(bins - best) <= 1
+    sel = np.unique(i[near])  # windows of a, sorted by time (reference_windows order)
     breaks = np.flatnonzero(np.diff(ta[sel]) > cfg.max_gap_s) + 1
     sel = max(np.split(sel, breaks), key=len)
     lo, hi = ta[sel].min(), ta[sel].max()
     inside = np.count_nonzero((ta >= lo) & (ta <= hi))
     if len(sel) / inside < cfg.min_density:
         return None
-    return float(hi - lo + window_s), float(np.median(tb[j[sel]] - ta[sel]))
+    in_run = near & (ta[i] >= lo) & (ta[i] <= hi)
+    return float(hi - lo + window_s), float(np.median(off[in_run]))
 
 
 def verify(tracks_a: _Tracks, a: int, tracks_b: _Tracks, b: int, window_s: float,

@@ -248,29 +248,48 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
             plan.skipped.append(Skip(path, f"already applied in run {run_id}" if state == "done" else
                                      f"in flight in interrupted run {run_id}: run `tagmatch undo {run_id}` first"))
             continue
-        if not src.is_file():
-            plan.skipped.append(Skip(path, "file not found"))
+        op = _plan_op(src, cand, entry.get("decision") or {}, why, template, dest, mode, taken)
+        if isinstance(op, str):
+            plan.skipped.append(Skip(path, op))
             continue
-        if src.is_symlink():  # renaming the link or retagging its target would surprise: leave it
-            plan.skipped.append(Skip(path, "a symbolic link"))
-            continue
-        try:
-            old = read_tag_values(src)
-        except TagReadError as exc:
-            plan.skipped.append(Skip(path, exc.reason))
-            continue
-        decision = entry.get("decision") or {}
-        target = target_tags(cand, decision.get("tags"))
-        changes = [TagChange(n, old.get(n), v) for n, v in target.items() if old.get(n) != v]
-        new_tags = {k: v for k, v in {**old, **target}.items() if v is not None}
-        base = dest or src.parent
-        dst = (user_path(decision["path"], src, base) if decision.get("path")
-               else destination(template, new_tags, src, base))
-        dst = free_path(dst, taken, own=src if mode == "move" else None)
-        art = _art_from(cand, src)
-        if dst == src and not changes and not art:
-            plan.skipped.append(Skip(path, "already named and tagged"))
-            continue
-        taken.add(path_key(dst))
-        plan.ops.append(PlannedOp(src, dst, mode, changes, art, cand.get("path"), cand.get("confidence"), why))
+        taken.add(path_key(op.dst))
+        plan.ops.append(op)
     return plan
+
+
+def _plan_op(src: Path, cand: dict, decision: dict, why: str, template: str, dest: Path | None, mode: str,
+             taken: set[str]) -> PlannedOp | str:
+    """One file's op (new path, tag changes, art), or the reason it has none."""
+    if not src.is_file():
+        return "file not found"
+    if src.is_symlink():  # renaming the link or retagging its target would surprise: leave it
+        return "a symbolic link"
+    try:
+        old = read_tag_values(src)
+    except TagReadError as exc:
+        return exc.reason
+    target = target_tags(cand, decision.get("tags"))
+    changes = [TagChange(n, old.get(n), v) for n, v in target.items() if old.get(n) != v]
+    new_tags = {k: v for k, v in {**old, **target}.items() if v is not None}
+    base = dest or src.parent
+    dst = (user_path(decision["path"], src, base) if decision.get("path")
+           else destination(template, new_tags, src, base))
+    dst = free_path(dst, taken, own=src if mode == "move" else None)
+    art = _art_from(cand, src)
+    if dst == src and not changes and not art:
+        return "already named and tagged"
+    return PlannedOp(src, dst, mode, changes, art, cand.get("path"), cand.get("confidence"), why)
+
+
+def preview(entry: dict, choice: int = 0, *, template: str = DEFAULT_TEMPLATE, dest: Path | None = None,
+            mode: str | None = None) -> PlannedOp | str:
+    """What accepting candidate `choice` of one scan entry would do (the review's detail pane):
+    the op, or why there would be none. Reads tags, never writes."""
+    candidates = [entry.get("match"), *(entry.get("alternatives") or [])]
+    cand = candidates[choice] if 0 <= choice < len(candidates) else None
+    if not cand:
+        return f"no candidate {choice}"
+    mode = mode or ("copy" if dest else "move")
+    dest = Path(dest).absolute() if dest else None
+    return _plan_op(Path(_norm(str(entry.get("path")))), cand, entry.get("decision") or {}, "preview",
+                    template, dest, mode, set())
