@@ -1,4 +1,5 @@
-"""Command line: a thin layer over the library (train, index, scan, info, apply, dupes, undo, runs).
+"""Command line: a thin layer over the library (train, index, scan, info, apply, dupes, undo, runs,
+review; no command opens the terminal UI).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -455,6 +456,23 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    """Open the TUI's Review screen on a scan (decisions are saved into the scan JSON)."""
+    from tagmatch.naming import check_template
+    from tagmatch.plan import load_scan
+
+    load_scan(args.scan)  # a bad file is reported here, before the screen takes over
+    check_template(args.template)
+    return _run_tui(args.scan, template=args.template, dest=args.dest)
+
+
+def _run_tui(scan: Path | None = None, **kw) -> int:
+    from tagmatch.tui.app import TagmatchApp
+
+    TagmatchApp(scan, **kw).run()
+    return 0
+
+
 def _rel(path: str, base: Path) -> str:
     try:
         return str(Path(path).absolute().relative_to(base.absolute()))
@@ -540,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="only refusals and the summary")
     sp.set_defaults(func=cmd_undo)
 
+    sp = sub.add_parser("review", help="review a scan in the terminal UI: accept, reject, apply, undo")
+    sp.add_argument("scan", type=Path, help="scan JSON (from scan --json); decisions are saved into it")
+    sp.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"path template (default {DEFAULT_TEMPLATE!r})")
+    sp.add_argument("--dest", type=Path, help="copy accepted files under this folder (default: rename in place)")
+    sp.set_defaults(func=cmd_review)
+
     sp = sub.add_parser("runs", help="list past runs (or the operations of one run)")
     sp.add_argument("run", nargs="?", help="show this run's operations")
     sp.set_defaults(func=cmd_runs)
@@ -549,10 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 0
     try:
+        if not args.command:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):  # scripts and pipes get the help
+                parser.print_help()
+                return 0
+            return _run_tui()
         return args.func(args)
     except TagmatchError as exc:
         _err(f"error: {exc}")

@@ -40,7 +40,7 @@ class DupesConfig:
     min_density: float = 0.8  # share of windows inside the overlapping stretch that must match
     max_gap_s: float = 3.0  # a longer stretch without aligned windows ends the overlap
     duplicate_fraction: float = 0.8  # overlap / audible length of the shorter file for "duplicate"
-    min_partial_s: float = 5.0  # shorter shared stretches are ignored
+    min_partial_s: float = 8.0  # shorter shared stretches are ignored (chance lines up 5-7 s in orchestral music)
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,9 @@ def test_distinct_pieces_are_in_no_group(found):
 
 def test_shared_stretches_are_partial_overlaps_with_their_length(found):
     partial = {frozenset(map(found["rel"], g.members)): g for g in found["groups"] if g.kind == "partial"}
-    assert set(partial) == {frozenset({P0, "made/medley.wav"}), frozenset({P1, "made/medley.wav"}),
-                            frozenset({"messy/xyz.ogg", "messy/clip_final_FINAL.m4a"})}
+    # xyz.ogg and clip_final_FINAL.m4a are excerpts of one piece that share only ~6 s: below
+    # min_partial_s, so not reported.
+    assert set(partial) == {frozenset({P0, "made/medley.wav"}), frozenset({P1, "made/medley.wav"})}
     for piece, length in ((P0, 12.0), (P1, 20.0)):
         g = partial[frozenset({piece, "made/medley.wav"})]
         ov = g.overlaps[g.members[1]]

@@ -1,0 +1,92 @@
+"""Pieces the TUI screens share: the yes/no modal and short path and run descriptions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from tagmatch.journal import RunInfo
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask before anything touches the user's files; dismisses with True (y/Enter) or False."""
+
+    BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, title: str, body: str = "", yes: str = "Yes") -> None:
+        super().__init__()
+        self.title_text, self.body, self.yes = title, body, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.title_text, id="dialog-title", markup=False)
+            if self.body:
+                with VerticalScroll(id="dialog-body"):
+                    yield Static(self.body, markup=False)
+            with Horizontal(id="dialog-buttons"):
+                yield Static("[b]y[/b]/Enter: yes    [b]n[/b]/Esc: no", id="dialog-keys")
+                yield Button(self.yes, variant="primary", id="yes", compact=True)
+                yield Button("Cancel", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class HelpScreen(ModalScreen[None]):
+    """A screen's keys, over it; any of Esc, ?, q, Enter closes it."""
+
+    BINDINGS = [Binding("escape,question_mark,q,enter", "dismiss", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.title_text, id="dialog-title", markup=False)
+            yield Static(self.text, markup=False)
+            yield Static("Esc or ? closes", id="dialog-keys", markup=False)
+
+
+def rel(path: str | Path, base: Path | None) -> str:
+    """A path as the user knows it: relative to `base` when under it (also keeps tmp paths out
+    of the screen), else as given."""
+    if base is None:
+        return str(path)
+    try:
+        return str(Path(path).absolute().relative_to(base.absolute()))
+    except ValueError:
+        return str(path)
+
+
+def common_folder(paths: list[str]) -> Path | None:
+    """The folder all these files share (the scanned folder, give or take)."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    return Path(os.path.commonpath(dirs)) if dirs else None
+
+
+def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
+    """(id, time, ops, status, how) as `tagmatch runs` shows them."""
+    h = r.header
+    counts = ", ".join(f"{r.count(s)} {s}" for s in ("done", "undone", "in-flight", "failed") if r.count(s))
+    how = f"{h.get('mode')} to {h['dest']}" if h.get("dest") else "rename in place"
+    return (r.id, h.get("time", "")[:19].replace("T", " "), str(h.get("n_ops", len(r.ops))),
+            f"{r.status}" + (f" ({counts})" if counts else ""), how)
+
+
+def undo_summary(results) -> tuple[int, int]:
+    """(undone, refused) of a finished undo."""
+    undone = sum(r.status == "undone" for r in results)
+    return undone, len(results) - undone

@@ -1,0 +1,565 @@
+"""The Review screen: walk a scan's suggestions, decide, apply, undo.
+
+Every decision goes through `plan.set_decision` and is saved to the scan JSON at once (so a
+restart loses nothing, and `tagmatch apply SCAN` sees the same decisions); applying builds the
+plan with `plan.build_plan` and runs it with `apply.apply_plan`, exactly as `tagmatch apply`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
+from textual.worker import get_current_worker
+
+from tagmatch.apply import apply_plan, start_run, undo_run
+from tagmatch.errors import TagmatchError
+from tagmatch.journal import applied_sources, default_runs_dir, find_run, list_runs
+from tagmatch.naming import DEFAULT_TEMPLATE
+from tagmatch.plan import PlannedOp, Plan, build_plan, clear_decision, preview, save_scan, set_decision
+from tagmatch.tui.common import ConfirmScreen, HelpScreen, common_folder, rel, undo_summary
+
+SURE = 0.9  # `A` with nothing marked accepts unreviewed matches at or above this confidence
+WIDE, DETAIL_W = 110, 46  # from this width on, the detail pane (this wide) sits right of the table
+STATUS_W = 11
+COLUMNS = ((" ", "mark"), ("File", "file"), ("Suggestion", "suggestion"), ("Conf", "conf"), ("Status", "status"))
+
+HELP = """\
+a, Enter  accept the suggestion (matched files only)
+x         reject
+1 2 3     accept that alternative instead
+space     mark / unmark the row
+A         accept the marked rows (none marked: the unreviewed
+          matches with confidence >= 0.9 that are shown)
+u         undo the last decision (an A batch at once)
+/         filter rows by text (Enter keeps, Esc clears)
+j k g G   down, up, first, last (arrows work too)
+w         apply the accepted files (lists them, asks first)
+U         undo this scan's last run (asks first)
+Esc       back to Home        q  quit
+Decisions are saved to the scan JSON at once."""
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def candidates(entry: dict) -> list[dict | None]:
+    """The match (choice 0), then the alternatives (choices 1..n)."""
+    return [entry.get("match"), *(entry.get("alternatives") or [])]
+
+
+def chosen(entry: dict) -> int:
+    d = entry.get("decision") or {}
+    return d.get("choice", 0) if d.get("status") == "accepted" and isinstance(d.get("choice"), int) else 0
+
+
+def name_of(cand: dict | None) -> str:
+    """'Artist - Title' of a candidate (its file name when untagged)."""
+    if not cand:
+        return ""
+    tags = cand.get("tags") or {}
+    title = tags.get("title") or Path(cand.get("path") or "?").stem
+    return f"{tags['artist']} - {title}" if tags.get("artist") else title
+
+
+def conf_style(conf: float | None) -> str:
+    if conf is None:
+        return "dim"
+    return "green" if conf >= SURE else ("yellow" if conf >= 0.5 else "red")
+
+
+class ReviewTable(DataTable):
+    """The file list. Enter accepts (DataTable's own Enter would 'select', and a click on the
+    highlighted row would too: a decision should take a key)."""
+
+    BINDINGS = [Binding("enter", "screen.accept", "Accept", show=False)]
+
+
+class ReviewScreen(Screen):
+    """One scan's files, a detail pane for the highlighted one, and the keys to decide."""
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
+    BINDINGS = [
+        Binding("a", "accept", "Accept"),
+        Binding("x", "reject", "Reject"),
+        Binding("1", "alternative(1)", "Alt 1", show=False),
+        Binding("2", "alternative(2)", "Alt 2", show=False),
+        Binding("3", "alternative(3)", "Alt 3", show=False),
+        Binding("space", "mark", "Mark", key_display="␣"),
+        Binding("A", "accept_all", "All"),
+        Binding("u", "undo_decision", "Undo"),
+        Binding("w", "apply", "Apply"),
+        Binding("U", "undo_run", "Undo run"),
+        Binding("slash", "filter", "Filter"),
+        Binding("question_mark", "help", "Keys"),
+        Binding("q", "app.quit", "Quit"),
+        Binding("j", "move(1)", "Down", show=False),
+        Binding("k", "move(-1)", "Up", show=False),
+        Binding("g", "top", "First", show=False),
+        Binding("G", "bottom", "Last", show=False),
+        Binding("escape", "escape", "Back", show=False),
+    ]
+
+    def __init__(self, doc: dict, scan_path: Path, *, template: str = DEFAULT_TEMPLATE,
+                 dest: Path | None = None) -> None:
+        super().__init__()
+        self.doc, self.scan_path = doc, Path(scan_path)
+        self.template, self.dest = template, (Path(dest).absolute() if dest else None)
+        self.files: list[dict] = doc["files"]
+        self.base = common_folder([str(f.get("path")) for f in self.files])
+        self.marked: set[int] = set()
+        self.undo_stack: list[list[tuple[int, dict | None]]] = []  # one entry per key press
+        self.filter_text = ""
+        self.busy = ""  # what a worker is doing ("applying", "undoing"), "" when idle
+        self.last_run_id: str | None = None
+        self.applied: dict[str, tuple[str, str]] = {}
+        self._previews: dict[tuple[int, int], PlannedOp | str] = {}
+        self._widths: tuple[int, ...] | None = None
+
+    @property
+    def runs_dir(self) -> Path:
+        return default_runs_dir()
+
+    # ---- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(self._title(), id="review-title", markup=False)
+        with Horizontal(id="review-body"):
+            yield ReviewTable(id="files", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="detail-box"):
+                yield Static(id="detail", markup=False)
+        yield Input(placeholder="filter: text in the file name or suggestion (Enter: keep, Esc: clear)",
+                    id="filter")
+        yield ProgressBar(id="progress", show_eta=False)
+        yield Footer(compact=True)
+
+    def _title(self) -> str:
+        counts = {"accepted": 0, "rejected": 0}
+        for f in self.files:
+            s = (f.get("decision") or {}).get("status")
+            if s in counts:
+                counts[s] += 1
+        return (f"Review {self.scan_path.name}: {len(self.files)} files, {counts['accepted']} accepted, "
+                f"{counts['rejected']} rejected" + (f"  [{self.busy}...]" if self.busy else ""))
+
+    def on_mount(self) -> None:
+        self._refresh_applied()
+        self._columns(self.app.size.width)
+        self.query_one(ReviewTable).focus()
+
+    def on_resize(self, event) -> None:
+        self._columns(event.size.width)
+
+    def _columns(self, width: int) -> None:
+        """Fixed column widths that fit the table's share of the screen (no sideways scroll)."""
+        table_w = width - (DETAIL_W + 1 if width >= WIDE else 0)
+        room = max(20, table_w - 2 - 10 - 1 - 4 - STATUS_W)  # scrollbar, cell padding, fixed columns
+        widths = (1, room * 2 // 5, room - room * 2 // 5, 4, STATUS_W)
+        if self._widths == widths:
+            return
+        self._widths = widths
+        table = self.query_one(ReviewTable)
+        keep = self._current()
+        table.clear(columns=True)
+        for (label, key), w in zip(COLUMNS, widths):
+            table.add_column(label, key=key, width=w)
+        self._fill(keep)
+
+    # ---- rows ----------------------------------------------------------------------------------
+    def _refresh_applied(self) -> None:
+        try:
+            self.applied = applied_sources(self.runs_dir)
+        except TagmatchError as exc:
+            self.applied = {}
+            self.notify(str(exc), severity="error")
+        self._previews.clear()
+
+    def _status(self, i: int) -> Text:
+        entry = self.files[i]
+        hit = self.applied.get(_norm(str(entry.get("path"))))
+        if hit:
+            return Text("applied" if hit[1] == "done" else "in flight", style="bold cyan")
+        d = entry.get("decision") or {}
+        if d.get("status") == "accepted":
+            return Text(f"accept alt{d.get('choice')}" if chosen(entry) else "accepted", style="bold green")
+        if d.get("status") == "rejected":
+            return Text("rejected", style="bold red")
+        status = entry.get("status")
+        return Text("pending" if status == "match" else str(status), style="" if status == "match" else "dim")
+
+    def _cells(self, i: int) -> list:
+        entry = self.files[i]
+        cand = candidates(entry)[chosen(entry)] if chosen(entry) < len(candidates(entry)) else None
+        conf = (cand or {}).get("confidence")
+        if entry.get("status") == "error":
+            suggestion = Text(f"error: {entry.get('error') or '?'}", style="dim")
+        elif entry.get("status") == "unknown":
+            suggestion = Text(f"? {name_of(cand)}" if cand else "", style="dim")
+        else:
+            suggestion = Text(name_of(cand))
+        return [Text("*" if i in self.marked else " ", style="bold magenta"),
+                Text(rel(str(entry.get("path")), self.base)), suggestion,
+                Text(f"{conf:.2f}" if conf is not None else "", style=conf_style(conf)), self._status(i)]
+
+    def _visible(self, i: int) -> bool:
+        if not self.filter_text:
+            return True
+        entry = self.files[i]
+        hay = f"{rel(str(entry.get('path')), self.base)} {name_of(candidates(entry)[chosen(entry)])}".lower()
+        return self.filter_text.lower() in hay
+
+    def _fill(self, keep: int | None = None) -> None:
+        """(Re)build the table: the rows that pass the filter; the cursor stays on its file."""
+        table = self.query_one(ReviewTable)
+        keep = self._current() if keep is None else keep
+        table.clear()
+        for i in range(len(self.files)):
+            if self._visible(i):
+                table.add_row(*self._cells(i), key=str(i))
+        if keep is not None and self._visible(keep):
+            table.move_cursor(row=table.get_row_index(str(keep)))
+        self._update_detail()
+
+    def _redraw(self, rows) -> None:
+        table = self.query_one(ReviewTable)
+        for i in rows:
+            if str(i) in table.rows:
+                for (_, key), value in zip(COLUMNS, self._cells(i)):
+                    table.update_cell(str(i), key, value)
+        self.query_one("#review-title", Static).update(self._title())
+        self._update_detail()
+
+    def _current(self) -> int | None:
+        table = self.query_one(ReviewTable)
+        if not table.row_count:
+            return None
+        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    # ---- detail pane -----------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._update_detail()
+
+    def _preview(self, i: int, choice: int) -> PlannedOp | str:
+        if (i, choice) not in self._previews:
+            try:
+                self._previews[i, choice] = preview(self.files[i], choice, template=self.template, dest=self.dest)
+            except TagmatchError as exc:
+                self._previews[i, choice] = str(exc)
+        return self._previews[i, choice]
+
+    def _update_detail(self) -> None:
+        i = self._current()
+        self.query_one("#detail", Static).update(self.detail_text(i) if i is not None else Text("no rows"))
+
+    def detail_text(self, i: int) -> Text:
+        """What the highlighted file would become: tag diff, new path, alternatives, evidence."""
+        entry = self.files[i]
+        t = Text()
+        t.append(rel(str(entry.get("path")), self.base), style="bold")
+        t.append("  ")
+        t.append_text(self._status(i))
+        t.append("\n")
+        if entry.get("status") == "error":
+            t.append(f"error: {entry.get('error') or '?'}\n", style="red")
+            return t
+        cands = candidates(entry)
+        choice = chosen(entry)
+        cand = cands[choice] if choice < len(cands) else None
+        if cand:
+            label = "match" if choice == 0 else f"alternative {choice}"
+            if entry.get("status") == "unknown":
+                label = "best guess (below the threshold)"
+            t.append(f"{label}: ", style="dim")
+            t.append(name_of(cand), style="bold")
+            t.append(f"  {cand.get('confidence', 0):.2f}\n", style=conf_style(cand.get("confidence")))
+            t.append(f"evidence: {cand.get('fragments_agreeing', '?')}/{cand.get('fragments_total', '?')} "
+                     f"fragments agree, offset {cand.get('offset_s') or 0:+.1f} s\n", style="dim")
+        hit = self.applied.get(_norm(str(entry.get("path"))))
+        if hit:
+            t.append(f"{'applied' if hit[1] == 'done' else 'in flight'} in run {hit[0]}\n", style="cyan")
+        elif cand and entry.get("status") == "match":
+            op = self._preview(i, choice)
+            if isinstance(op, str):
+                t.append(f"no change: {op}\n", style="yellow")
+            else:
+                t.append("new path: ", style="dim")
+                t.append(rel(op.dst, self.dest or self.base) + "\n", style="bold")
+                for c in op.tag_changes:
+                    old, new = "; ".join(c.old or []), "; ".join(c.new or [])
+                    if c.old is None:
+                        t.append(f"  + {c.name}: {new}\n", style="green")
+                    elif c.new is None:
+                        t.append(f"  - {c.name}: {old}\n", style="red")
+                    else:
+                        t.append(f"  ~ {c.name}: {old} -> {new}\n", style="yellow")
+                if op.art_from:
+                    t.append("  + cover art from the reference\n", style="green")
+        alts = cands[1:]
+        if alts:
+            t.append("alternatives:\n", style="dim")
+            for n, a in enumerate(alts, 1):
+                mark = ">" if n == choice else " "
+                t.append(f" {mark}{n} {name_of(a)}  ")
+                t.append(f"{(a or {}).get('confidence', 0):.2f}\n", style=conf_style((a or {}).get("confidence")))
+        return t
+
+    # ---- decisions -------------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        if self.busy:
+            self.notify(f"{self.busy}: wait until it finishes", severity="warning")
+        return not self.busy
+
+    def _decide(self, changes: list[tuple[int, str, int]]) -> None:
+        """Record (row, 'accepted'|'rejected', choice) decisions as one undoable step, and save."""
+        undo: list[tuple[int, dict | None]] = []
+        errors = []
+        for i, status, choice in changes:
+            entry = self.files[i]
+            before = copy.deepcopy(entry.get("decision"))
+            try:
+                set_decision(self.doc, entry["path"], status, choice=choice)
+            except TagmatchError as exc:
+                errors.append(str(exc))
+                continue
+            undo.append((i, before))
+        for e in errors[:3]:
+            self.notify(e, severity="error")
+        if undo:
+            self.undo_stack.append(undo)
+            self._save()
+            self._redraw(i for i, _ in undo)
+
+    def _save(self) -> None:
+        try:
+            save_scan(self.doc, self.scan_path)
+        except (OSError, TagmatchError) as exc:
+            self.notify(f"could not save {self.scan_path}: {exc}", severity="error", timeout=10)
+
+    def _acceptable(self, i: int) -> bool:
+        status = self.files[i].get("status")
+        if status != "match":
+            self.notify(f"only matched files can be accepted ({rel(self.files[i]['path'], self.base)} is "
+                        f"{status}); x rejects it", severity="warning")
+        return status == "match"
+
+    def action_accept(self) -> None:
+        i = self._current()
+        if i is not None and self._idle() and self._acceptable(i):
+            self._decide([(i, "accepted", 0)])
+
+    def action_alternative(self, n: int) -> None:
+        i = self._current()
+        if i is not None and self._idle() and self._acceptable(i):
+            self._decide([(i, "accepted", n)])
+
+    def action_reject(self) -> None:
+        i = self._current()
+        if i is not None and self._idle():
+            self._decide([(i, "rejected", 0)])
+
+    def action_mark(self) -> None:
+        i = self._current()
+        if i is None:
+            return
+        self.marked ^= {i}
+        self._redraw([i])
+        self.action_move(1)
+
+    def action_accept_all(self) -> None:
+        """Marked rows; with none marked, the unreviewed matches at or above SURE (visible rows)."""
+        if not self._idle():
+            return
+        if self.marked:
+            rows = sorted(self.marked)
+            skipped = [i for i in rows if self.files[i].get("status") != "match"]
+            rows = [i for i in rows if i not in skipped]
+            if skipped:
+                self.notify(f"{len(skipped)} marked file(s) not matched: left alone", severity="warning")
+            old_marks, self.marked = self.marked, set()
+            self._redraw(old_marks)
+        else:
+            rows = [i for i, f in enumerate(self.files)
+                    if self._visible(i) and f.get("status") == "match" and not f.get("decision")
+                    and ((f.get("match") or {}).get("confidence") or 0) >= SURE]
+        if not rows:
+            self.notify("nothing to accept (mark rows with space)")
+            return
+        self._decide([(i, "accepted", 0) for i in rows])
+        self.notify(f"accepted {len(rows)} file(s)")
+
+    def action_undo_decision(self) -> None:
+        if not self._idle():
+            return
+        if not self.undo_stack:
+            self.notify("no decision to undo")
+            return
+        step = self.undo_stack.pop()
+        for i, before in step:
+            if before is None:
+                clear_decision(self.doc, self.files[i]["path"])
+            else:
+                self.files[i]["decision"] = before
+        self._save()
+        self._redraw(i for i, _ in step)
+
+    # ---- moving and filtering --------------------------------------------------------------------
+    def action_move(self, step: int) -> None:
+        table = self.query_one(ReviewTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+
+    def action_top(self) -> None:
+        self.query_one(ReviewTable).move_cursor(row=0)
+
+    def action_bottom(self) -> None:
+        table = self.query_one(ReviewTable)
+        table.move_cursor(row=max(0, table.row_count - 1))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._fill()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        event.input.display = bool(self.filter_text)
+        self.query_one(ReviewTable).focus()
+
+    def action_escape(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.value = ""  # Changed refills the table
+            box.display = False
+            self.query_one(ReviewTable).focus()
+        elif len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen("Review keys", HELP))
+
+    # ---- apply and undo ------------------------------------------------------------------------------
+    def action_apply(self) -> None:
+        if not self._idle():
+            return
+        try:
+            plan = build_plan(self.doc, template=self.template, dest=self.dest,
+                              already_applied=applied_sources(self.runs_dir))
+        except TagmatchError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if not plan.ops:
+            self.notify(f"nothing to apply: accept files first ({len(plan.skipped)} skipped)", severity="warning")
+            return
+        verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
+        base = plan.dest
+        lines = [f"{verb} {rel(op.src, self.base)}\n  -> {rel(op.dst, base or self.base)}"
+                 + ("  (retag)" if op.retags else "") for op in plan.ops]
+        title = f"Apply {len(plan.ops)} operation(s)? ({len(plan.skipped)} file(s) skipped; undoable)"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._begin("applying", len(plan.ops))
+                self.apply_worker(plan)
+
+        self.app.push_screen(ConfirmScreen(title, "\n".join(lines), yes="Apply"), answered)
+
+    def _begin(self, what: str, total: int) -> None:
+        self.busy = what
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=total, progress=0)
+        bar.display = True
+        self.query_one("#review-title", Static).update(self._title())
+
+    def _progress(self, n: int) -> None:
+        self.query_one("#progress", ProgressBar).update(progress=n)
+
+    def _end(self, message: str, severity: str = "information") -> None:
+        self.busy = ""
+        self.query_one("#progress", ProgressBar).display = False
+        self._refresh_applied()
+        self._fill()
+        self.query_one("#review-title", Static).update(self._title())
+        self.notify(message, severity=severity, timeout=10)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="files")
+    def apply_worker(self, plan: Plan) -> None:
+        """Carry the plan out as a journaled run (off the UI thread); stops between operations
+        when the worker is cancelled (the app quits)."""
+        worker = get_current_worker()
+        try:
+            run = start_run(plan, self.runs_dir, scan=str(self.scan_path.absolute()))
+            results = []
+            for r in apply_plan(plan, run, should_stop=lambda: worker.is_cancelled):
+                results.append(r)
+                self.app.call_from_thread(self._progress, len(results))
+        except (TagmatchError, OSError) as exc:
+            self.app.call_from_thread(self._end, f"apply failed: {exc}", "error")
+            return
+        done = sum(r.status == "done" for r in results)
+        failed = [r for r in results if r.status == "failed"]
+        left = len(plan.ops) - len(results)
+        self.last_run_id = run.id
+        msg = (f"run {run.id}: {done} done, {len(failed)} failed" + (f", {left} not started" if left else "")
+               + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
+        self.app.call_from_thread(self._end, msg, "warning" if failed or left else "information")
+
+    def _own_run(self) -> str | None:
+        """The run to undo: the last applied here, else the latest not-undone run of this scan."""
+        if self.last_run_id:
+            return self.last_run_id
+        mine = [r for r in list_runs(self.runs_dir) if r.header.get("scan") == str(self.scan_path.absolute())
+                and r.status not in ("undone", "empty", "failed")]
+        return mine[-1].id if mine else None
+
+    def action_undo_run(self) -> None:
+        if not self._idle():
+            return
+        try:
+            run_id = self._own_run()
+            if run_id is None:
+                raise TagmatchError("no run of this scan to undo (see the Runs screen for others)")
+            info = find_run(self.runs_dir, run_id)
+        except TagmatchError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        n = info.count("done") + len(info.in_flight)
+        body = "\n".join(f"{rel(o.dst, self.base)}\n  -> {rel(o.src, self.base)}" for o in info.ops
+                         if o.state in ("done", "in-flight"))
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._begin("undoing", n)
+                self.undo_worker(info.id)
+
+        self.app.push_screen(ConfirmScreen(f"Undo run {info.id} ({n} operation(s))?", body, yes="Undo"), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="files")
+    def undo_worker(self, run_id: str) -> None:
+        try:
+            results = []
+            for r in undo_run(find_run(self.runs_dir, run_id)):
+                results.append(r)
+                self.app.call_from_thread(self._progress, len(results))
+        except (TagmatchError, OSError) as exc:
+            self.app.call_from_thread(self._end, f"undo failed: {exc}", "error")
+            return
+        undone, refused = undo_summary(results)
+        if not refused:
+            self.last_run_id = None
+        msg = f"run {run_id}: {undone} undone, {refused} refused" + "".join(
+            f"\n{Path(r.op.dst).name}: {r.message}" for r in results if r.status != "undone")
+        self.app.call_from_thread(self._end, msg, "warning" if refused else "information")
