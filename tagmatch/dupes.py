@@ -37,7 +37,7 @@ class DupesConfig:
     min_similarity: float = 0.6  # a window "matches" at this cosine or above
     offset_bin_s: float = 0.5
     min_probe_votes: int = 3  # aligned probe hits that make a candidate pair
-    min_density: float = 0.8  # share of windows inside the overlapping stretch that must match
+    min_density: float = 0.7  # share of windows inside the overlapping stretch that must match
     max_gap_s: float = 3.0  # a longer stretch without aligned windows ends the overlap
     duplicate_fraction: float = 0.8  # overlap / audible length of the shorter file for "duplicate"
     min_partial_s: float = 8.0  # shorter shared stretches are ignored (chance lines up 5-7 s in orchestral music)
