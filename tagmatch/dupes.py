@@ -84,7 +84,11 @@ class _Tracks:
         return self._rows[t]
 
     def vectors(self, t: int) -> np.ndarray:
-        return self.store.vectors[self._rows[t]].astype(np.float32) / self._scale
+        return self.unit(self._rows[t])
+
+    def unit(self, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors at `rows` as float32 unit vectors."""
+        return self.store.vectors[rows].astype(np.float32) / self._scale
 
     def times(self, t: int) -> np.ndarray:
         return self.store.vec_time[self._rows[t]]
@@ -144,7 +148,7 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
 
     def flush() -> None:
         rows = np.concatenate([r for _, r in pending])
-        idx, sim = target.search(store.vectors[rows].astype(np.float32) / tracks._scale, k)
+        idx, sim = target.search(tracks.unit(rows), k)
         lo = 0
         for a, r in pending:
             sl = slice(lo, lo + len(r))
