@@ -359,14 +359,10 @@ def dupes_doc(groups: list[Group], store: Store, infos: dict[int, dict], roots: 
 
 
 def load_dupes(path: Path | str) -> dict:
-    import json
+    """Read and check a dupes report (as written by `tagmatch dupes --json`)."""
+    from tagmatch.fsutil import read_json
 
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise TagmatchError(f"{path} is not JSON: {exc}") from exc
+    doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("version") != DUPES_VERSION or not isinstance(doc.get("groups"), list):
         raise TagmatchError(f"{path} is not a tagmatch dupes report (version {DUPES_VERSION})")
     return doc

@@ -67,3 +67,17 @@ def atomic_joblib_dump(obj, target: Path, compress: int = 0) -> None:
 def atomic_write_text(target: Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: Path | str):
+    """A JSON file's content; unreadable or malformed files raise TagmatchError with one line."""
+    import json
+
+    from tagmatch.errors import TagmatchError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TagmatchError(f"{path} is not JSON: {exc}") from exc

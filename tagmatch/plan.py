@@ -79,12 +79,9 @@ class Plan:
 # ---- the scan document and its decisions -----------------------------------------------------
 def load_scan(path: Path | str) -> dict:
     """Read and check a scan JSON file (as written by `tagmatch scan --json`)."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise TagmatchError(f"{path} is not JSON: {exc}") from exc
+    from tagmatch.fsutil import read_json
+
+    doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise TagmatchError(f"{path} is not a tagmatch scan (no 'files' list)")
     if doc.get("version") != SCAN_VERSION:
