@@ -1,5 +1,5 @@
-"""Command line: a thin layer over the library (train, index, scan, info, apply, dupes, undo, runs,
-review; no command opens the terminal UI).
+"""Command line: a thin layer over the library (train, index, scan, info, apply, decide, dupes, undo,
+runs, review; no command but review opens the terminal UI).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -21,27 +21,6 @@ def _console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
-
-
-@contextmanager
-def progress_bar(description: str, total: int | None, quiet: bool):
-    """Yield `advance(n=1, **fields)`; draws a rich bar (done/total, rate, ETA) unless quiet."""
-    if quiet:
-        yield lambda *a, **k: None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-               TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=_console(), transient=False) as prog:
-        task = prog.add_task(description, total=total, rate="", info="")
-
-        def advance(n: int = 1, total: int | None = None, **fields):
-            prog.update(task, advance=n, total=total, **{k: str(v) for k, v in fields.items()})
-
-        yield advance
 
 
 @contextmanager
@@ -70,29 +49,10 @@ def _err(msg: str) -> None:
     print(f"{PROG}: {msg}", file=sys.stderr)
 
 
-def _load_model(path: Path | None):
-    from tagmatch.modelio import load_model
-
-    return load_model(path)
-
-
 def _store_path(arg: Path | None) -> Path:
     from tagmatch.store import default_store_path
 
     return Path(arg) if arg else default_store_path()
-
-
-def _model_and_store(args, must_exist: bool):
-    """The model in use and the store it reads, refusing a store built by another model.
-    Returns (model, store or None when it does not exist yet and need not, store path)."""
-    from tagmatch.store import Store
-
-    model = _load_model(args.model)
-    store_path = _store_path(args.store)
-    store = Store.load(store_path) if must_exist or store_path.exists() else None
-    if store is not None:
-        store.check_model(model.model_id, model.feature_config, store_path)
-    return model, store, store_path
 
 
 def _expand_sources(sources: list[Path]) -> list[Path]:
@@ -111,79 +71,74 @@ def _expand_sources(sources: list[Path]) -> list[Path]:
 
 
 # ---- commands ------------------------------------------------------------------------------
+@contextmanager
+def step_bars(quiet: bool):
+    """Yield an `on_step` for jobs.py: one rich bar per stage (done/total, rate, ETA) and each
+    file's error on its own line; with `quiet`, only the errors."""
+    if quiet:
+        def errors_only(step):
+            if step.error:
+                _err(f"{step.item}: {step.error}")
+        yield errors_only
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=_console(), transient=False) as prog:
+        tasks: dict[str, int] = {}
+
+        def on_step(step):
+            if step.stage not in tasks:
+                tasks[step.stage] = prog.add_task(step.stage, total=step.total, info="")
+            info = step.info or Path(step.item).name[:40]
+            prog.update(tasks[step.stage], completed=step.done, total=step.total, info=info)
+            if step.error:
+                prog.console.print(f"{PROG}: {step.item}: {step.error}", markup=False, highlight=False)
+        yield on_step
+
+
 def cmd_train(args) -> int:
-    import time
+    from tagmatch.jobs import TrainRequest, train_job
 
-    from tagmatch.train import TrainConfig, decode_folder, train
-
-    music_paths = _expand_sources(args.sources)
-    noise_paths = _expand_sources(args.noise) if args.noise else []
-    if not music_paths:
-        raise TagmatchError("no audio files to train on")
-    given = {"steps": args.steps, "batch_pairs": args.batch, "learning_rate": args.lr, "loss": args.loss,
-             "seed": args.seed}
-    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-    with progress_bar("decoding", len(music_paths) + len(noise_paths), args.quiet) as advance:
-        def on_file(p, err):
-            if err:
-                _err(f"{p}: {err} (skipped)")
-            advance()
-        music = decode_folder(music_paths, cfg.features.sample_rate, on_file)
-        noise = decode_folder(noise_paths, cfg.features.sample_rate, on_file) if noise_paths else None
-    if not music:
-        raise TagmatchError("none of the training files could be decoded")
-    t0 = time.time()
-    with progress_bar("training", cfg.steps, args.quiet) as advance, graceful_interrupt() as stopped:
-        def progress(p):
-            advance(rate=f"{p.pairs_per_s:.0f} pairs/s", info=f"loss {p.loss:.3f}  top1 {p.top1:.2f}")
-        summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress,
-                        should_stop=stopped, meta={"data": f"{len(music)} files"})
+    req = TrainRequest(music=_expand_sources(args.sources), out=args.out,
+                       noise=_expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
+                       steps=args.steps, batch_pairs=args.batch, learning_rate=args.lr, loss=args.loss,
+                       seed=args.seed)
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        summary = train_job(req, on_step=on_step, should_stop=stopped)
     print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
-          f"final loss {summary['final_loss']:.3f}, {time.time() - t0:.0f} s")
+          f"final loss {summary['final_loss']:.3f}, {summary['seconds']:.0f} s")
     return 0
 
 
 def cmd_index(args) -> int:
-    from tagmatch.index import index_library
+    from tagmatch.jobs import index_job
 
-    if not args.ref_dir.is_dir():
-        raise TagmatchError(f"not a folder: {args.ref_dir}")
-    model, store, store_path = _model_and_store(args, must_exist=False)
-    with progress_bar("indexing", None, args.quiet) as advance, graceful_interrupt() as stopped:
-        def progress(p):
-            advance(total=p.total, info=Path(p.path).name[:40])
-            if p.error and not args.quiet:
-                _err(f"{p.path}: {p.error}")
-        store, report = index_library(args.ref_dir, store, model, progress=progress, should_stop=stopped)
-    store.save(store_path)
-    if args.quiet:
-        for path, reason in report.errors:
-            _err(f"{path}: {reason}")
-    if stopped():
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        res = index_job(args.ref_dir, _store_path(args.store), args.model, on_step=on_step, should_stop=stopped)
+    if res.stopped:
         _err("interrupted: what was indexed so far is saved; run the same command to continue")
-    print(f"{store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {len(store.vectors)} vectors "
+    store, report = res.store, res.report
+    print(f"{res.store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {len(store.vectors)} vectors "
           f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
           f"unchanged {report.unchanged}, errors {len(report.errors)})")
     return 0
 
 
 def cmd_scan(args) -> int:
-    from tagmatch.match import MatchConfig
-    from tagmatch.scan import describe, scan, scan_json, scan_paths, write_scan_json
+    from tagmatch.jobs import new_scan_path, scan_job
+    from tagmatch.scan import describe
 
-    if not args.dir.exists():
-        raise TagmatchError(f"not found: {args.dir}")
-    model, store, store_path = _model_and_store(args, must_exist=True)
-    paths = scan_paths(args.dir)
-    if not paths:
-        raise TagmatchError(f"no audio files in {args.dir}")
-    cfg = MatchConfig(threshold=args.threshold)
+    json_path = args.json or new_scan_path(args.dir)
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        res = scan_job(args.dir, _store_path(args.store), args.model, threshold=args.threshold,
+                       json_path=json_path, on_step=on_step, should_stop=stopped)
+    results, store = res.results, res.store
+    if not results:
+        raise TagmatchError("interrupted before the first file was matched")
     base = args.dir if args.dir.is_dir() else args.dir.parent
-    results = []
-    with progress_bar("scanning", len(paths), args.quiet) as advance, graceful_interrupt() as stopped:
-        for m in scan(paths, store, model, cfg, should_stop=stopped):
-            results.append(m)
-            advance(info=Path(m.path).name[:40])
     width = min(48, max(len(_rel(m.path, base)) for m in results))
     for m in results:
         name = _rel(m.path, base).ljust(width)
@@ -194,20 +149,20 @@ def cmd_scan(args) -> int:
             print(f"{name}  unknown{hint}")
         else:
             print(f"{name}  error: {m.error}")
-    if args.json:
-        write_scan_json(scan_json(results, store, store_path), args.json)
-    counts = {s: sum(m.status == s for m in results) for s in ("match", "unknown", "error")}
+    counts = {s: res.count(s) for s in ("match", "unknown", "error")}
     print(f"{len(results)} files: {counts['match']} matched, {counts['unknown']} unknown, {counts['error']} errors"
-          + (f"; wrote {args.json}" if args.json else ""), file=sys.stderr)
+          + ("; interrupted, the rest was not scanned" if res.stopped else "")
+          + f"; wrote {json_path} (review it: tagmatch review {json_path})", file=sys.stderr)
     return 1 if counts["error"] == len(results) else 0
 
 
 def cmd_info(args) -> int:
+    from tagmatch.modelio import load_model
     from tagmatch.store import Store
 
     store_path = _store_path(args.store)
     store = Store.load(store_path)
-    model = _load_model(args.model)
+    model = load_model(args.model)
     ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
     print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
           f"vectors {len(store.vectors)} x {store.dim} {store.vectors.dtype}\nmodel   {store.model_id} ({ok})")
@@ -266,23 +221,78 @@ def cmd_apply(args) -> int:
     return _carry_out(plan, args, scan=str(Path(args.scan).absolute()), id3v23=args.id3v23)
 
 
+def _tag_edits(sets: list[str], unsets: list[str]) -> dict:
+    """--set NAME=VALUE / --unset NAME -> overrides (None removes the tag); each name once."""
+    from tagmatch.plan import check_tag_names, split_values
+
+    edits: dict = {}
+    for item in sets:
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not eq:
+            raise TagmatchError(f"--set {item!r}: expected NAME=VALUE")
+        if name in edits:
+            raise TagmatchError(f"tag {name} given twice: put several values in one --set, separated by '; '")
+        edits[name] = split_values(value)
+    for name in unsets:
+        if name in edits:
+            raise TagmatchError(f"tag {name} given twice (--set and --unset)")
+        edits[name] = None
+    check_tag_names(edits)
+    return edits
+
+
+def cmd_decide(args) -> int:
+    """Record a review decision in the scan JSON, as the Review screen's keys do, and show what
+    `apply` will then do with the file(s)."""
+    from tagmatch.journal import applied_sources, default_runs_dir
+    from tagmatch.plan import build_plan, clear_decision, find_entry, load_scan, save_scan, set_decision
+
+    edits = _tag_edits(args.set, args.unset)
+    editing = bool(edits) or args.path is not None
+    if editing and (args.reject or args.clear):
+        raise TagmatchError("--set, --unset and --path go with --accept (or alone), not --reject or --clear")
+    if not (editing or args.reject or args.clear or args.accept is not None):
+        raise TagmatchError("nothing to decide: give --accept [N], --reject, --clear, --set, --unset or --path")
+    doc = load_scan(args.scan)
+    entries = [find_entry(doc, f) for f in args.files]
+    for entry in entries:
+        if args.clear:
+            clear_decision(doc, entry["path"])
+        elif args.reject:
+            set_decision(doc, entry["path"], "rejected")
+        else:  # --accept starts a new decision; edits alone amend the current one
+            old = entry.get("decision") or {}
+            old = old if args.accept is None and old.get("status") == "accepted" else {}
+            tags = {**(old.get("tags") or {}), **edits}
+            path = old.get("path") if args.path is None else args.path
+            choice = args.accept if args.accept is not None else old.get("choice", 0)
+            set_decision(doc, entry["path"], "accepted", choice=choice, tags=tags, new_path=path or None)
+    save_scan(doc, args.scan)
+    plan = build_plan({**doc, "files": entries}, template=args.template, dest=args.dest,
+                      already_applied=applied_sources(default_runs_dir()))
+    _print_plan(plan)
+    print(f"saved {len(entries)} decision(s) to {args.scan}", file=sys.stderr)
+    return 0
+
+
 def _carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
     """Run an approved plan as a journaled, undoable run, with a progress bar."""
     import os
 
     from tagmatch.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.jobs import Step
     from tagmatch.journal import default_runs_dir
 
     run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
     delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
     results = []
     try:
-        with progress_bar("applying", len(plan.ops), args.quiet) as advance, graceful_interrupt() as stopped:
+        with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
             for r in apply_plan(plan, run, id3v23=id3v23, should_stop=stopped, delay_s=delay):
                 results.append(r)
-                if r.status == "failed":
-                    _err(f"{r.src}: {r.message}")
-                advance(info=Path(r.src).name[:40])
+                on_step(Step("applying", len(results), len(plan.ops), str(r.src),
+                             r.message if r.status == "failed" else None))
     except KeyboardInterrupt:
         _err(f"run {run.id} stopped mid-operation; `tagmatch undo {run.id}` puts everything back")
         raise
@@ -297,30 +307,27 @@ def _carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
 
 def cmd_dupes(args) -> int:
     """Find duplicate recordings under the folders (or act on a saved report with --from)."""
-    import json
-
-    from tagmatch.dupes import load_dupes, quarantine_plan
+    from tagmatch.dupes import check_quarantine, find_group, load_dupes, quarantine_plan, save_dupes, set_keeper
 
     if args.from_json:
         if args.dirs:
             raise TagmatchError("give folders or --from, not both")
         doc = load_dupes(args.from_json)
+        for k in args.keep:  # what the Duplicates screen's "keep this one" does
+            i = find_group(doc, k)
+            set_keeper(doc, i, k)
+            print(f"group {i + 1}: keep {doc['groups'][i]['keeper']}", file=sys.stderr)
     else:
         if not args.dirs:
             raise TagmatchError("name at least one folder (or --from a saved report)")
         doc = _find_dupes(args)
         _print_dupes(doc)
-        if args.json:
-            from tagmatch.fsutil import atomic_write_text
-
-            atomic_write_text(args.json, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-            print(f"wrote {args.json}", file=sys.stderr)
+    if args.json:
+        save_dupes(doc, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
     if not args.quarantine:
         return 0
-    q = args.quarantine.absolute()
-    for r in doc.get("roots", []):
-        if q == Path(r) or q.is_relative_to(r):
-            raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
+    q = check_quarantine(doc, args.quarantine)
     plan = quarantine_plan(doc, q)
     _print_plan(plan)
     if not plan.ops:
@@ -334,55 +341,16 @@ def cmd_dupes(args) -> int:
 
 
 def _find_dupes(args) -> dict:
-    from tagmatch.dupes import DupesConfig, against_library, dupes_doc, file_facts, find_duplicates, restrict
-    from tagmatch.index import index_library
-    from tagmatch.errors import StoreError
-    from tagmatch.store import Store, default_cache_store_path
+    from tagmatch.jobs import dupes_job
+    from tagmatch.store import default_cache_store_path
 
-    model = _load_model(args.model)
-    roots = []
-    for d in args.dirs:
-        if not d.is_dir():
-            raise TagmatchError(f"not a folder: {d}")
-        roots.append(d.resolve())
-    cache_path = args.cache or default_cache_store_path()
-    cache = None
-    if cache_path.exists():
-        try:
-            cache = Store.load(cache_path)
-            cache.check_model(model.model_id, model.feature_config, cache_path)
-        except (StoreError, TagmatchError):
-            cache = None  # a cache from another model or version: start again
-    for root in roots:
-        with progress_bar(f"embedding {root.name}", None, args.quiet) as advance, graceful_interrupt() as stopped:
-            def progress(p):
-                advance(total=p.total, info=Path(p.path).name[:40])
-                if p.error:
-                    _err(f"{p.path}: {p.error}")
-            cache, _ = index_library(root, cache, model, progress=progress, should_stop=stopped)
-        cache.save(cache_path)
-        if stopped():
-            raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
-    ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
-    store, old_ids = restrict(cache, ids)
-    infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}
-    fc = model.feature_config
-    window_s = fc.window_samples / fc.sample_rate
-    cfg = DupesConfig()
-    with progress_bar("comparing", None, args.quiet) as advance:
-        last = {}
-
-        def progress(stage, n, total):
-            advance(n - last.get(stage, 0), total=total, info=stage)
-            last[stage] = n
-        groups = find_duplicates(store, infos, window_s, cfg, keep={str(Path(k).resolve()) for k in args.keep},
-                                 progress=progress)
-    library, hits = None, []
-    if args.against_library:
-        library = Store.load(_store_path(args.store))
-        library.check_model(model.model_id, fc, _store_path(args.store))
-        hits = against_library(store, library, window_s, cfg)
-    return dupes_doc(groups, store, infos, roots, hits, library)
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        doc = dupes_job(args.dirs, args.cache or default_cache_store_path(), args.model, keep=args.keep,
+                        library_path=_store_path(args.store) if args.against_library else None,
+                        on_step=on_step, should_stop=stopped)
+    if doc is None:
+        raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
+    return doc
 
 
 def _print_dupes(doc: dict) -> None:
@@ -457,13 +425,28 @@ def cmd_runs(args) -> int:
 
 
 def cmd_review(args) -> int:
-    """Open the TUI's Review screen on a scan (decisions are saved into the scan JSON)."""
+    """Open the TUI's Review screen on a scan (decisions are saved into the scan JSON), or its
+    Duplicates screen on a dupes report (keeper choices are saved into the report)."""
+    from tagmatch.dupes import load_report
     from tagmatch.naming import check_template
-    from tagmatch.plan import load_scan
 
-    load_scan(args.scan)  # a bad file is reported here, before the screen takes over
+    load_report(args.scan)  # a bad file is reported here, before the screen takes over
     check_template(args.template)
     return _run_tui(args.scan, template=args.template, dest=args.dest)
+
+
+def cmd_keys(args) -> int:
+    """List the TUI's key bindings by id, with the keys the config file gives them."""
+    from tagmatch.config import config_path, keymap, load_config
+    from tagmatch.tui.app import binding_table
+
+    rows = binding_table()
+    mine = keymap(load_config(), {r[0] for r in rows})
+    width = max(len(r[0]) for r in rows)
+    for bid, keys, what in rows:
+        print(f"{bid.ljust(width)}  {mine.get(bid, keys):<28} {what}" + ("  (from the config)" if bid in mine else ""))
+    print(f"remap in {config_path()}: a [keys] table of id = \"keys\" (comma-separated)", file=sys.stderr)
+    return 0
 
 
 def _run_tui(scan: Path | None = None, **kw) -> int:
@@ -482,6 +465,7 @@ def _rel(path: str, base: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from tagmatch.naming import DEFAULT_TEMPLATE, FIELDS
+    from tagmatch.tags import TAG_NAMES
 
     p = argparse.ArgumentParser(prog=PROG, description="Match messy audio files to a tagged reference library.")
     sub = p.add_subparsers(dest="command")
@@ -539,12 +523,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_apply)
 
+    sp = sub.add_parser(
+        "decide", help="record a review decision (accept, reject, edit tags or path) in a scan JSON",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Record a review decision in the scan JSON, as `tagmatch review` does, then print what "
+                    "`tagmatch apply` will do with the file(s).",
+        epilog="--accept, --reject and --clear start a new decision (earlier tag and path edits are dropped);\n"
+               "--set, --unset and --path alone amend the current one (accepting the match if the file\n"
+               "has no accepted decision). VALUE holds several values separated by '; ' (as plans print\n"
+               "them; each tag once per command); an empty VALUE removes the tag like --unset.\n"
+               "An unknown file (not in the library) is accepted only with tags or a path given here.\n"
+               "examples:\n"
+               "  tagmatch decide scan.json track07.mp3 --accept 1\n"
+               "  tagmatch decide scan.json track07.mp3 --set 'artist=A; B' --unset genre --path 'Mix/Intro'")
+    sp.add_argument("scan", type=Path, help="scan JSON (from scan --json); the decision is saved into it")
+    sp.add_argument("files", type=Path, nargs="+", metavar="FILE", help="file(s) of the scan")
+    what = sp.add_mutually_exclusive_group()
+    what.add_argument("--accept", type=int, nargs="?", const=0, metavar="N",
+                      help="accept the match (0, the default) or alternative N (1..3); put it after FILE")
+    what.add_argument("--reject", action="store_true", help="never apply the file")
+    what.add_argument("--clear", action="store_true", help="remove the decision (back to unreviewed)")
+    sp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a tag (repeatable); names: " + ", ".join(TAG_NAMES))
+    sp.add_argument("--unset", action="append", default=[], metavar="NAME", help="remove a tag (repeatable)")
+    sp.add_argument("--path", metavar="P", help="explicit new path, relative to apply's --dest or the file's "
+                                                 "folder (extension kept); '' goes back to the template")
+    sp.add_argument("--template", default=DEFAULT_TEMPLATE, help="template for the printed preview only")
+    sp.add_argument("--dest", type=Path, help="--dest for the printed preview only (pass it to apply too)")
+    sp.set_defaults(func=cmd_decide)
+
     sp = sub.add_parser("dupes", help="find files that hold the same recording; move the extra copies aside")
     sp.add_argument("dirs", type=Path, nargs="*", help="folders to search")
     sp.add_argument("--json", type=Path, help="write the groups as JSON to this file")
     sp.add_argument("--from", dest="from_json", type=Path, metavar="JSON",
                     help="act on a saved report (edit a group's keeper there to choose another)")
-    sp.add_argument("--keep", action="append", default=[], metavar="PATH", help="keep this file in its group")
+    sp.add_argument("--keep", action="append", default=[], metavar="PATH",
+                    help="keep this file in its group (with --from: sets the report's keeper; --json saves it)")
     sp.add_argument("--against-library", action="store_true", help="also report files already in the reference store")
     sp.add_argument("--quarantine", type=Path, metavar="DIR",
                     help="move every group's extra copies here (relative paths kept); dry run without --yes")
@@ -558,11 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="only refusals and the summary")
     sp.set_defaults(func=cmd_undo)
 
-    sp = sub.add_parser("review", help="review a scan in the terminal UI: accept, reject, apply, undo")
-    sp.add_argument("scan", type=Path, help="scan JSON (from scan --json); decisions are saved into it")
+    sp = sub.add_parser("review", help="review a scan (or a dupes report) in the terminal UI: accept, reject, "
+                                       "apply, undo")
+    sp.add_argument("scan", type=Path, help="scan JSON (from scan --json; decisions are saved into it) or "
+                                            "dupes report (from dupes --json)")
     sp.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"path template (default {DEFAULT_TEMPLATE!r})")
     sp.add_argument("--dest", type=Path, help="copy accepted files under this folder (default: rename in place)")
     sp.set_defaults(func=cmd_review)
+
+    sp = sub.add_parser("keys", help="list the terminal UI's keys by id (remap them in the config file)")
+    sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("runs", help="list past runs (or the operations of one run)")
     sp.add_argument("run", nargs="?", help="show this run's operations")

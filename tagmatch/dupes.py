@@ -368,6 +368,82 @@ def load_dupes(path: Path | str) -> dict:
     return doc
 
 
+def load_report(path: Path | str) -> tuple[str, dict]:
+    """("dupes", doc) for a dupes report (it has "groups"), else ("scan", doc): which screen
+    `tagmatch review FILE` opens. A file that is neither raises TagmatchError (one line)."""
+    from tagmatch.fsutil import read_json
+    from tagmatch.plan import load_scan
+
+    doc = read_json(path)
+    if isinstance(doc, dict) and "groups" in doc:
+        return "dupes", load_dupes(path)
+    return "scan", load_scan(path)
+
+
+def save_dupes(doc: dict, path: Path | str) -> None:
+    """Write a report back atomically, formatted as `dupes --json` writes it."""
+    import json
+
+    from tagmatch.fsutil import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    import os
+
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def find_group(doc: dict, path: str | Path) -> int:
+    """Index of the group holding `path`: its duplicate group when it has one (a file may also be in
+    a partial pair), else the first group naming it."""
+    hits = [i for i, g in enumerate(doc["groups"]) if any(_same_file(f["path"], path) for f in g["files"])]
+    if not hits:
+        raise TagmatchError(f"{path} is in no group of the report")
+    return next((i for i in hits if doc["groups"][i].get("kind") == "duplicate"), hits[0])
+
+
+def set_keeper(doc: dict, group_index: int, path: str | Path) -> None:
+    """Make `path` the keeper of duplicate group `group_index` (the user's choice over the rule).
+    The files' overlap_s/offset_s stay measured against the group's first file, the one the rule
+    proposed: they describe the audio, which a new keeper does not change."""
+    groups = doc["groups"]
+    if not 0 <= group_index < len(groups):
+        raise TagmatchError(f"no group {group_index + 1} in the report ({len(groups)} groups)")
+    g = groups[group_index]
+    if g.get("kind") != "duplicate":
+        raise TagmatchError(f"group {group_index + 1} is a partial overlap: none of it is moved, so it has no keeper")
+    member = next((f["path"] for f in g["files"] if _same_file(f["path"], path)), None)
+    if member is None:
+        raise TagmatchError(f"{path} is not in group {group_index + 1}")
+    g["keeper"] = member
+
+
+KEEPER_REASONS = ("complete (the others are excerpts)", "lossless", "higher bit rate", "longer", "better tagged",
+                  "first by path (otherwise equal)")
+
+
+def keeper_reason(files: list[dict]) -> tuple[str, str]:
+    """(path the keeper rule picks, why: the first keeper_rank criterion where it beats the runner-up)."""
+    longest = max(float(f.get("duration_s") or 0) for f in files)
+    ranked = sorted(files, key=lambda f: keeper_rank(f, longest), reverse=True)
+    if len(ranked) < 2:
+        return ranked[0]["path"], "the only file"
+    a, b = keeper_rank(ranked[0], longest), keeper_rank(ranked[1], longest)
+    return ranked[0]["path"], KEEPER_REASONS[next((i for i in range(len(a)) if a[i] != b[i]), len(a) - 1)]
+
+
+def check_quarantine(doc: dict, qdir: Path | str) -> Path:
+    """The quarantine folder, absolute. One inside a scanned folder is refused: the next search
+    there would find the moved copies again."""
+    q = Path(qdir).expanduser().absolute()
+    for r in doc.get("roots", []):
+        if any(p == Path(r) or p.is_relative_to(r) for p in (q, q.resolve())):
+            raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
+    return q
+
+
 def quarantine_plan(doc: dict, quarantine: Path):
     """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
     to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
@@ -389,6 +465,9 @@ def quarantine_plan(doc: dict, quarantine: Path):
             if p == g["keeper"]:
                 continue
             src = Path(p)
+            if not src.exists():  # moved aside by an earlier run (or gone): nothing to move
+                plan.skipped.append(Skip(p, "not there any more (moved aside already?)"))
+                continue
             root = next((r for r in roots if src.is_relative_to(r)), src.parent)
             rel = src.relative_to(root)
             if len(roots) > 1:

@@ -10,7 +10,10 @@ wrote it):
                  "path": "Some/Where.mp3"}                  # optional explicit new path
 
 A file is accepted when its decision says so, or (no decision) when `min_confidence` is given and
-its status is `match` at or above it. Unknown, error and rejected files are never touched.
+its status is `match` at or above it. Error and rejected files are never touched, nor are unknown
+files, except one accepted with tags or a path typed by hand (`hand_tagged`): the library lacks
+the song, so it is retagged and renamed from those overrides alone (no reference, no art).
+Tag values typed by a person hold several values separated by `VALUE_SEP` (as plans print them).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tagmatch.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_value
 
 SCAN_VERSION = 1  # the scan JSON version this module understands (see scan.py)
 MODES = ("move", "copy")
+VALUE_SEP = "; "  # between the values of a multi-value tag, as printed and as typed
 Values = list[str]
 
 
@@ -100,7 +104,8 @@ def _norm(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(path))
 
 
-def _entry(scan_doc: dict, path: str | Path) -> dict:
+def find_entry(scan_doc: dict, path: str | Path) -> dict:
+    """The scan's entry for a file path (TagmatchError when absent)."""
     key = _norm(path)
     for f in scan_doc["files"]:
         if _norm(f["path"]) == key:
@@ -108,29 +113,61 @@ def _entry(scan_doc: dict, path: str | Path) -> dict:
     raise TagmatchError(f"not in the scan: {path}")
 
 
+def split_values(text: str) -> Values | None:
+    """Typed text -> tag values: split on VALUE_SEP, stripped, empties dropped; None (remove the
+    tag) when nothing is left. A value that itself holds '; ' cannot be typed."""
+    out = [v.strip() for v in text.split(VALUE_SEP.strip())]
+    return [v for v in out if v] or None
+
+
+def check_tag_names(names) -> None:
+    bad = set(names) - set(TAG_NAMES)
+    if bad:
+        raise TagmatchError(f"unknown tag name(s): {', '.join(sorted(bad))} (known: {', '.join(TAG_NAMES)})")
+
+
+def hand_tagged(entry: dict) -> bool:
+    """An unknown file accepted with tags or a path given by hand: planned from those alone."""
+    d = entry.get("decision") or {}
+    return entry.get("status") == "unknown" and d.get("status") == "accepted" and bool(d.get("tags") or d.get("path"))
+
+
+def _candidate(entry: dict, choice: int) -> dict | None:
+    """The candidate whose tags a file gets: {} for an unknown file (the below-threshold guess is
+    never used; only hand-typed tags count), None when `choice` does not exist."""
+    if entry.get("status") == "unknown":
+        return {}
+    cands = [entry.get("match"), *(entry.get("alternatives") or [])]
+    return cands[choice] if isinstance(choice, int) and 0 <= choice < len(cands) else None
+
+
 def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int = 0,
                  tags: Mapping[str, "str | Sequence[str] | None"] | None = None,
                  new_path: str | None = None) -> dict:
     """Record the review's verdict on one file in `scan_doc` (in place; the caller saves it).
 
-    The TUI calls this: `status` 'accepted' or 'rejected'; `choice` 0 for the match, 1..3 for an
-    alternative; `tags` overrides the chosen reference's tags (None removes one); `new_path`
-    overrides the template (relative to --dest or the file's folder). Returns the decision;
-    `save_scan` writes the document back.
+    The TUI and `tagmatch decide` call this: `status` 'accepted' or 'rejected'; `choice` 0 for the
+    match, 1..3 for an alternative; `tags` overrides the chosen reference's tags (None removes one);
+    `new_path` overrides the template (relative to --dest or the file's folder). An unknown file
+    can be accepted only with `tags` or `new_path` (tagged by hand). The decision is replaced, not
+    merged. Returns it; `save_scan` writes the document back.
     """
     if status not in ("accepted", "rejected"):
         raise TagmatchError(f"decision status must be 'accepted' or 'rejected', not {status!r}")
-    entry = _entry(scan_doc, path)
-    if status == "accepted":
+    entry = find_entry(scan_doc, path)
+    if status == "accepted" and entry.get("status") == "unknown":
+        if choice != 0 or not (tags or new_path):
+            raise TagmatchError(f"{entry['path']} is unknown (not in the library): it can only be "
+                                "accepted with tags or a path given by hand")
+    elif status == "accepted":
         n_alt = len(entry.get("alternatives") or [])
         if (choice == 0 and not entry.get("match")) or not 0 <= choice <= n_alt:
             raise TagmatchError(f"{entry['path']}: no candidate {choice} to accept")
-    bad = set(tags or {}) - set(TAG_NAMES)
-    if bad:
-        raise TagmatchError(f"unknown tag names: {', '.join(sorted(bad))}")
+    check_tag_names(tags or {})
     decision: dict = {"status": status, "choice": choice}
     if tags:
-        decision["tags"] = dict(tags)
+        decision["tags"] = {k: (v[0] if isinstance(v, list) and len(v) == 1 else v)  # compact JSON
+                            for k, v in tags.items()}
     if new_path:
         decision["path"] = str(new_path)
     entry["decision"] = decision
@@ -138,13 +175,15 @@ def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int =
 
 
 def clear_decision(scan_doc: dict, path: str | Path) -> None:
-    _entry(scan_doc, path).pop("decision", None)
+    find_entry(scan_doc, path).pop("decision", None)
 
 
 # ---- planning --------------------------------------------------------------------------------
 def _accept(entry: dict, min_confidence: float | None) -> tuple[int, str] | str:
     """(choice, why) when the file is accepted, else the reason it is skipped."""
     status, d = entry.get("status"), entry.get("decision") or {}
+    if hand_tagged(entry):
+        return 0, "tagged by hand in review"
     if status != "match":
         extra = " (never applied, even when accepted)" if d.get("status") == "accepted" else ""
         return f"status {status}{extra}"
@@ -229,9 +268,8 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
             plan.skipped.append(Skip(path, verdict))
             continue
         choice, why = verdict
-        candidates = [entry.get("match"), *(entry.get("alternatives") or [])]
-        cand = candidates[choice] if 0 <= choice < len(candidates) else None
-        if not cand:
+        cand = _candidate(entry, choice)
+        if cand is None:
             plan.skipped.append(Skip(path, f"accepted candidate {choice} does not exist"))
             continue
         src = Path(_norm(path))
@@ -282,11 +320,22 @@ def preview(entry: dict, choice: int = 0, *, template: str = DEFAULT_TEMPLATE, d
             mode: str | None = None) -> PlannedOp | str:
     """What accepting candidate `choice` of one scan entry would do (the review's detail pane):
     the op, or why there would be none. Reads tags, never writes."""
-    candidates = [entry.get("match"), *(entry.get("alternatives") or [])]
-    cand = candidates[choice] if 0 <= choice < len(candidates) else None
-    if not cand:
+    cand = _candidate(entry, choice)
+    if cand is None:
         return f"no candidate {choice}"
     mode = mode or ("copy" if dest else "move")
     dest = Path(dest).absolute() if dest else None
     return _plan_op(Path(_norm(str(entry.get("path")))), cand, entry.get("decision") or {}, "preview",
                     template, dest, mode, set())
+
+
+def resulting_tags(entry: dict, choice: int = 0, overrides: Mapping | None = None) -> dict[str, Values]:
+    """The tags a file ends up with once accepted: its own, then the candidate's, then `overrides`
+    (what the review's edit form shows; with no overrides, what an emptied field is compared to).
+    Reads tags, never writes."""
+    try:
+        old = read_tag_values(_norm(str(entry.get("path"))))
+    except TagReadError:
+        old = {}
+    target = target_tags(_candidate(entry, choice) or {}, overrides)
+    return {k: v for k, v in {**old, **target}.items() if v is not None}

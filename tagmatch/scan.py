@@ -1,7 +1,7 @@
 """Scanning a folder: match every file, and the JSON contract that scripts and later steps read.
 
 ```
-{"version": 1, "store": "<path>", "files": [
+{"version": 1, "store": "<path>", "target": "<the scanned folder or file>", "files": [
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
                     "fragments_agreeing": 4, "fragments_total": 5},
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,9 +56,11 @@ def file_json(m: FileMatch, store: Store) -> dict:
             "alternatives": [candidate_json(a, store) for a in m.alternatives]}
 
 
-def scan_json(results: list[FileMatch], store: Store, store_path: Path) -> dict:
-    return {"version": SCAN_VERSION, "store": str(Path(store_path).absolute()),
-            "files": [file_json(m, store) for m in results]}
+def scan_json(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> dict:
+    doc = {"version": SCAN_VERSION, "store": str(Path(store_path).absolute())}
+    if target is not None:
+        doc["target"] = str(Path(target).absolute())
+    return {**doc, "files": [file_json(m, store) for m in results]}
 
 
 def write_scan_json(doc: dict, path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from tagmatch.audio import find_audio_files, load_audio
+from tagmatch.audio import load_audio
 from tagmatch.augment import AugmentConfig
 from tagmatch.errors import AudioReadError, TagmatchError
 from tagmatch.features import FeatureConfig
@@ -91,7 +91,7 @@ def synthetic_noise(rng: np.random.Generator, seconds: float, sr: int) -> AudioP
 
 
 def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | None], None] | None = None,
-                  n_jobs: int = 2) -> list[np.ndarray]:
+                  n_jobs: int = 2, should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
     """Decode files in parallel (joblib); undecodable ones are reported and skipped."""
     from joblib import Parallel, delayed
 
@@ -103,6 +103,8 @@ def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | Non
 
     signals = []
     for p, (y, err) in zip(paths, Parallel(n_jobs=n_jobs, return_as="generator")(delayed(one)(p) for p in paths)):
+        if should_stop and should_stop():
+            break
         if on_file:
             on_file(p, err)
         if y is not None:

@@ -13,6 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"
 
 
+@pytest.fixture(autouse=True)
+def _own_scans_folder(tmp_path_factory, monkeypatch):
+    """Scans without --json are kept in the user's data dir, keys come from the user's config:
+    never the real ones in tests."""
+    monkeypatch.setenv("TAGMATCH_SCANS", str(tmp_path_factory.mktemp("scans")))
+    monkeypatch.setenv("TAGMATCH_CONFIG", "/nonexistent/tagmatch/config.toml")
+
+
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
     """The generated library + messy folder (generated on first use; see fixtures/README.md)."""

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from tagmatch.audio import load_audio
-from tagmatch.dupes import DupesConfig, against_library, choose_keeper, find_duplicates, restrict
+from tagmatch.dupes import against_library, choose_keeper, find_duplicates, restrict
 from tagmatch.index import index_library
 from tagmatch.store import vector_scale
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, mel_basis, window_starts
 

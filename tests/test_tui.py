@@ -262,6 +262,34 @@ async def test_accept_all_marks_filter_and_alternatives(manifest_scan_path):
         assert app.screen is screen
 
 
+async def test_sort_by_key_and_by_header_click(manifest_scan_path):
+    app = TagmatchApp(manifest_scan_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        files = screen.files
+        scan_order = rows(app)
+
+        def conf(name: str) -> float:
+            f = next(f for f in files if Path(f["path"]).name == name)
+            return (f.get("match") or {}).get("confidence") or -1.0
+
+        await pilot.press("s")  # by file name
+        assert rows(app) == sorted(scan_order, key=str.lower)
+        assert "by file" in str(screen.query_one("#review-title").render())
+        await pilot.press("s", "s")  # by confidence, lowest first
+        confs = [conf(n) for n in rows(app)]
+        assert confs == sorted(confs) and confs[0] < confs[-1]
+        i = await goto(pilot, rows(app)[-1])
+        await pilot.press("a")  # a decision leaves the rows where they are
+        assert rows(app)[-1] == Path(files[i]["path"]).name
+        await pilot.press("s", "s")  # status, then the scan's order again
+        assert rows(app) == scan_order
+        await pilot.click("#files", offset=(40, 0))  # the Suggestion header
+        assert screen.sort_by == "suggestion" and not screen.sort_reverse
+        await pilot.click("#files", offset=(40, 0))
+        assert screen.sort_by == "suggestion" and screen.sort_reverse
+
+
 async def test_runs_screen_lists_and_undoes_a_run(manifest_scan_path, messy, env):
     before = tree(messy)
     app = TagmatchApp(manifest_scan_path)

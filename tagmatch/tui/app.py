@@ -1,4 +1,5 @@
-"""The Textual app: `tagmatch review SCAN` opens the Review screen, bare `tagmatch` the Home screen."""
+"""The Textual app: `tagmatch review SCAN` opens the Review screen (the Duplicates screen for a dupes
+report), bare `tagmatch` the Home screen."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 from textual.app import App
 
+from tagmatch.dupes import load_report
 from tagmatch.errors import TagmatchError
 from tagmatch.naming import DEFAULT_TEMPLATE
-from tagmatch.plan import load_scan
 
 CSS = """
-#review-title, #runs-title { height: 1; background: $primary-background; padding: 0 1; }
+#review-title, #runs-title, #dupes-title { height: 1; background: $primary-background; padding: 0 1; }
 #review-body { layout: vertical; height: 1fr; }
 #files { height: 1fr; }
 #detail-box { height: 9; border-top: solid $primary; padding: 0 1; }
@@ -20,10 +21,24 @@ ReviewScreen.-wide #detail-box { height: 1fr; width: 46; border-top: none; borde
 #filter { display: none; dock: bottom; margin-bottom: 1; }
 #progress { display: none; dock: bottom; margin-bottom: 1; padding: 0 1; }
 #runs { height: 1fr; }
-#home { padding: 1 2; }
+#dupes-body { layout: vertical; height: 1fr; }
+#dupes-files { height: 1fr; }
+#dupes-detail-box { height: 9; border-top: solid $primary; padding: 0 1; }
+DupesScreen.-wide #dupes-body { layout: horizontal; }
+DupesScreen.-wide #dupes-detail-box { height: 1fr; width: 46; border-top: none; border-left: solid $primary; }
+#dupes-progress { display: none; dock: bottom; margin-bottom: 1; padding: 0 1; }
+#home { padding: 0 1; }
 #home Static { margin-bottom: 1; }
 #home-title { text-style: bold; }
-ConfirmScreen, HelpScreen { align: center middle; }
+#scans { height: auto; max-height: 12; margin-bottom: 1; }
+#job { padding: 0 1; }
+#job-title { text-style: bold; margin-bottom: 1; }
+#job-bar { margin: 1 0; }
+#job-loss { height: 4; margin-top: 1; }
+#job-errors { height: 1fr; min-height: 3; border: round $error; }
+#job-summary { margin-top: 1; text-style: bold; }
+.form-label { color: $text-muted; }
+ConfirmScreen, HelpScreen, FormScreen { align: center middle; }
 #dialog { width: 90%; max-width: 100; height: auto; max-height: 90%; border: thick $warning;
           background: $surface; padding: 0 1; }
 #dialog-title { text-style: bold; margin-bottom: 1; }
@@ -31,7 +46,29 @@ ConfirmScreen, HelpScreen { align: center middle; }
 #dialog-keys { width: 1fr; color: $text-muted; }
 #dialog-buttons { height: 1; margin-top: 1; }
 #dialog-buttons Button { margin-left: 2; }
+EditScreen { align: center middle; }
+#dialog.edit-form { border: thick $accent; }
+.edit-row { height: 1; }
+.edit-path { margin-top: 1; margin-bottom: 1; }
+.edit-label { width: 12; color: $text-muted; }
+.edit-row:focus-within .edit-label { color: $text; text-style: bold; }
+.edit-row Input { width: 1fr; background: $boost; }
 """
+
+
+def binding_table() -> list[tuple[str, str, str]]:
+    """(id, default keys, what it does) of every key of every screen: what the config file's
+    [keys] table can remap, and what `tagmatch keys` prints."""
+    from tagmatch.tui import common, dupes, edit, home, progress, review, runs
+
+    classes = [home.HomeScreen, review.ReviewScreen, review.ReviewTable, edit.EditScreen, dupes.DupesScreen,
+               runs.RunsScreen, progress.JobScreen, common.ConfirmScreen, common.FormScreen, common.HelpScreen]
+    rows = []
+    for cls in classes:
+        for b in cls.BINDINGS:
+            if b.id:
+                rows.append((b.id, b.key, b.description or b.action))
+    return rows
 
 
 class TagmatchApp(App):
@@ -47,17 +84,33 @@ class TagmatchApp(App):
         self.scan_path, self.template, self.dest = scan_path, template, dest
 
     def on_mount(self) -> None:
+        from tagmatch.config import keymap, load_config
         from tagmatch.tui.home import HomeScreen
+
+        try:
+            self.set_keymap(keymap(load_config(), {row[0] for row in binding_table()}))
+        except TagmatchError as exc:  # a bad config file must not lock the user out: defaults
+            self.notify(f"{exc}; using the default keys", severity="error", timeout=10)
 
         if self.scan_path is not None:
             try:
-                self.open_review(load_scan(self.scan_path), self.scan_path)
+                self.open_document(self.scan_path)
                 return
             except TagmatchError as exc:  # gone since the CLI checked it: say so, show Home
                 self.notify(str(exc), severity="error")
         self.push_screen(HomeScreen())
 
+    def open_document(self, path: Path) -> None:
+        """A scan opens its review, a duplicates report its groups (TagmatchError: neither)."""
+        kind, doc = load_report(path)
+        (self.open_dupes if kind == "dupes" else self.open_review)(doc, Path(path))
+
     def open_review(self, doc: dict, scan_path: Path) -> None:
         from tagmatch.tui.review import ReviewScreen
 
         self.push_screen(ReviewScreen(doc, Path(scan_path), template=self.template, dest=self.dest))
+
+    def open_dupes(self, doc: dict, path: Path) -> None:
+        from tagmatch.tui.dupes import DupesScreen
+
+        self.push_screen(DupesScreen(doc, Path(path)))

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, DataTable, Input, Static
 
 from tagmatch.journal import RunInfo
 
@@ -17,7 +17,8 @@ from tagmatch.journal import RunInfo
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before anything touches the user's files; dismisses with True (y/Enter) or False."""
 
-    BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    BINDINGS = [Binding("y,enter", "answer(True)", "Yes", id="confirm.yes"),
+                Binding("n,escape", "answer(False)", "No", id="confirm.no")]
 
     def __init__(self, title: str, body: str = "", yes: str = "Yes") -> None:
         super().__init__()
@@ -44,10 +45,52 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class TableKeys:
+    """j/k/g/G (the screen's `move`, `top`, `bottom` actions) on its one DataTable."""
+
+    def action_move(self, step: int) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+
+    def action_top(self) -> None:
+        self.query_one(DataTable).move_cursor(row=0)
+
+    def action_bottom(self) -> None:
+        table = self.query_one(DataTable)
+        table.move_cursor(row=max(0, table.row_count - 1))
+
+
+class FormScreen(ModalScreen[list[str] | None]):
+    """A few labelled text fields with defaults (a folder to index, a number of steps): Enter
+    submits all of them, Tab moves between them, Esc cancels (dismisses with None)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="form.cancel")]
+
+    def __init__(self, title: str, fields: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text, self.fields = title, fields
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.title_text, id="dialog-title", markup=False)
+            for n, (label, value) in enumerate(self.fields):
+                yield Static(label, classes="form-label", markup=False)
+                yield Input(value=value, id=f"field-{n}", compact=True)
+            yield Static("Enter: go    Tab: next field    Esc: cancel", id="dialog-keys", markup=False)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss([self.query_one(f"#field-{n}", Input).value for n in range(len(self.fields))])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class HelpScreen(ModalScreen[None]):
     """A screen's keys, over it; any of Esc, ?, q, Enter closes it."""
 
-    BINDINGS = [Binding("escape,question_mark,q,enter", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,question_mark,q,enter", "dismiss", "Close", id="help.close")]
 
     def __init__(self, title: str, text: str) -> None:
         super().__init__()

@@ -24,8 +24,10 @@ from tagmatch.apply import apply_plan, start_run, undo_run
 from tagmatch.errors import TagmatchError
 from tagmatch.journal import applied_sources, default_runs_dir, find_run, list_runs
 from tagmatch.naming import DEFAULT_TEMPLATE
-from tagmatch.plan import PlannedOp, Plan, build_plan, clear_decision, preview, save_scan, set_decision
-from tagmatch.tui.common import ConfirmScreen, HelpScreen, common_folder, rel, undo_summary
+from tagmatch.plan import (VALUE_SEP, PlannedOp, Plan, build_plan, clear_decision, hand_tagged, preview,
+                           resulting_tags, save_scan, set_decision)
+from tagmatch.tui.common import ConfirmScreen, HelpScreen, TableKeys, common_folder, rel, undo_summary
+from tagmatch.tui.edit import Edit, EditScreen
 
 SURE = 0.9  # `A` with nothing marked accepts unreviewed matches at or above this confidence
 WIDE, DETAIL_W = 110, 46  # from this width on, the detail pane (this wide) sits right of the table
@@ -39,8 +41,11 @@ x         reject
 space     mark / unmark the row
 A         accept the marked rows (none marked: the unreviewed
           matches with confidence >= 0.9 that are shown)
+e         edit tags / new path by hand (an unknown file too)
 u         undo the last decision (an A batch at once)
 /         filter rows by text (Enter keeps, Esc clears)
+s         sort: file, suggestion, confidence, status, scan
+          order (a click on a column header sorts by it)
 j k g G   down, up, first, last (arrows work too)
 w         apply the accepted files (lists them, asks first)
 U         undo this scan's last run (asks first)
@@ -62,6 +67,12 @@ def chosen(entry: dict) -> int:
     return d.get("choice", 0) if d.get("status") == "accepted" and isinstance(d.get("choice"), int) else 0
 
 
+def chosen_candidate(entry: dict) -> dict | None:
+    """The candidate the decision picked (the match when undecided); None when there is none."""
+    cands, choice = candidates(entry), chosen(entry)
+    return cands[choice] if choice < len(cands) else None
+
+
 def name_of(cand: dict | None) -> str:
     """'Artist - Title' of a candidate (its file name when untagged)."""
     if not cand:
@@ -81,32 +92,35 @@ class ReviewTable(DataTable):
     """The file list. Enter accepts (DataTable's own Enter would 'select', and a click on the
     highlighted row would too: a decision should take a key)."""
 
-    BINDINGS = [Binding("enter", "screen.accept", "Accept", show=False)]
+    BINDINGS = [Binding("enter", "screen.accept", "Accept", show=False, id="review.enter_accepts")]
 
 
-class ReviewScreen(Screen):
+class ReviewScreen(TableKeys, Screen):
     """One scan's files, a detail pane for the highlighted one, and the keys to decide."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
     BINDINGS = [
-        Binding("a", "accept", "Accept"),
-        Binding("x", "reject", "Reject"),
-        Binding("1", "alternative(1)", "Alt 1", show=False),
-        Binding("2", "alternative(2)", "Alt 2", show=False),
-        Binding("3", "alternative(3)", "Alt 3", show=False),
-        Binding("space", "mark", "Mark", key_display="␣"),
-        Binding("A", "accept_all", "All"),
-        Binding("u", "undo_decision", "Undo"),
-        Binding("w", "apply", "Apply"),
-        Binding("U", "undo_run", "Undo run"),
-        Binding("slash", "filter", "Filter"),
-        Binding("question_mark", "help", "Keys"),
-        Binding("q", "app.quit", "Quit"),
-        Binding("j", "move(1)", "Down", show=False),
-        Binding("k", "move(-1)", "Up", show=False),
-        Binding("g", "top", "First", show=False),
-        Binding("G", "bottom", "Last", show=False),
-        Binding("escape", "escape", "Back", show=False),
+        Binding("a", "accept", "Accept", id="review.accept"),
+        Binding("x", "reject", "Reject", id="review.reject"),
+        Binding("e", "edit", "Edit", id="review.edit"),
+        Binding("1", "alternative(1)", "Alt 1", show=False, id="review.alt1"),
+        Binding("2", "alternative(2)", "Alt 2", show=False, id="review.alt2"),
+        Binding("3", "alternative(3)", "Alt 3", show=False, id="review.alt3"),
+        Binding("space", "mark", "Mark", key_display="␣", id="review.mark"),
+        Binding("A", "accept_all", "All", id="review.accept_all"),
+        Binding("u", "undo_decision", "Undo", id="review.undo_decision"),
+        Binding("w", "apply", "Apply", id="review.apply"),
+        Binding("U", "undo_run", "Undo run", id="review.undo_run"),
+        # `/` is listed in ? help, not in the footer: the footer keeps q at 80 columns
+        Binding("slash", "filter", "Filter", show=False, id="review.filter"),
+        Binding("s", "sort", "Sort", show=False, id="review.sort"),
+        Binding("question_mark", "help", "Keys", id="review.help"),
+        Binding("q", "app.quit", "Quit", id="review.quit"),
+        Binding("j", "move(1)", "Down", show=False, id="review.down"),
+        Binding("k", "move(-1)", "Up", show=False, id="review.up"),
+        Binding("g", "top", "First", show=False, id="review.top"),
+        Binding("G", "bottom", "Last", show=False, id="review.bottom"),
+        Binding("escape", "escape", "Back", show=False, id="review.escape"),
     ]
 
     def __init__(self, doc: dict, scan_path: Path, *, template: str = DEFAULT_TEMPLATE,
@@ -119,6 +133,8 @@ class ReviewScreen(Screen):
         self.marked: set[int] = set()
         self.undo_stack: list[list[tuple[int, dict | None]]] = []  # one entry per key press
         self.filter_text = ""
+        self.sort_by: str | None = None  # a COLUMNS key; None: the scan's order
+        self.sort_reverse = False
         self.busy = ""  # what a worker is doing ("applying", "undoing"), "" when idle
         self.last_run_id: str | None = None
         self.applied: dict[str, tuple[str, str]] = {}
@@ -147,8 +163,9 @@ class ReviewScreen(Screen):
             s = (f.get("decision") or {}).get("status")
             if s in counts:
                 counts[s] += 1
+        order = f", by {self.sort_by}{' (reversed)' if self.sort_reverse else ''}" if self.sort_by else ""
         return (f"Review {self.scan_path.name}: {len(self.files)} files, {counts['accepted']} accepted, "
-                f"{counts['rejected']} rejected" + (f"  [{self.busy}...]" if self.busy else ""))
+                f"{counts['rejected']} rejected{order}" + (f"  [{self.busy}...]" if self.busy else ""))
 
     def on_mount(self) -> None:
         self._refresh_applied()
@@ -197,10 +214,14 @@ class ReviewScreen(Screen):
 
     def _cells(self, i: int) -> list:
         entry = self.files[i]
-        cand = candidates(entry)[chosen(entry)] if chosen(entry) < len(candidates(entry)) else None
+        cand = chosen_candidate(entry)
         conf = (cand or {}).get("confidence")
         if entry.get("status") == "error":
             suggestion = Text(f"error: {entry.get('error') or '?'}", style="dim")
+        elif hand_tagged(entry):
+            typed = entry["decision"].get("tags") or {}
+            tags = {k: VALUE_SEP.join(v) if isinstance(v, list) else v for k, v in typed.items()}
+            suggestion = Text(f"{name_of({'tags': tags, 'path': entry.get('path')})} (by hand)")
         elif entry.get("status") == "unknown":
             suggestion = Text(f"? {name_of(cand)}" if cand else "", style="dim")
         else:
@@ -216,12 +237,30 @@ class ReviewScreen(Screen):
         hay = f"{rel(str(entry.get('path')), self.base)} {name_of(candidates(entry)[chosen(entry)])}".lower()
         return self.filter_text.lower() in hay
 
+    def _sort_value(self, i: int):
+        f = self.files[i]
+        if self.sort_by == "file":
+            return Path(f["path"]).name.lower()
+        if self.sort_by == "suggestion":
+            return name_of(chosen_candidate(f)).lower()
+        if self.sort_by == "conf":
+            return (chosen_candidate(f) or {}).get("confidence") or -1.0
+        return self._status(i).plain
+
+    def _order(self) -> list[int]:
+        """Row order: the scan's, or by the sort column (a decision does not move its row: the
+        order is made again on the next sort or filter)."""
+        rows = list(range(len(self.files)))
+        if self.sort_by:
+            rows.sort(key=self._sort_value, reverse=self.sort_reverse)
+        return rows
+
     def _fill(self, keep: int | None = None) -> None:
         """(Re)build the table: the rows that pass the filter; the cursor stays on its file."""
         table = self.query_one(ReviewTable)
         keep = self._current() if keep is None else keep
         table.clear()
-        for i in range(len(self.files)):
+        for i in self._order():
             if self._visible(i):
                 table.add_row(*self._cells(i), key=str(i))
         if keep is not None and self._visible(keep):
@@ -230,6 +269,9 @@ class ReviewScreen(Screen):
 
     def _redraw(self, rows) -> None:
         table = self.query_one(ReviewTable)
+        rows = set(rows)
+        for key in [k for k in self._previews if k[0] in rows]:  # a decision's edits change the preview
+            del self._previews[key]
         for i in rows:
             if str(i) in table.rows:
                 for (_, key), value in zip(COLUMNS, self._cells(i)):
@@ -283,10 +325,14 @@ class ReviewScreen(Screen):
             t.append(f"  {cand.get('confidence', 0):.2f}\n", style=conf_style(cand.get("confidence")))
             t.append(f"evidence: {cand.get('fragments_agreeing', '?')}/{cand.get('fragments_total', '?')} "
                      f"fragments agree, offset {cand.get('offset_s') or 0:+.1f} s\n", style="dim")
+        d = entry.get("decision") or {}
+        if d.get("status") == "accepted" and (d.get("tags") or d.get("path")):
+            t.append("by hand: " + ", ".join([*(d.get("tags") or {}), *(["path"] if d.get("path") else [])]) + "\n",
+                     style="magenta")
         hit = self.applied.get(_norm(str(entry.get("path"))))
         if hit:
             t.append(f"{'applied' if hit[1] == 'done' else 'in flight'} in run {hit[0]}\n", style="cyan")
-        elif cand and entry.get("status") == "match":
+        elif (cand and entry.get("status") == "match") or hand_tagged(entry):
             op = self._preview(i, choice)
             if isinstance(op, str):
                 t.append(f"no change: {op}\n", style="yellow")
@@ -318,15 +364,17 @@ class ReviewScreen(Screen):
             self.notify(f"{self.busy}: wait until it finishes", severity="warning")
         return not self.busy
 
-    def _decide(self, changes: list[tuple[int, str, int]]) -> None:
-        """Record (row, 'accepted'|'rejected', choice) decisions as one undoable step, and save."""
+    def _decide(self, changes: list[tuple[int, str, int]], tags: dict | None = None,
+                new_path: str | None = None) -> None:
+        """Record (row, 'accepted'|'rejected', choice) decisions as one undoable step, and save
+        (`tags` and `new_path`, the edit form's, go to every row of `changes`)."""
         undo: list[tuple[int, dict | None]] = []
         errors = []
         for i, status, choice in changes:
             entry = self.files[i]
             before = copy.deepcopy(entry.get("decision"))
             try:
-                set_decision(self.doc, entry["path"], status, choice=choice)
+                set_decision(self.doc, entry["path"], status, choice=choice, tags=tags, new_path=new_path)
             except TagmatchError as exc:
                 errors.append(str(exc))
                 continue
@@ -360,6 +408,39 @@ class ReviewScreen(Screen):
         i = self._current()
         if i is not None and self._idle() and self._acceptable(i):
             self._decide([(i, "accepted", n)])
+
+    def action_edit(self) -> None:
+        """Type the tags or the new path by hand (the form shows what the file would get now);
+        saving accepts the file with those overrides, an undoable step like any decision."""
+        i = self._current()
+        if i is None or not self._idle():
+            return
+        entry = self.files[i]
+        name = rel(str(entry.get("path")), self.base)
+        if entry.get("status") not in ("match", "unknown"):
+            self.notify(f"{name} has status {entry.get('status')}: it cannot be applied, so not edited",
+                        severity="warning")
+            return
+        d = entry.get("decision") or {}
+        old = d if d.get("status") == "accepted" else {}
+        choice, overrides = chosen(entry), old.get("tags") or {}
+        op = self._preview(i, choice)
+        src = Path(_norm(str(entry.get("path"))))
+        path = rel(op.dst, self.dest or src.parent) if isinstance(op, PlannedOp) else (old.get("path") or src.name)
+        what = "tags by hand: the library lacks it" if entry.get("status") == "unknown" else \
+            f"from {name_of(candidates(entry)[choice])}"
+        try:
+            base, current = resulting_tags(entry, choice), resulting_tags(entry, choice, overrides)
+        except TagmatchError as exc:
+            self.notify(str(exc), severity="error")
+            return
+
+        def saved(edit: Edit | None) -> None:
+            if edit is not None:
+                new_path = old.get("path") if edit.path is None else edit.path
+                self._decide([(i, "accepted", choice)], tags=edit.tags, new_path=new_path or None)
+
+        self.app.push_screen(EditScreen(f"Edit {name} ({what})", base, overrides, current, path), saved)
 
     def action_reject(self) -> None:
         i = self._current()
@@ -412,17 +493,23 @@ class ReviewScreen(Screen):
         self._redraw(i for i, _ in step)
 
     # ---- moving and filtering --------------------------------------------------------------------
-    def action_move(self, step: int) -> None:
-        table = self.query_one(ReviewTable)
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+    def action_sort(self) -> None:
+        """Cycle the order: file, suggestion, confidence (lowest first: the doubtful ones), status,
+        then the scan's own order again."""
+        cycle = [None, "file", "suggestion", "conf", "status"]
+        self._sort(cycle[(cycle.index(self.sort_by) + 1) % len(cycle)], reverse=False)
 
-    def action_top(self) -> None:
-        self.query_one(ReviewTable).move_cursor(row=0)
+    @on(DataTable.HeaderSelected)
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a column's header sorts by it; a second click reverses."""
+        key = event.column_key.value
+        if key != "mark":
+            self._sort(key, reverse=self.sort_by == key and not self.sort_reverse)
 
-    def action_bottom(self) -> None:
-        table = self.query_one(ReviewTable)
-        table.move_cursor(row=max(0, table.row_count - 1))
+    def _sort(self, by: str | None, reverse: bool) -> None:
+        self.sort_by, self.sort_reverse = by, reverse
+        self.query_one("#review-title", Static).update(self._title())
+        self._fill()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

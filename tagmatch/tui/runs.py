@@ -13,19 +13,19 @@ from textual.widgets import DataTable, Footer, Static
 from tagmatch.apply import undo_run
 from tagmatch.errors import TagmatchError
 from tagmatch.journal import default_runs_dir, find_run, list_runs
-from tagmatch.tui.common import ConfirmScreen, run_summary, undo_summary
+from tagmatch.tui.common import ConfirmScreen, TableKeys, run_summary, undo_summary
 
 
-class RunsScreen(Screen):
+class RunsScreen(TableKeys, Screen):
     """Newest run first; `u` undoes the highlighted one after a confirm."""
 
     BINDINGS = [
-        Binding("u", "undo", "Undo run"),
-        Binding("r", "reload", "Reload"),
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("q", "app.quit", "Quit"),
-        Binding("j", "move(1)", "Down", show=False),
-        Binding("k", "move(-1)", "Up", show=False),
+        Binding("u", "undo", "Undo run", id="runs.undo"),
+        Binding("r", "reload", "Reload", id="runs.reload"),
+        Binding("escape", "app.pop_screen", "Back", id="runs.back"),
+        Binding("q", "app.quit", "Quit", id="runs.quit"),
+        Binding("j", "move(1)", "Down", show=False, id="runs.down"),
+        Binding("k", "move(-1)", "Up", show=False, id="runs.up"),
     ]
 
     def __init__(self) -> None:
@@ -53,11 +53,6 @@ class RunsScreen(Screen):
             table.add_row(*run_summary(r), key=r.id)
         self.query_one("#runs-title", Static).update(
             f"Runs in {runs_dir}: {len(runs)}" + ("" if runs else " (none yet: apply a reviewed scan)"))
-
-    def action_move(self, step: int) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
 
     def action_undo(self) -> None:
         table = self.query_one(DataTable)

@@ -1,0 +1,283 @@
+"""The long jobs (index, scan, find duplicates, train) as plain functions, whole: load the model
+and the store, do the work, save the result.
+
+The CLI and the TUI both call these; each shows `Step`s its own way (a rich bar, a Textual
+progress screen) and hands in its own stop signal (Ctrl-C, Escape). A stopped job saves what is
+done, atomically, so nothing is ever half-written: a re-run goes on from there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from tagmatch.errors import StoreError, TagmatchError
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a job stands: `done` of `total` in `stage` (total None: not known yet). `item` is
+    the file (or step) just finished, `error` its one-line error; `loss` is set while training."""
+
+    stage: str
+    done: int
+    total: int | None
+    item: str = ""
+    error: str | None = None
+    loss: float | None = None
+    info: str = ""
+
+
+OnStep = Callable[[Step], None]
+ShouldStop = Callable[[], bool]
+
+
+def _quiet(step: Step) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+def open_store(store_path: Path, model, must_exist: bool):
+    """The store at `store_path` (None when it does not exist and need not), refused when another
+    model built it."""
+    from tagmatch.store import Store
+
+    if not must_exist and not store_path.exists():
+        return None
+    store = Store.load(store_path)
+    store.check_model(model.model_id, model.feature_config, store_path)
+    return store
+
+
+# ---- index ------------------------------------------------------------------------------------
+@dataclass
+class IndexResult:
+    store: object
+    report: object
+    store_path: Path
+    stopped: bool
+
+
+def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
+              on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> IndexResult:
+    """Bring the store at `store_path` up to date with `ref_dir`, and save it (also when stopped)."""
+    from tagmatch.index import index_library
+    from tagmatch.modelio import load_model
+
+    if not Path(ref_dir).is_dir():
+        raise TagmatchError(f"not a folder: {ref_dir}")
+    model = load_model(model_path)
+    store = open_store(store_path, model, must_exist=False)
+
+    def progress(p) -> None:
+        on_step(Step("indexing", p.done, p.total, p.path, p.error))
+
+    store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop)
+    store.save(store_path)
+    return IndexResult(store, report, store_path, should_stop())
+
+
+# ---- scan -------------------------------------------------------------------------------------
+@dataclass
+class ScanResult:
+    results: list
+    store: object
+    doc: dict
+    stopped: bool
+    json_path: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(m.status == status for m in self.results)
+
+
+def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, threshold: float = 0.5,
+             json_path: Path | None = None, on_step: OnStep = _quiet,
+             should_stop: ShouldStop = _never) -> ScanResult:
+    """Match every audio file under `target`; write the scan JSON to `json_path` when given
+    (a stopped scan writes the files done so far)."""
+    from tagmatch.match import MatchConfig
+    from tagmatch.modelio import load_model
+    from tagmatch.scan import scan, scan_json, scan_paths, write_scan_json
+
+    if not Path(target).exists():
+        raise TagmatchError(f"not found: {target}")
+    model = load_model(model_path)
+    store = open_store(store_path, model, must_exist=True)
+    paths = scan_paths(target)
+    if not paths:
+        raise TagmatchError(f"no audio files in {target}")
+    results = []
+    for m in scan(paths, store, model, MatchConfig(threshold=threshold), should_stop=should_stop):
+        results.append(m)
+        on_step(Step("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
+    doc = scan_json(results, store, store_path, target)
+    if json_path is not None and results:
+        write_scan_json(doc, json_path)
+    return ScanResult(results, store, doc, should_stop(), json_path if results else None)
+
+
+def default_scans_dir() -> Path:
+    """Where scans are kept for review when no --json is named: $TAGMATCH_SCANS, else the
+    user's data dir."""
+    import os
+
+    env = os.environ.get("TAGMATCH_SCANS")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tagmatch")) / "scans"
+
+
+def new_scan_path(target: Path, scans_dir: Path | None = None) -> Path:
+    """A fresh file name for a scan of `target` in the scans folder: `<folder>-<time>.json`."""
+    from datetime import datetime
+
+    d = scans_dir or default_scans_dir()
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(target).resolve().name) or "scan"
+    base = f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    path, n = d / f"{base}.json", 1
+    while path.exists():
+        n += 1
+        path = d / f"{base}-{n}.json"
+    return path
+
+
+@dataclass(frozen=True)
+class SavedScan:
+    """A scan kept in the scans folder, for Home's list: what it covered and what waits."""
+
+    path: Path
+    folder: str
+    files: int
+    pending: int  # matches without a decision
+    accepted: int
+    mtime: float
+
+
+def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
+    """The saved scans, newest first; unreadable files are left out (they are not ours)."""
+    import os
+
+    from tagmatch.plan import load_scan
+
+    d = scans_dir or default_scans_dir()
+    out = []
+    for p in d.glob("*.json") if d.is_dir() else []:
+        try:
+            doc = load_scan(p)
+        except TagmatchError:
+            continue
+        files = doc["files"]
+        folder = doc.get("target") or (os.path.commonpath([os.path.dirname(f["path"]) for f in files]) if files else "")
+        decided = [(f.get("decision") or {}).get("status") for f in files]
+        out.append(SavedScan(p, folder, len(files),
+                             sum(f.get("status") == "match" and not d for f, d in zip(files, decided)),
+                             decided.count("accepted"), p.stat().st_mtime))
+    return sorted(out, key=lambda s: -s.mtime)
+
+
+# ---- duplicates -------------------------------------------------------------------------------
+def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = None, *,
+              keep: Iterable[str] = (), library_path: Path | None = None,
+              on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict | None:
+    """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
+    and return the report (dupes.dupes_doc). With `library_path`, also the files already in that
+    store. Returns None when stopped during embedding (what was embedded is cached)."""
+    from tagmatch.dupes import DupesConfig, against_library, dupes_doc, file_facts, find_duplicates, restrict
+    from tagmatch.index import index_library
+    from tagmatch.modelio import load_model
+
+    model = load_model(model_path)
+    roots = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise TagmatchError(f"not a folder: {d}")
+        roots.append(Path(d).resolve())
+    if not roots:
+        raise TagmatchError("name at least one folder")
+    try:
+        cache = open_store(cache_path, model, must_exist=False)
+    except (StoreError, TagmatchError):
+        cache = None  # a cache from another model or version: start again
+    for root in roots:
+        def progress(p, stage=f"embedding {root.name}") -> None:
+            on_step(Step(stage, p.done, p.total, p.path, p.error))
+        cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop)
+        cache.save(cache_path)
+        if should_stop():
+            return None
+    ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
+    store, _ = restrict(cache, ids)
+    infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}
+    fc = model.feature_config
+    window_s = fc.window_samples / fc.sample_rate
+    cfg = DupesConfig()
+
+    def progress(stage: str, n: int, total: int) -> None:
+        on_step(Step(stage, n, total))
+
+    groups = find_duplicates(store, infos, window_s, cfg, keep={str(Path(k).resolve()) for k in keep},
+                             progress=progress)
+    library, hits = None, []
+    if library_path is not None:
+        library = open_store(library_path, model, must_exist=True)
+        hits = against_library(store, library, window_s, cfg)
+    return dupes_doc(groups, store, infos, roots, hits, library)
+
+
+# ---- train ------------------------------------------------------------------------------------
+@dataclass
+class TrainRequest:
+    """What to train on and where to put it; None fields take `train.TrainConfig`'s defaults."""
+
+    music: list[Path]
+    out: Path
+    noise: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
+    steps: int | None = None
+    batch_pairs: int | None = None
+    learning_rate: float | None = None
+    loss: str | None = None
+    seed: int | None = None
+
+
+def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict:
+    """Decode the audio, train, and save the model to `req.out` (atomically; a stop saves the
+    model as it stands, and with a checkpoint a re-run resumes). Returns train()'s summary plus
+    `seconds`."""
+    from tagmatch.train import TrainConfig, decode_folder, train
+
+    if not req.music:
+        raise TagmatchError("no audio files to train on")
+    given = {"steps": req.steps, "batch_pairs": req.batch_pairs, "learning_rate": req.learning_rate,
+             "loss": req.loss, "seed": req.seed}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    total, done = len(req.music) + len(req.noise), 0
+
+    def on_file(p, err) -> None:
+        nonlocal done
+        done += 1
+        on_step(Step("decoding", done, total, str(p), err))
+
+    sr = cfg.features.sample_rate
+    music = decode_folder(req.music, sr, on_file, should_stop=should_stop)
+    noise = decode_folder(req.noise, sr, on_file, should_stop=should_stop) if req.noise else None
+    if should_stop():
+        raise TagmatchError("stopped before training began; nothing was written")
+    if not music:
+        raise TagmatchError("none of the training files could be decoded")
+    t0 = time.time()
+
+    def progress(p) -> None:
+        on_step(Step("training", p.step, p.steps, loss=p.loss,
+                     info=f"loss {p.loss:.3f}  top1 {p.top1:.2f}  {p.pairs_per_s:.0f} pairs/s"))
+
+    summary = train(music, req.out, cfg, noise=noise, checkpoint=req.checkpoint, progress=progress,
+                    should_stop=should_stop, meta={"data": f"{len(music)} files"})
+    return {**summary, "seconds": time.time() - t0}
