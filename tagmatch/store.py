@@ -1,15 +1,27 @@
 """The embedding store: reference vectors, where each came from, and the tracks' metadata.
 
-Persisted with joblib as a plain dict (format name + version, feature config, model id, numpy
-arrays, a list of track dicts), written atomically. A store is bound to the model and feature
-config that built it: loading it with another model is refused, since its vectors would be
-meaningless to that model.
+On disk a store is a folder (format version 3):
+
+    manifest.json          format, version, model id, feature config, dim, and the file names below
+    tracks-<id>.joblib     the track table: path, tags, duration, size, mtime of every track
+    shard-<id>.joblib      whole tracks' vectors (int8), shard-local track numbers, window times
+
+Shards are written once and never change: a save writes only new shards (new tracks) and the
+shards that lost a track, then the track table, then swaps manifest.json atomically (the commit
+point: a crash leaves the old store or the new one), then deletes the files no manifest names.
+Loading maps the shards' arrays from disk (joblib `mmap_mode`), so opening a big store takes
+milliseconds and its vectors are paged in only as searched.
+
+A store is bound to the model and feature config that built it: loading it with another model is
+refused, since its vectors would be meaningless to that model.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass, field
+import secrets
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import joblib
@@ -17,10 +29,12 @@ import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.features import FeatureConfig
-from tagmatch.fsutil import atomic_joblib_dump
+from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir
 
 STORE_FORMAT = "tagmatch-store"
-STORE_VERSION = 2
+STORE_VERSION = 3
+MANIFEST = "manifest.json"
+SHARD_VECTORS = 1 << 21  # new tracks are cut into shards of about this many vectors (128 MB at 60-d)
 VECTOR_DTYPE = np.int8  # 1 byte a dimension, a quarter of float32 (cost: docs/benchmarks.md)
 
 
@@ -66,7 +80,7 @@ def default_store_path() -> Path:
         return Path(env)
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("tagmatch")) / "store.joblib"
+    return Path(user_data_dir("tagmatch")) / "store"
 
 
 def default_cache_store_path() -> Path:
@@ -76,7 +90,7 @@ def default_cache_store_path() -> Path:
         return Path(env)
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("tagmatch")) / "dupes-store.joblib"
+    return Path(user_cache_dir("tagmatch")) / "dupes-store"
 
 
 @dataclass
@@ -89,46 +103,121 @@ class TrackInfo:
 
 
 @dataclass
-class Store:
-    feature_config: FeatureConfig
-    model_id: str
-    dim: int
-    vectors: np.ndarray = None  # [shape=(n, dim)] int8: unit vectors times vector_scale(dim)
-    vec_track: np.ndarray = None  # [shape=(n,)] int32 index into tracks
-    vec_time: np.ndarray = None  # [shape=(n,)] float32 window start in seconds
-    tracks: list[TrackInfo] = field(default_factory=list)
+class Shard:
+    """The vectors of some whole tracks. `track` numbers them within the shard (0..n_tracks-1),
+    so a shard's file stays valid when tracks elsewhere come or go."""
 
-    def __post_init__(self):
-        if self.vectors is None:
-            self.vectors = np.zeros((0, self.dim), VECTOR_DTYPE)
-            self.vec_track = np.zeros(0, np.int32)
-            self.vec_time = np.zeros(0, np.float32)
+    vectors: np.ndarray  # [shape=(n, dim)] int8 (a memmap when loaded)
+    track: np.ndarray  # [shape=(n,)] int32 shard-local track number
+    time: np.ndarray  # [shape=(n,)] float32 window start in seconds
+    n_tracks: int
+    file: str | None = None  # its file in the store folder; None: not written yet
+
+
+class Store:
+    """Tracks (`tracks[i]` is track i) and their vectors, held in shards. `vectors`, `vec_track`
+    (global track numbers) and `vec_time` give every vector in order, as one array each."""
+
+    def __init__(self, feature_config: FeatureConfig, model_id: str, dim: int, vectors: np.ndarray | None = None,
+                 vec_track: np.ndarray | None = None, vec_time: np.ndarray | None = None,
+                 tracks: list[TrackInfo] | None = None, shards: list[Shard] | None = None) -> None:
+        self.feature_config, self.model_id, self.dim = feature_config, model_id, dim
+        self.tracks: list[TrackInfo] = list(tracks or [])
+        self.shards: list[Shard] = list(shards or [])
+        if vectors is not None and len(vectors):  # one shard from flat arrays (tools, restrict)
+            self.shards = [Shard(vectors, np.asarray(vec_track, np.int32), np.asarray(vec_time, np.float32),
+                                 len(self.tracks))]
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # tracks added since the last flush
+        self._flat: dict[str, np.ndarray] = {}
+        self.folder: Path | None = None  # where the shards with a `file` live
+        self._f32_key: bool | None = None  # the float32 search copy is current
+
+    # ---- the flat view ---------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Turn the tracks added since the last flush into shards (amortised: adding a track is
+        O(its vectors), not O(the store))."""
+        if not self._pending:
+            return
+        group: list[tuple[np.ndarray, np.ndarray]] = []
+        for item in self._pending + [None]:
+            if item is not None:
+                group.append(item)
+            if group and (item is None or sum(len(v) for v, _ in group) >= SHARD_VECTORS):
+                local = np.concatenate([np.full(len(v), i, np.int32) for i, (v, _) in enumerate(group)])
+                self.shards.append(Shard(np.concatenate([v for v, _ in group]), local,
+                                         np.concatenate([t for _, t in group]), len(group)))
+                group = []
+        self._pending = []
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._flat:
+            self._flush()
+            if name == "vectors":
+                parts = [s.vectors for s in self.shards] or [np.zeros((0, self.dim), VECTOR_DTYPE)]
+            elif name == "vec_time":
+                parts = [s.time for s in self.shards] or [np.zeros(0, np.float32)]
+            else:
+                offsets = np.cumsum([0] + [s.n_tracks for s in self.shards])
+                parts = [s.track + np.int32(o) for s, o in zip(self.shards, offsets)] or [np.zeros(0, np.int32)]
+            self._flat[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._flat[name]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """[shape=(n, dim)] int8: unit vectors times vector_scale(dim)."""
+        return self._array("vectors")
+
+    @property
+    def vec_track(self) -> np.ndarray:
+        """[shape=(n,)] int32 index into tracks."""
+        return self._array("vec_track")
+
+    @property
+    def vec_time(self) -> np.ndarray:
+        """[shape=(n,)] float32 window start in seconds."""
+        return self._array("vec_time")
+
+    def _changed(self) -> None:
+        self._flat.clear()
+        self._f32_key = None
 
     # ---- editing -------------------------------------------------------------------------
     def track_by_path(self) -> dict[str, int]:
         return {t.path: i for i, t in enumerate(self.tracks)}
 
     def add_track(self, info: TrackInfo, vectors: np.ndarray, times: np.ndarray) -> int:
+        """`vectors`: float unit vectors, or int8 already quantized (as index workers send them)."""
         tid = len(self.tracks)
         self.tracks.append(info)
-        self.vectors = np.concatenate([self.vectors, quantize(vectors, self.dim)])
-        self._f32_key = None
-        self.vec_track = np.concatenate([self.vec_track, np.full(len(vectors), tid, np.int32)])
-        self.vec_time = np.concatenate([self.vec_time, times.astype(np.float32)])
+        q = vectors if vectors.dtype == VECTOR_DTYPE else quantize(vectors, self.dim)
+        self._pending.append((q, np.asarray(times, np.float32)))
+        self._changed()
         return tid
 
     def remove_tracks(self, ids: set[int]) -> None:
-        """Drop tracks and their vectors; remaining track ids are renumbered densely."""
+        """Drop tracks and their vectors; remaining track ids are renumbered densely. Only the
+        shards that held a removed track change (and are written again on save)."""
         if not ids:
             return
-        keep_tracks = [i for i in range(len(self.tracks)) if i not in ids]
-        remap = np.full(len(self.tracks), -1, np.int32)
-        remap[keep_tracks] = np.arange(len(keep_tracks), dtype=np.int32)
-        keep = remap[self.vec_track] >= 0
-        self.vectors, self.vec_time = self.vectors[keep], self.vec_time[keep]
-        self._f32_key = None
-        self.vec_track = remap[self.vec_track[keep]]
-        self.tracks = [self.tracks[i] for i in keep_tracks]
+        self._flush()
+        first, shards = 0, []
+        for s in self.shards:
+            gone = {i - first for i in ids if first <= i < first + s.n_tracks}
+            first += s.n_tracks
+            if not gone:
+                shards.append(s)
+                continue
+            keep_local = [i for i in range(s.n_tracks) if i not in gone]
+            if not keep_local:
+                continue
+            remap = np.full(s.n_tracks, -1, np.int32)
+            remap[keep_local] = np.arange(len(keep_local), dtype=np.int32)
+            keep = remap[s.track] >= 0
+            shards.append(Shard(np.asarray(s.vectors[keep]), remap[s.track[keep]], np.asarray(s.time[keep]),
+                                len(keep_local)))
+        self.shards = shards
+        self.tracks = [t for i, t in enumerate(self.tracks) if i not in ids]
+        self._changed()
 
     # ---- search --------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -136,64 +225,107 @@ class Store:
 
         Returns (idx, sim), each [shape=(q, k')] with k' = min(k, n), best first.
         """
-        n = len(self.vectors)
+        self._flush()
+        n = sum(len(s.time) for s in self.shards)
         k = min(k, n)
-        scale = vector_scale(self.dim) if self.vectors.dtype == VECTOR_DTYPE else 1.0  # float: studies
+        dtype = self.shards[0].vectors.dtype if self.shards else VECTOR_DTYPE
+        scale = vector_scale(self.dim) if dtype == VECTOR_DTYPE else 1.0  # float vectors: studies
         q = np.asarray(queries, np.float32) / np.float32(scale)
-        table = self._search_table()
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
         best_idx = np.zeros((len(q), 0), np.int64)
         best_sim = np.full((len(q), 0), -np.inf, np.float32)
-        for lo in range(0, n, chunk):
-            sims = q @ table[lo : lo + chunk].astype(np.float32, copy=False).T
-            part = top_k_columns(sims, min(k, sims.shape[1]))
-            cand_sim = np.concatenate([best_sim, np.take_along_axis(sims, part, 1)], axis=1)
-            cand_idx = np.concatenate([best_idx, part + lo], axis=1)
-            order = np.argsort(-cand_sim, axis=1)[:, :k]
-            best_sim = np.take_along_axis(cand_sim, order, 1)
-            best_idx = np.take_along_axis(cand_idx, order, 1)
+        for offset, table in self._search_tables():
+            for lo in range(0, len(table), chunk):
+                sims = q @ np.asarray(table[lo : lo + chunk]).astype(np.float32, copy=False).T
+                part = top_k_columns(sims, min(k, sims.shape[1]))
+                cand_sim = np.concatenate([best_sim, np.take_along_axis(sims, part, 1)], axis=1)
+                cand_idx = np.concatenate([best_idx, part + offset + lo], axis=1)
+                order = np.argsort(-cand_sim, axis=1)[:, :k]
+                best_sim = np.take_along_axis(cand_sim, order, 1)
+                best_idx = np.take_along_axis(cand_idx, order, 1)
         return best_idx, best_sim
 
-    def _search_table(self) -> np.ndarray:
-        """The vectors as float32 for BLAS, converted once and kept while small (for a 7 h library
-        the per-query conversion cost more than the search); big stores convert chunk by chunk."""
-        if self.vectors.nbytes * 4 > FLOAT_CACHE_BYTES:
-            return self.vectors
-        key = (id(self.vectors), len(self.vectors))
-        if getattr(self, "_f32_key", None) != key:
-            self._f32, self._f32_key = self.vectors.astype(np.float32), key
-        return self._f32
+    def _search_tables(self) -> list[tuple[int, np.ndarray]]:
+        """(first vector, array) pieces to search. A small store is converted to float32 once and
+        kept (for a 7 h library the per-query conversion cost more than the search); a big one is
+        searched shard by shard, chunk by chunk, straight from its (mapped) int8 arrays, so memory
+        stays bounded."""
+        if sum(s.vectors.nbytes for s in self.shards) * 4 > FLOAT_CACHE_BYTES:
+            offsets = np.cumsum([0] + [len(s.time) for s in self.shards])
+            return [(int(o), s.vectors) for o, s in zip(offsets, self.shards)]
+        if self._f32_key is None:
+            self._f32, self._f32_key = np.asarray(self.vectors).astype(np.float32), True
+        return [(0, self._f32)]
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        atomic_joblib_dump({
-            "format": STORE_FORMAT, "version": STORE_VERSION,
-            "feature_config": self.feature_config.to_dict(), "model_id": self.model_id, "dim": self.dim,
-            "vectors": self.vectors, "vec_track": self.vec_track, "vec_time": self.vec_time,
-            "tracks": [asdict(t) for t in self.tracks],
-        }, Path(path))
+        """Write the store as a folder: new and changed shards, the track table, then the
+        manifest (atomically), then delete what the manifest no longer names."""
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"{folder} is a file (a store of an older tagmatch?); store folders are a new "
+                             "format: give another --store path, or delete that file and index again")
+        folder.mkdir(parents=True, exist_ok=True)
+        self._flush()
+        same = self.folder is not None and self.folder.resolve() == folder.resolve()
+        for s in self.shards:
+            if s.file is None or not same:
+                name = f"shard-{secrets.token_hex(6)}.joblib"
+                atomic_joblib_dump({"vectors": np.asarray(s.vectors), "track": s.track, "time": s.time},
+                                   folder / name)
+                s.file = name
+        tracks_file = f"tracks-{secrets.token_hex(6)}.joblib"
+        atomic_joblib_dump([asdict(t) for t in self.tracks], folder / tracks_file)
+        manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, "model_id": self.model_id,
+                    "feature_config": self.feature_config.to_dict(), "dim": self.dim, "tracks": tracks_file,
+                    "n_tracks": len(self.tracks), "n_vectors": sum(len(s.time) for s in self.shards),
+                    "shards": [{"file": s.file, "n_tracks": s.n_tracks, "n_vectors": len(s.time)}
+                               for s in self.shards]}
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        named = {tracks_file, MANIFEST, *(s.file for s in self.shards)}
+        for p in folder.iterdir():  # files of earlier saves (or of a save cut short)
+            if p.name not in named and p.name.startswith(("shard-", "tracks-")) and p.suffix == ".joblib":
+                p.unlink()
+        fsync_dir(folder)
+        self.folder = folder
 
     @classmethod
-    def load(cls, path: Path) -> "Store":
+    def load(cls, path: Path, mmap: bool = True) -> "Store":
+        """Open a store folder; with `mmap` the vectors stay on disk until searched."""
         path = Path(path)
         if not path.exists():
             raise StoreError(f"no store at {path}: run `tagmatch index REF_DIR` first")
+        if not path.is_dir():
+            raise StoreError(_file_store_error(path))
         try:
-            d = joblib.load(path)
-        except Exception as exc:
+            m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"{path} is not a tagmatch store (no {MANIFEST})") from None
+        except (OSError, ValueError) as exc:
             raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}); "
                              "re-create it with `tagmatch index`") from exc
-        if not isinstance(d, dict) or d.get("format") != STORE_FORMAT:
+        if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
             raise StoreError(f"{path} is not a tagmatch store")
-        if d.get("version") != STORE_VERSION:
-            raise StoreError(f"store {path} has format version {d.get('version')}; this tagmatch reads "
+        if m.get("version") != STORE_VERSION:
+            raise StoreError(f"store {path} has format version {m.get('version')}; this tagmatch reads "
                              f"version {STORE_VERSION}: re-create it with `tagmatch index`")
-        return cls(
-            feature_config=FeatureConfig.from_dict(d["feature_config"]), model_id=d["model_id"],
-            dim=int(d["dim"]), vectors=d["vectors"], vec_track=d["vec_track"], vec_time=d["vec_time"],
-            tracks=[TrackInfo(**t) for t in d["tracks"]],
-        )
+        try:
+            tracks = [TrackInfo(**t) for t in joblib.load(path / m["tracks"])]
+            shards = []
+            for info in m["shards"]:
+                d = joblib.load(path / info["file"], mmap_mode="r" if mmap else None)
+                shards.append(Shard(d["vectors"], d["track"], d["time"], int(info["n_tracks"]), info["file"]))
+        except Exception as exc:
+            raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}: a file is missing "
+                             "or damaged); re-create it with `tagmatch index`") from exc
+        if sum(s.n_tracks for s in shards) != len(tracks):
+            raise StoreError(f"store {path} is inconsistent (shards and track table disagree); "
+                             "re-create it with `tagmatch index`")
+        store = cls(feature_config=FeatureConfig.from_dict(m["feature_config"]), model_id=m["model_id"],
+                    dim=int(m["dim"]), tracks=tracks, shards=shards)
+        store.folder = path
+        return store
 
     def check_model(self, model_id: str, feature_config: FeatureConfig, path: Path | str = "") -> None:
         """Refuse a store built with another model or front end."""
@@ -206,3 +338,22 @@ class Store:
     @property
     def hours(self) -> float:
         return sum(t.duration_s for t in self.tracks) / 3600
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a saved store takes on disk (all its files)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _file_store_error(path: Path) -> str:
+    """What a file where a store folder should be is: an older store, something else, or junk."""
+    try:
+        d = joblib.load(path)
+    except Exception as exc:
+        return (f"store {path} is unreadable or corrupt ({type(exc).__name__}); "
+                "re-create it with `tagmatch index`")
+    if isinstance(d, dict) and d.get("format") == STORE_FORMAT:
+        return (f"store {path} has format version {d.get('version')} (one file); this tagmatch reads "
+                f"version {STORE_VERSION} (a folder): re-create it with `tagmatch index --store NEW_PATH`")
+    return f"{path} is not a tagmatch store"

@@ -50,7 +50,7 @@ def library_store(fixture_dir, model, tmp_path_factory):
 
     store, report = index_library(fixture_dir / "library", None, model)
     assert not report.errors, report.errors
-    path = tmp_path_factory.mktemp("store") / "store.joblib"
+    path = tmp_path_factory.mktemp("store") / "store"
     store.save(path)
     return store, path
 

@@ -28,7 +28,7 @@ def tree_hashes(root: Path) -> dict:
 def cli_run(fixture_dir, tmp_path_factory):
     """index + scan --json through the CLI, with file hashes before and after."""
     tmp = tmp_path_factory.mktemp("cli")
-    store, out = tmp / "store.joblib", tmp / "scan.json"
+    store, out = tmp / "store", tmp / "scan.json"
     before = {**tree_hashes(fixture_dir / "library"), **tree_hashes(fixture_dir / "messy")}
     idx = run("index", fixture_dir / "library", "--store", store, "--quiet")
     scan = run("scan", fixture_dir / "messy", "--store", store, "--json", out, "--quiet")

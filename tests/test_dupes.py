@@ -156,7 +156,7 @@ def hashes(root: Path) -> dict:
 def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
     music = tmp_path / "music"
     shutil.copytree(dupes_dir, music)
-    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache.joblib")}
+    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache")}
     before = hashes(music)
     report = tmp_path / "dupes.json"
     out = run("dupes", music, "--json", report, "--quiet", env=env)
@@ -195,7 +195,7 @@ def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cli_refuses_a_quarantine_inside_the_scanned_folder(dupes_dir, tmp_path):
-    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache.joblib")}
+    env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "tagmatch", "dupes", str(dupes_dir), "--quarantine",
                            str(dupes_dir / "aside"), "--quiet"], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=600)

@@ -141,3 +141,87 @@ def test_blocked_top_k_equals_a_full_sort(n):
     got = np.sort(top_k_columns(sims, k, block=16), axis=1)
     want = np.sort(np.argsort(-sims, axis=1)[:, :k], axis=1)
     np.testing.assert_array_equal(got, want)
+
+
+# ---- the folder format: shards, mmap, incremental saves ---------------------------------------
+def _files(folder) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_a_save_writes_only_new_and_changed_shards(tmp_path):
+    folder = tmp_path / "store"
+    s = _toy_store(n_tracks=3)
+    s.save(folder)
+    first = _files(folder)
+    shard1 = [n for n in first if n.startswith("shard-")]
+    assert len(shard1) == 1 and "manifest.json" in first
+
+    r = Store.load(folder)
+    v = np.random.default_rng(9).standard_normal((4, r.dim)).astype(np.float32)
+    r.add_track(TrackInfo("/lib/new.flac", {}, 30.0, 1, 1), v / np.linalg.norm(v, axis=1, keepdims=True),
+                np.arange(4) * 0.5)
+    r.save(folder)
+    second = _files(folder)
+    assert second[shard1[0]] == first[shard1[0]]  # the old shard was not touched
+    assert len([n for n in second if n.startswith("shard-")]) == 2
+
+    r = Store.load(folder)
+    r.remove_tracks({3})  # the new track: only its shard goes
+    r.save(folder)
+    third = _files(folder)
+    assert [n for n in third if n.startswith("shard-")] == shard1 and third[shard1[0]] == first[shard1[0]]
+    assert len([n for n in third if n.startswith("tracks-")]) == 1  # earlier track tables are gone
+    back = Store.load(folder)
+    assert back.tracks == s.tracks
+    np.testing.assert_array_equal(back.vectors, s.vectors)
+    np.testing.assert_array_equal(back.vec_track, s.vec_track)
+
+
+def test_loading_maps_the_vectors_and_searches_shard_by_shard(tmp_path, monkeypatch):
+    import tagmatch.store as store_mod
+
+    s = _toy_store(n_tracks=4, per_track=50)
+    s.save(tmp_path / "a")
+    more = _toy_store(n_tracks=2, per_track=30, seed=5)
+    r = Store.load(tmp_path / "a")
+    for t, i in zip(more.tracks, range(2)):
+        r.add_track(t, more.vectors[more.vec_track == i], more.vec_time[more.vec_track == i])
+    r.save(tmp_path / "a")
+    r = Store.load(tmp_path / "a")
+    assert len(r.shards) == 2 and all(isinstance(sh.vectors, np.memmap) for sh in r.shards)
+    q = r.vectors[[3, 210, 225]].astype(np.float32) / vector_scale(r.dim)
+    cached = r.search(q, k=7)
+    monkeypatch.setattr(store_mod, "FLOAT_CACHE_BYTES", 0)  # big-store path: int8 shards, chunked
+    r2 = Store.load(tmp_path / "a")
+    idx, sim = r2.search(q, k=7, chunk=17)
+    np.testing.assert_array_equal(idx, cached[0])
+    np.testing.assert_allclose(sim, cached[1], rtol=1e-5)
+    assert list(idx[:, 0]) == [3, 210, 225]
+    assert list(r2.vec_track[idx[:, 0]]) == [0, 4, 4]
+
+
+def test_a_save_cut_short_leaves_the_old_store_and_the_next_save_tidies_up(tmp_path):
+    folder = tmp_path / "store"
+    s = _toy_store()
+    s.save(folder)
+    (folder / "shard-deadbeef0000.joblib").write_bytes(b"half a shard")  # a crash before the manifest
+    r = Store.load(folder)
+    assert r.tracks == s.tracks
+    r.save(folder)
+    assert not (folder / "shard-deadbeef0000.joblib").exists()
+
+
+def test_an_older_single_file_store_and_a_damaged_folder_say_what_to_do(tmp_path):
+    import joblib
+
+    old = tmp_path / "store.joblib"
+    joblib.dump({"format": "tagmatch-store", "version": 2}, old)
+    with pytest.raises(StoreError, match="version 2 .one file.*tagmatch index"):
+        Store.load(old)
+    folder = tmp_path / "store"
+    _toy_store().save(folder)
+    next(folder.glob("shard-*")).unlink()
+    with pytest.raises(StoreError, match="corrupt.*tagmatch index"):
+        Store.load(folder)
+    with pytest.raises(StoreError, match="is a file"):
+        _toy_store().save(old)

@@ -31,7 +31,7 @@ def report(dupes_dir, tmp_path_factory) -> tuple[Path, dict]:
     music = base / "music"
     shutil.copytree(dupes_dir, music)
     out = base / "dupes.json"
-    assert main(["dupes", str(music), "--json", str(out), "--quiet", "--cache", str(base / "cache.joblib")]) == 0
+    assert main(["dupes", str(music), "--json", str(out), "--quiet", "--cache", str(base / "cache")]) == 0
     return music.resolve(), load_dupes(out)
 
 

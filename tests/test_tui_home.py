@@ -29,7 +29,7 @@ from test_tui import manifest_scan
 @pytest.fixture
 def home_env(tmp_path, monkeypatch) -> Path:
     """Store and runs in tmp; returns the store path (not there yet)."""
-    store = tmp_path / "data" / "store.joblib"
+    store = tmp_path / "data" / "store"
     monkeypatch.setenv("TAGMATCH_STORE", str(store))
     monkeypatch.setenv("TAGMATCH_RUNS", str(tmp_path / "data" / "runs"))
     return store

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -417,9 +418,9 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
     """
     from tagmatch.errors import StoreError
     from tagmatch.index import index_library
-    from tagmatch.store import Store
+    from tagmatch.store import Store, disk_bytes
 
-    ref_dir, store_path, stats_path = cache / "ref", cache / "store.joblib", cache / "store-stats.json"
+    ref_dir, store_path, stats_path = cache / "ref", cache / "store", cache / "store-stats.json"
     by_name = link_reference(corpus, ref_dir)
     if reuse and store_path.exists() and stats_path.exists():
         try:
@@ -434,7 +435,7 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
             log("reference folder changed since the store was built: re-indexing")
         except StoreError as exc:
             log(f"cannot reuse the store ({exc}): re-indexing")
-    store_path.unlink(missing_ok=True)
+    shutil.rmtree(store_path, ignore_errors=True)  # ours: a cache of derived vectors
 
     def progress(p) -> None:
         if p.error:
@@ -447,7 +448,7 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
     store, report = index_library(ref_dir, None, model, progress=progress)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     store.save(store_path)
-    size = store_path.stat().st_size
+    size = disk_bytes(store_path)
     hours = max(report.audio_seconds / 3600, 1e-9)  # nothing indexed: no division by zero
     stats = {
         "tracks": len(store.tracks), "errors": report.errors, "audio_hours": round(hours, 3),

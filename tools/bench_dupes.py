@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     fc = model.feature_config
     c0, w0 = time.process_time(), time.perf_counter()
-    saved = args.out / f"store-{model.model_id}.joblib"
+    saved = args.out / f"store-{model.model_id}"
     if args.reuse_store and saved.exists():
         from tagmatch.store import Store
 

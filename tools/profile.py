@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tracks", type=int, default=15, help="reference tracks to decode and embed")
     ap.add_argument("--queries", type=int, default=80, help="cached excerpt queries to match")
     args = ap.parse_args(argv)
-    store_path = args.cache / "store.joblib"
+    store_path = args.cache / "store"
     if not store_path.exists():
         print(f"profile: no bench store at {store_path}; run `make bench` first. Skipping.")
         return 0

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", type=Path, help="bench store (default: the newest under ~/.cache/tagmatch/bench-dupes)")
     ap.add_argument("--files", type=int, default=10_000)
     args = ap.parse_args(argv)
-    path = args.store or max(CACHE.glob("store-*.joblib"), key=lambda p: p.stat().st_mtime, default=None)
+    stores = [p for p in CACHE.glob("store-*") if p.is_dir()]
+    path = args.store or max(stores, key=lambda p: p.stat().st_mtime, default=None)
     if path is None or not path.exists():
         print("no bench store: run `make bench-dupes` first", file=sys.stderr)
         return 0

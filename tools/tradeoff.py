@@ -103,12 +103,10 @@ def make_store(ref: dict, v: Variant, model, proj: np.ndarray | None) -> Store:
     if proj is not None:
         vecs = _unit(vecs @ proj)
     dim = vecs.shape[1]
-    store = Store(feature_config=fc, model_id=model.model_id, dim=dim)
-    store.tracks = [TrackInfo(name, {}, d, 0, 0) for name, d in ref["tracks"]]
-    store.vectors = (quantize(vecs, dim) if v.dtype == "int8" else vecs.astype(v.dtype))
-    store.vec_track = ref["track"][keep]
-    store.vec_time = (ref["frames"][keep] * fc.frame_seconds).astype(np.float32)
-    return store
+    return Store(feature_config=fc, model_id=model.model_id, dim=dim,
+                 tracks=[TrackInfo(name, {}, d, 0, 0) for name, d in ref["tracks"]],
+                 vectors=quantize(vecs, dim) if v.dtype == "int8" else vecs.astype(v.dtype),
+                 vec_track=ref["track"][keep], vec_time=(ref["frames"][keep] * fc.frame_seconds).astype(np.float32))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
