@@ -25,8 +25,8 @@ def _console():
 
 @contextmanager
 def graceful_interrupt():
-    """First Ctrl-C asks the running job to stop after the current item (so what is done gets
-    saved); a second one interrupts at once."""
+    """First Ctrl-C (or `kill`, SIGTERM) asks the running job to stop after the current item (so
+    what is done gets saved); a second one interrupts at once."""
     import signal
     import threading
 
@@ -38,11 +38,12 @@ def graceful_interrupt():
         stop.set()
         _err("stopping after the current item (Ctrl-C again to abort)")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def _err(msg: str) -> None:
@@ -117,7 +118,9 @@ def cmd_index(args) -> int:
     from tagmatch.jobs import index_job
 
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
-        res = index_job(args.ref_dir, _store_path(args.store), args.model, on_step=on_step, should_stop=stopped)
+        res = index_job(args.ref_dir, _store_path(args.store), args.model, on_step=on_step, should_stop=stopped,
+                        backend=args.backend, n_jobs=args.jobs,
+                        scheduler=args.scheduler)
     if res.stopped:
         _err("interrupted: what was indexed so far is saved; run the same command to continue")
     store, report = res.store, res.report
@@ -493,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("index", help="embed a reference library into the store (incremental)")
     sp.add_argument("ref_dir", type=Path)
+    sp.add_argument("--backend", choices=("local", "joblib", "dask"),
+                    help="local (default: fastest on a small machine), joblib (worker processes on all "
+                         "cores), dask (a cluster; see --scheduler)")
+    sp.add_argument("--jobs", type=int, metavar="N", help="worker processes for joblib or a local dask cluster")
+    sp.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler, e.g. tcp://HOST:8786 (implies "
+                                                           "--backend dask; without it dask starts a local cluster)")
     common(sp)
     sp.set_defaults(func=cmd_index)
 

@@ -3,10 +3,19 @@
 Only new or changed files (size or mtime differ) are decoded and embedded; tracks whose files
 disappeared from the indexed folder are dropped. Decoding and mel computation run in a thread
 pool ahead of the encoder, so the two cores stay busy.
+
+Backends: "local" (the above: the fastest on a small machine), "joblib" (whole files on local
+worker processes) and "dask" (whole files on a distributed cluster). The parallel ones run
+`embed_file` in workers that load the model themselves; the calling process alone owns the store,
+adding results in file order as they come, so every backend builds the same store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +24,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tagmatch.audio import find_audio_files, load_audio
-from tagmatch.errors import TagmatchError
+from tagmatch.errors import ModelError, TagmatchError
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
-from tagmatch.modelio import LoadedModel
-from tagmatch.store import Store, TrackInfo
+from tagmatch.modelio import LoadedModel, default_model_path, load_model
+from tagmatch.store import Store, TrackInfo, quantize
 from tagmatch.tags import read_tags
 
 SILENT_RMS = 1e-4  # about -80 dBFS
+BACKENDS = ("local", "joblib", "dask")
 
 
 @dataclass
@@ -89,9 +99,24 @@ def index_library(
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backend: str = "local",
+    n_jobs: int | None = None,
+    scheduler: str | None = None,
+    model_path: Path | str | None = None,
 ) -> tuple[Store, IndexReport]:
     """Bring `store` up to date with the audio files under `root` (the store is edited in place
-    and returned; a new one is made when `store` is None). Nothing under `root` is modified."""
+    and returned; a new one is made when `store` is None). Nothing under `root` is modified.
+
+    `backend` "joblib" uses `n_jobs` worker processes (default: all cores); "dask" the cluster at
+    `scheduler`, else a local one of `n_jobs` (default 2) worker processes. Their workers load the
+    model from `model_path` (None: $TAGMATCH_MODEL, else the shipped default), which must be the
+    file `model` came from: a worker that finds another model id fails the run. A stop
+    (`should_stop`, checked after each file) loses at most the files in flight; the caller saves.
+    """
+    if backend not in BACKENDS:
+        raise TagmatchError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if n_jobs is not None and n_jobs < 1:
+        raise TagmatchError(f"the number of jobs must be at least 1, not {n_jobs}")
     cfg = model.feature_config
     if store is not None:
         store.check_model(model.model_id, cfg)
@@ -116,20 +141,174 @@ def index_library(
             stale.add(i)
         todo.append((p, st, i is not None))
     store.remove_tracks(gone | stale)
+    stop = should_stop or (lambda: False)
 
-    for n, (p, st, was_known, (windows, times, dur, tags, err)) in enumerate(_prefetch(todo, cfg), 1):
-        if should_stop and should_stop():
-            break
-        if err is None:
-            vectors = model.embed(windows)
-            store.add_track(TrackInfo(str(p), tags, dur, st.st_size, st.st_mtime_ns), vectors, times)
+    def record(n: int, item: tuple, fe: FileEmbedding) -> None:
+        p, st, was_known = item
+        if fe.error is None:
+            store.add_track(TrackInfo(str(p), fe.tags, fe.duration_s, st.st_size, st.st_mtime_ns),
+                            fe.vectors, fe.times)
             (report.updated if was_known else report.added).append(str(p))
-            report.audio_seconds += dur
+            report.audio_seconds += fe.duration_s
         else:
-            report.errors.append((str(p), err))
+            report.errors.append((str(p), fe.error))
         if progress:
-            progress(Progress(n, len(todo), str(p), err))
+            progress(Progress(n, len(todo), str(p), fe.error))
+
+    if backend == "local":
+        for n, (p, st, was_known, (windows, times, dur, tags, err)) in enumerate(_prefetch(todo, cfg), 1):
+            if stop():
+                break
+            vectors = model.embed(windows) if err is None else None
+            record(n, (p, st, was_known), FileEmbedding(str(p), vectors, times, dur, tags, err))
+        return store, report
+
+    if not todo or stop():
+        return store, report
+    paths = [str(p) for p, _, _ in todo]
+    model_path = model_path or os.environ.get("TAGMATCH_MODEL")
+    model_path = str(Path(model_path).resolve()) if model_path else None  # workers may not share our cwd
+    results = (_joblib_results(paths, model_path, model.model_id, n_jobs) if backend == "joblib"
+               else _dask_results(paths, model_path, model.model_id, n_jobs, scheduler))
+    with contextlib.closing(results):  # closing cancels what is still in flight
+        for n, (i, fe) in enumerate(results, 1):
+            record(n, todo[i], fe)
+            if stop():
+                break
     return store, report
+
+
+# ---- parallel backends: whole files in worker processes ------------------------------------------
+@dataclass
+class FileEmbedding:
+    """One file's result, as a worker sends it back: small and picklable (no model inside)."""
+
+    path: str
+    vectors: np.ndarray | None  # [shape=(n, dim)] int8 from workers (the store's form), float locally
+    times: np.ndarray | None  # [shape=(n,)] window starts in seconds
+    duration_s: float = 0.0
+    tags: dict = field(default_factory=dict)
+    error: str | None = None  # one line; the other fields are empty then
+
+
+_WORKER_MODELS: dict[str | None, LoadedModel] = {}  # per worker process: load + jit once, not per file
+
+
+def embed_file(path: str, model_path: str | None, model_id: str) -> FileEmbedding:
+    """Decode, window and embed one file (in a worker process). The model is loaded from
+    `model_path` (None: the worker's shipped default; never its environment) once per process
+    and must have id `model_id`, or the run fails: vectors of another model would be garbage."""
+    model = _WORKER_MODELS.get(model_path)
+    if model is None or model.model_id != model_id:  # first file here, or the file was replaced
+        _ignore_sigint()
+        model = _WORKER_MODELS[model_path] = load_model(model_path or default_model_path())
+    if model.model_id != model_id:
+        raise ModelError(f"a worker loaded model {model.model_id} from {model_path or 'its shipped default'}, "
+                         f"not {model_id}: every worker must see the same model file (pass --model)")
+    windows, times, dur, tags, err = _prepare(Path(path), model.feature_config)
+    if err is not None:
+        return FileEmbedding(path, None, None, error=err)
+    return FileEmbedding(path, quantize(model.embed(windows), model.dim), times, dur, tags)
+
+
+def _ignore_sigint() -> None:
+    """Ctrl-C reaches the whole process group: workers leave it to the client, which stops
+    cleanly after the current file (they are ended when it closes the pool)."""
+    import multiprocessing
+    import signal
+    import threading
+
+    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Worker processes started in here inherit an ignored SIGINT (Python keeps it ignored), so a
+    Ctrl-C, which reaches the whole process group, does not kill them mid-start or mid-file: the
+    client alone stops, cleanly, after the current file."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _joblib_results(paths: list[str], model_path: str | None, model_id: str,
+                    n_jobs: int | None) -> Iterator[tuple[int, FileEmbedding]]:
+    """(index, result) in file order, from loky worker processes; closing it cancels the rest."""
+    from joblib import Parallel, delayed
+
+    with _children_ignore_sigint():
+        gen = Parallel(n_jobs=n_jobs or -1, return_as="generator")(
+            delayed(embed_file)(p, model_path, model_id) for p in paths)
+    try:
+        yield from enumerate(gen)
+    finally:
+        with warnings.catch_warnings():  # "tasks executed but not used": expected on a stop
+            warnings.simplefilter("ignore", UserWarning)
+            gen.close()
+
+
+def _dask_results(paths: list[str], model_path: str | None, model_id: str, n_jobs: int | None,
+                  scheduler: str | None) -> Iterator[tuple[int, FileEmbedding]]:
+    """(index, result) in file order, from a dask cluster: the one at `scheduler`, else a local one
+    we start and close. A few files per worker thread are in flight, so memory stays flat and a
+    stop (closing this) throws away little; results that finish early wait for their turn."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="10s")
+        else:
+            import logging
+
+            with _children_ignore_sigint():
+                cluster = LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+        client.wait_for_workers(1, timeout=60)
+    except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: a local worker failed to start
+        if cluster is not None:
+            cluster.close()
+        where = f"the dask scheduler at {scheduler}" if scheduler else "a local dask cluster"
+        raise TagmatchError(f"cannot use {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    in_flight: dict = {}
+    try:
+        ahead = 2 * sum(client.nthreads().values()) + 2
+        todo = iter(enumerate(paths))
+        done = as_completed()
+
+        def feed() -> None:
+            for i, p in itertools.islice(todo, max(0, ahead - len(in_flight))):
+                f = client.submit(embed_file, p, model_path, model_id, pure=False)
+                in_flight[f] = i
+                done.add(f)
+
+        feed()
+        ready: dict[int, FileEmbedding] = {}
+        nxt = 0
+        for f in done:
+            ready[in_flight.pop(f)] = f.result()  # a worker's exception is raised here
+            f.release()
+            while nxt in ready:
+                yield nxt, ready.pop(nxt)
+                nxt += 1
+            feed()
+    finally:
+        if in_flight:
+            client.cancel(list(in_flight))
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _prefetch(todo, cfg) -> Iterator:

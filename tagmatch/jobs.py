@@ -63,21 +63,41 @@ class IndexResult:
     stopped: bool
 
 
+SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill loses at most this much
+
+
 def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
-              on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> IndexResult:
-    """Bring the store at `store_path` up to date with `ref_dir`, and save it (also when stopped)."""
+              on_step: OnStep = _quiet, should_stop: ShouldStop = _never, backend: str | None = None,
+              n_jobs: int | None = None, scheduler: str | None = None,
+              save_every_s: float = SAVE_EVERY_S) -> IndexResult:
+    """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
+    `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
+    Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
+    `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
+    is "dask" with a scheduler address, else "local"."""
     from tagmatch.index import index_library
     from tagmatch.modelio import load_model
+    from tagmatch.store import Store
 
     if not Path(ref_dir).is_dir():
         raise TagmatchError(f"not a folder: {ref_dir}")
     model = load_model(model_path)
-    store = open_store(store_path, model, must_exist=False)
+    store = open_store(store_path, model, must_exist=False) or Store(
+        feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
+    last_save = time.monotonic()
 
     def progress(p) -> None:
+        nonlocal last_save
+        if time.monotonic() - last_save >= save_every_s:
+            store.save(store_path)  # between files the store is whole
+            last_save = time.monotonic()
         on_step(Step("indexing", p.done, p.total, p.path, p.error))
 
-    store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop)
+    backend = backend or ("dask" if scheduler else "local")
+    if scheduler and backend != "dask":
+        raise TagmatchError(f"a scheduler address needs the dask backend, not {backend}")
+    store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
+                                  backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
     store.save(store_path)
     return IndexResult(store, report, store_path, should_stop())
 

@@ -35,6 +35,8 @@ STORE_FORMAT = "tagmatch-store"
 STORE_VERSION = 3
 MANIFEST = "manifest.json"
 SHARD_VECTORS = 1 << 21  # new tracks are cut into shards of about this many vectors (128 MB at 60-d)
+SMALL_SHARD = SHARD_VECTORS // 16  # saves during a long index leave small shards: merged past
+MAX_SMALL_SHARDS = 8  # this many, so a store never opens thousands of files
 VECTOR_DTYPE = np.int8  # 1 byte a dimension, a quarter of float32 (cost: docs/benchmarks.md)
 
 
@@ -268,6 +270,7 @@ class Store:
                              "format: give another --store path, or delete that file and index again")
         folder.mkdir(parents=True, exist_ok=True)
         self._flush()
+        self._merge_small_shards()
         same = self.folder is not None and self.folder.resolve() == folder.resolve()
         for s in self.shards:
             if s.file is None or not same:
@@ -289,6 +292,36 @@ class Store:
                 p.unlink()
         fsync_dir(folder)
         self.folder = folder
+
+    def _merge_small_shards(self) -> None:
+        """Past MAX_SMALL_SHARDS small shards, merge runs of neighbouring small shards into one
+        (only those are rewritten; track order and numbering do not change)."""
+        if sum(len(s.time) < SMALL_SHARD for s in self.shards) <= MAX_SMALL_SHARDS:
+            return
+        merged: list[Shard] = []
+        run: list[Shard] = []
+
+        def close_run() -> None:
+            if len(run) == 1:
+                merged.append(run[0])
+            elif run:
+                offsets = np.cumsum([0] + [r.n_tracks for r in run[:-1]]).astype(np.int32)
+                merged.append(Shard(np.concatenate([np.asarray(r.vectors) for r in run]),
+                                    np.concatenate([r.track + o for r, o in zip(run, offsets)]),
+                                    np.concatenate([np.asarray(r.time) for r in run]),
+                                    sum(r.n_tracks for r in run)))
+
+        for s in self.shards:
+            small = len(s.time) < SMALL_SHARD
+            if small and sum(len(r.time) for r in run) + len(s.time) <= SHARD_VECTORS:
+                run.append(s)
+                continue
+            close_run()
+            run = [s] if small else []
+            if not small:
+                merged.append(s)
+        close_run()
+        self.shards = merged
 
     @classmethod
     def load(cls, path: Path, mmap: bool = True) -> "Store":

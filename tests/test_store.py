@@ -225,3 +225,46 @@ def test_an_older_single_file_store_and_a_damaged_folder_say_what_to_do(tmp_path
         Store.load(folder)
     with pytest.raises(StoreError, match="is a file"):
         _toy_store().save(old)
+
+
+def test_many_small_saves_are_merged_into_few_shards(tmp_path, monkeypatch):
+    import tagmatch.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SMALL_SHARD", 100)
+    monkeypatch.setattr(store_mod, "MAX_SMALL_SHARDS", 3)
+    folder = tmp_path / "store"
+    s = _toy_store(n_tracks=1)
+    want = _toy_store(n_tracks=12)
+    for i in range(12):  # one save per track, as a long index does every few seconds
+        if i:
+            sel = want.vec_track == i
+            s.add_track(want.tracks[i], want.vectors[sel], want.vec_time[sel])
+        s.save(folder)
+    assert len(s.shards) <= 4
+    back = Store.load(folder)
+    assert back.tracks == want.tracks
+    np.testing.assert_array_equal(back.vectors, want.vectors)
+    np.testing.assert_array_equal(back.vec_track, want.vec_track)
+    assert len(list(folder.glob("shard-*"))) == len(back.shards)
+
+
+def test_a_crash_mid_index_keeps_the_files_done_and_a_rerun_finishes(fixture_dir, tmp_path, library_store):
+    from tagmatch.audio import find_audio_files
+    from tagmatch.jobs import index_job
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(step):
+        if step.done == 3:
+            raise Crash  # the process dies here: no final save
+
+    folder = tmp_path / "store"
+    with pytest.raises(Crash):
+        index_job(fixture_dir / "library", folder, on_step=crash_at_3, save_every_s=0)
+    kept = Store.load(folder)
+    assert len(kept.tracks) == 3  # saved before each file's report: the third is in
+    res = index_job(fixture_dir / "library", folder)
+    assert res.report.unchanged == 3 and len(res.report.added) == len(find_audio_files(fixture_dir / "library")) - 3
+    whole, _ = library_store
+    assert sorted(t.path for t in res.store.tracks) == sorted(t.path for t in whole.tracks)
