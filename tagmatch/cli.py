@@ -137,7 +137,8 @@ def cmd_scan(args) -> int:
     json_path = args.json or new_scan_path(args.dir)
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         res = scan_job(args.dir, _store_path(args.store), args.model, threshold=args.threshold,
-                       json_path=json_path, on_step=on_step, should_stop=stopped)
+                       json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
+                       n_jobs=args.jobs, scheduler=args.scheduler)
     results, store = res.results, res.store
     if not results:
         raise TagmatchError("interrupted before the first file was matched")
@@ -479,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--store", type=Path, help="store file (default: $TAGMATCH_STORE or the user data dir)")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
+    def workers(sp):
+        sp.add_argument("--backend", choices=("local", "joblib", "dask"),
+                        help="local (default: fastest on a small machine), joblib (worker processes on all "
+                             "cores), dask (a cluster; see --scheduler)")
+        sp.add_argument("--jobs", type=int, metavar="N", help="worker processes for joblib or a local dask cluster")
+        sp.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler, e.g. tcp://HOST:8786 (implies "
+                                                               "--backend dask; without it dask starts a local cluster)")
+
     sp = sub.add_parser("train", help="train an encoder on folders of audio (no labels needed)")
     sp.add_argument("sources", type=Path, nargs="+", help="folders, audio files, or text files listing paths")
     sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
@@ -496,12 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("index", help="embed a reference library into the store (incremental)")
     sp.add_argument("ref_dir", type=Path)
-    sp.add_argument("--backend", choices=("local", "joblib", "dask"),
-                    help="local (default: fastest on a small machine), joblib (worker processes on all "
-                         "cores), dask (a cluster; see --scheduler)")
-    sp.add_argument("--jobs", type=int, metavar="N", help="worker processes for joblib or a local dask cluster")
-    sp.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler, e.g. tcp://HOST:8786 (implies "
-                                                           "--backend dask; without it dask starts a local cluster)")
+    workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_index)
 
@@ -509,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", type=Path)
     sp.add_argument("--json", type=Path, help="write the results as JSON to this file")
     sp.add_argument("--threshold", type=float, default=0.5, help="confidence below which a file is unknown")
+    workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_scan)
 

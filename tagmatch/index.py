@@ -13,9 +13,6 @@ adding results in file order as they come, so every backend builds the same stor
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +21,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tagmatch.audio import find_audio_files, load_audio
-from tagmatch.errors import ModelError, TagmatchError
+from tagmatch.errors import TagmatchError
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
-from tagmatch.modelio import LoadedModel, default_model_path, load_model
+from tagmatch.modelio import LoadedModel
+from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, worker_model
 from tagmatch.store import Store, TrackInfo, quantize
 from tagmatch.tags import read_tags
 
 SILENT_RMS = 1e-4  # about -80 dBFS
-BACKENDS = ("local", "joblib", "dask")
 
 
 @dataclass
@@ -113,10 +110,7 @@ def index_library(
     file `model` came from: a worker that finds another model id fails the run. A stop
     (`should_stop`, checked after each file) loses at most the files in flight; the caller saves.
     """
-    if backend not in BACKENDS:
-        raise TagmatchError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if n_jobs is not None and n_jobs < 1:
-        raise TagmatchError(f"the number of jobs must be at least 1, not {n_jobs}")
+    check_backend(backend, n_jobs)
     cfg = model.feature_config
     if store is not None:
         store.check_model(model.model_id, cfg)
@@ -166,10 +160,8 @@ def index_library(
     if not todo or stop():
         return store, report
     paths = [str(p) for p, _, _ in todo]
-    model_path = model_path or os.environ.get("TAGMATCH_MODEL")
-    model_path = str(Path(model_path).resolve()) if model_path else None  # workers may not share our cwd
-    results = (_joblib_results(paths, model_path, model.model_id, n_jobs) if backend == "joblib"
-               else _dask_results(paths, model_path, model.model_id, n_jobs, scheduler))
+    model_path = model_path_for_workers(model_path)
+    results = ordered_map(embed_file, [(p, model_path, model.model_id) for p in paths], backend, n_jobs, scheduler)
     with contextlib.closing(results):  # closing cancels what is still in flight
         for n, (i, fe) in enumerate(results, 1):
             record(n, todo[i], fe)
@@ -191,124 +183,15 @@ class FileEmbedding:
     error: str | None = None  # one line; the other fields are empty then
 
 
-_WORKER_MODELS: dict[str | None, LoadedModel] = {}  # per worker process: load + jit once, not per file
-
-
 def embed_file(path: str, model_path: str | None, model_id: str) -> FileEmbedding:
     """Decode, window and embed one file (in a worker process). The model is loaded from
     `model_path` (None: the worker's shipped default; never its environment) once per process
     and must have id `model_id`, or the run fails: vectors of another model would be garbage."""
-    model = _WORKER_MODELS.get(model_path)
-    if model is None or model.model_id != model_id:  # first file here, or the file was replaced
-        _ignore_sigint()
-        model = _WORKER_MODELS[model_path] = load_model(model_path or default_model_path())
-    if model.model_id != model_id:
-        raise ModelError(f"a worker loaded model {model.model_id} from {model_path or 'its shipped default'}, "
-                         f"not {model_id}: every worker must see the same model file (pass --model)")
+    model = worker_model(model_path, model_id)
     windows, times, dur, tags, err = _prepare(Path(path), model.feature_config)
     if err is not None:
         return FileEmbedding(path, None, None, error=err)
     return FileEmbedding(path, quantize(model.embed(windows), model.dim), times, dur, tags)
-
-
-def _ignore_sigint() -> None:
-    """Ctrl-C reaches the whole process group: workers leave it to the client, which stops
-    cleanly after the current file (they are ended when it closes the pool)."""
-    import multiprocessing
-    import signal
-    import threading
-
-    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _children_ignore_sigint() -> Iterator[None]:
-    """Worker processes started in here inherit an ignored SIGINT (Python keeps it ignored), so a
-    Ctrl-C, which reaches the whole process group, does not kill them mid-start or mid-file: the
-    client alone stops, cleanly, after the current file."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _joblib_results(paths: list[str], model_path: str | None, model_id: str,
-                    n_jobs: int | None) -> Iterator[tuple[int, FileEmbedding]]:
-    """(index, result) in file order, from loky worker processes; closing it cancels the rest."""
-    from joblib import Parallel, delayed
-
-    with _children_ignore_sigint():
-        gen = Parallel(n_jobs=n_jobs or -1, return_as="generator")(
-            delayed(embed_file)(p, model_path, model_id) for p in paths)
-    try:
-        yield from enumerate(gen)
-    finally:
-        with warnings.catch_warnings():  # "tasks executed but not used": expected on a stop
-            warnings.simplefilter("ignore", UserWarning)
-            gen.close()
-
-
-def _dask_results(paths: list[str], model_path: str | None, model_id: str, n_jobs: int | None,
-                  scheduler: str | None) -> Iterator[tuple[int, FileEmbedding]]:
-    """(index, result) in file order, from a dask cluster: the one at `scheduler`, else a local one
-    we start and close. A few files per worker thread are in flight, so memory stays flat and a
-    stop (closing this) throws away little; results that finish early wait for their turn."""
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    try:
-        if scheduler:
-            client = Client(scheduler, timeout="10s")
-        else:
-            import logging
-
-            with _children_ignore_sigint():
-                cluster = LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
-            client = Client(cluster)
-        client.wait_for_workers(1, timeout=60)
-    except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: a local worker failed to start
-        if cluster is not None:
-            cluster.close()
-        where = f"the dask scheduler at {scheduler}" if scheduler else "a local dask cluster"
-        raise TagmatchError(f"cannot use {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-
-    in_flight: dict = {}
-    try:
-        ahead = 2 * sum(client.nthreads().values()) + 2
-        todo = iter(enumerate(paths))
-        done = as_completed()
-
-        def feed() -> None:
-            for i, p in itertools.islice(todo, max(0, ahead - len(in_flight))):
-                f = client.submit(embed_file, p, model_path, model_id, pure=False)
-                in_flight[f] = i
-                done.add(f)
-
-        feed()
-        ready: dict[int, FileEmbedding] = {}
-        nxt = 0
-        for f in done:
-            ready[in_flight.pop(f)] = f.result()  # a worker's exception is raised here
-            f.release()
-            while nxt in ready:
-                yield nxt, ready.pop(nxt)
-                nxt += 1
-            feed()
-    finally:
-        if in_flight:
-            client.cancel(list(in_flight))
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _prefetch(todo, cfg) -> Iterator:

@@ -93,9 +93,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
             last_save = time.monotonic()
         on_step(Step("indexing", p.done, p.total, p.path, p.error))
 
-    backend = backend or ("dask" if scheduler else "local")
-    if scheduler and backend != "dask":
-        raise TagmatchError(f"a scheduler address needs the dask backend, not {backend}")
+    backend = _backend(backend, scheduler)
     store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
                                   backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
     store.save(store_path)
@@ -116,29 +114,54 @@ class ScanResult:
 
 
 def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, threshold: float = 0.5,
-             json_path: Path | None = None, on_step: OnStep = _quiet,
-             should_stop: ShouldStop = _never) -> ScanResult:
+             json_path: Path | None = None, on_step: OnStep = _quiet, should_stop: ShouldStop = _never,
+             backend: str | None = None, n_jobs: int | None = None, scheduler: str | None = None) -> ScanResult:
     """Match every audio file under `target`; write the scan JSON to `json_path` when given
-    (a stopped scan writes the files done so far)."""
+    (a stopped scan writes the files done so far). `backend` "joblib" or "dask" matches whole
+    files on worker processes (tagmatch.parallel), each opening the store memory-mapped; the
+    results are the same as the local run's, in the same order."""
+    import contextlib
+
     from tagmatch.match import MatchConfig
     from tagmatch.modelio import load_model
-    from tagmatch.scan import scan, scan_json, scan_paths, write_scan_json
+    from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map
+    from tagmatch.scan import match_in_worker, scan, scan_json, scan_paths, write_scan_json
 
     if not Path(target).exists():
         raise TagmatchError(f"not found: {target}")
+    backend = _backend(backend, scheduler)
+    check_backend(backend, n_jobs)
     model = load_model(model_path)
     store = open_store(store_path, model, must_exist=True)
     paths = scan_paths(target)
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
+    cfg = MatchConfig(threshold=threshold)
+    if backend == "local":
+        matches = scan(paths, store, model, cfg, should_stop=should_stop)
+    else:
+        args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg)
+                for p in paths]
+        matches = (m for _, m in ordered_map(match_in_worker, args, backend, n_jobs, scheduler))
     results = []
-    for m in scan(paths, store, model, MatchConfig(threshold=threshold), should_stop=should_stop):
-        results.append(m)
-        on_step(Step("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
+    with contextlib.closing(matches):  # closing a parallel run cancels what is in flight
+        for m in matches:
+            results.append(m)
+            on_step(Step("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
+            if should_stop():
+                break
     doc = scan_json(results, store, store_path, target)
     if json_path is not None and results:
         write_scan_json(doc, json_path)
     return ScanResult(results, store, doc, should_stop(), json_path if results else None)
+
+
+def _backend(backend: str | None, scheduler: str | None) -> str:
+    """A scheduler address implies dask; the default is the local path."""
+    backend = backend or ("dask" if scheduler else "local")
+    if scheduler and backend != "dask":
+        raise TagmatchError(f"a scheduler address needs the dask backend, not {backend}")
+    return backend
 
 
 def default_scans_dir() -> Path:

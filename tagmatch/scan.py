@@ -40,6 +40,27 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
         yield match_file(p, store, model, cfg)
 
 
+_WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped) once, not per file
+
+
+def match_in_worker(path: str, store_path: str, model_path: str | None, model_id: str,
+                    cfg: MatchConfig) -> FileMatch:
+    """Match one file in a worker process (tagmatch.parallel). The worker opens the store itself,
+    once per store version (a re-index between scans changes its manifest), memory-mapped; track
+    numbers in the result are the same as in the client's copy of that store."""
+    from tagmatch.parallel import worker_model
+    from tagmatch.store import MANIFEST
+
+    model = worker_model(model_path, model_id)
+    key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns)
+    store = _WORKER_STORES.get(key)
+    if store is None:
+        _WORKER_STORES.clear()
+        store = _WORKER_STORES[key] = Store.load(Path(store_path))
+        store.check_model(model.model_id, model.feature_config, store_path)
+    return match_file(path, store, model, cfg)
+
+
 def candidate_json(c: Candidate, store: Store) -> dict:
     t = store.tracks[c.track]
     tags = {k: t.tags.get(k) for k in JSON_TAGS}

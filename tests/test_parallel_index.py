@@ -1,5 +1,5 @@
-"""Parallel indexing: joblib worker processes and a dask cluster build the same store as the local
-path, a stop keeps what is done, and a re-run completes it."""
+"""Parallel indexing and scanning: joblib worker processes and a dask cluster build the same store
+and give the same scan as the local path; a stop keeps what is done, and a re-run completes it."""
 
 from __future__ import annotations
 
@@ -107,3 +107,18 @@ def test_cli_index_with_a_local_dask_cluster(fixture_dir, library_store, tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert f"added {len(library_store[0].tracks)}," in proc.stdout and "errors 0" in proc.stdout
     assert_same_store(library_store[0], Store.load(store_path))
+
+
+@pytest.mark.parametrize("backend", ["joblib", "dask"])
+def test_a_parallel_scan_gives_the_local_results(backend, fixture_dir, library_store, cluster):
+    """Scanning whole files on worker processes (each opens the store itself) changes nothing."""
+    from tagmatch.jobs import scan_job
+
+    _, store_path = library_store
+    kw = {"scheduler": cluster.scheduler_address} if backend == "dask" else {"n_jobs": 2}
+    local = scan_job(fixture_dir / "messy", store_path)
+    seen = []
+    par = scan_job(fixture_dir / "messy", store_path, backend=backend, on_step=seen.append, **kw)
+    assert par.doc["files"] == local.doc["files"]
+    assert [s.done for s in seen] == list(range(1, len(local.results) + 1))
+    assert local.count("match") > 0 and local.count("error") > 0  # the fixtures' broken files too
