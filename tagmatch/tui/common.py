@@ -129,6 +129,29 @@ def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
             f"{r.status}" + (f" ({counts})" if counts else ""), how)
 
 
+def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") -> tuple[str, str, str | None, int]:
+    """Run an approved plan as a journaled run (call it in a worker thread), as the CLI's
+    `apply --yes` / `dupes --quarantine --yes` do: (message, severity, run id or None, files done)."""
+    from tagmatch.apply import apply_plan, start_run
+    from tagmatch.errors import TagmatchError
+    from tagmatch.journal import default_runs_dir
+
+    try:
+        run = start_run(plan, default_runs_dir(), scan=scan)
+        results = []
+        for r in apply_plan(plan, run, should_stop=cancelled):
+            results.append(r)
+            on_progress(len(results))
+    except (TagmatchError, OSError) as exc:
+        return f"failed: {exc}", "error", None, 0
+    done = sum(r.status == "done" for r in results)
+    failed = [r for r in results if r.status == "failed"]
+    left = len(plan.ops) - len(results)
+    msg = (f"run {run.id}: {done} {done_word}, {len(failed)} failed" + (f", {left} not started" if left else "")
+           + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
+    return msg, "warning" if failed or left else "information", run.id, done
+
+
 def undo_summary(results) -> tuple[int, int]:
     """(undone, refused) of a finished undo."""
     undone = sum(r.status == "undone" for r in results)

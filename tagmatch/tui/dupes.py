@@ -20,12 +20,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from tagmatch.apply import apply_plan, start_run
 from tagmatch.dupes import check_quarantine, keeper_reason, quarantine_plan, save_dupes, set_keeper
 from tagmatch.errors import TagmatchError
-from tagmatch.journal import default_runs_dir
 from tagmatch.plan import Plan
-from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, common_folder, rel
+from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, carry_out, common_folder, rel
 
 WIDE, DETAIL_W = 140, 46  # from this width on the detail pane sits on the right (the table needs more than Review's)
 QUARANTINE_NAME = "tagmatch-quarantine"
@@ -332,19 +330,9 @@ class DupesScreen(TableKeys, Screen):
         """Carry the moves out as a journaled run, as `tagmatch dupes --quarantine DIR --yes` does
         (off the UI thread; stops between files when the worker is cancelled)."""
         worker = get_current_worker()
-        try:
-            run = start_run(plan, default_runs_dir(), scan=f"dupes --quarantine {plan.dest}")
-            results = []
-            for r in apply_plan(plan, run, should_stop=lambda: worker.is_cancelled):
-                results.append(r)
-                self.app.call_from_thread(self._progress, len(results))
-        except (TagmatchError, OSError) as exc:
-            self.app.call_from_thread(self._end, f"move failed: {exc}", "error")
-            return
-        done = sum(r.status == "done" for r in results)
-        failed = [r for r in results if r.status == "failed"]
-        left = len(plan.ops) - len(results)
-        msg = (f"run {run.id}: {done} moved, {len(failed)} failed" + (f", {left} not started" if left else "")
-               + (f"; undo: r (Runs) or `tagmatch undo {run.id}`" if done else "")
-               + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
-        self.app.call_from_thread(self._end, msg, "warning" if failed or left else "information")
+        msg, severity, run_id, done = carry_out(plan, f"dupes --quarantine {plan.dest}",
+                                                lambda n: self.app.call_from_thread(self._progress, n),
+                                                lambda: worker.is_cancelled, done_word="moved")
+        if done:
+            msg += f"\nundo: r (Runs) or `tagmatch undo {run_id}`"
+        self.app.call_from_thread(self._end, msg if run_id else f"move {msg}", severity)

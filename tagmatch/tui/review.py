@@ -20,13 +20,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from tagmatch.apply import apply_plan, start_run, undo_run
+from tagmatch.apply import undo_run
 from tagmatch.errors import TagmatchError
 from tagmatch.journal import applied_sources, default_runs_dir, find_run, list_runs
 from tagmatch.naming import DEFAULT_TEMPLATE
 from tagmatch.plan import (VALUE_SEP, PlannedOp, Plan, build_plan, clear_decision, hand_tagged, preview,
                            resulting_tags, save_scan, set_decision)
-from tagmatch.tui.common import ConfirmScreen, HelpScreen, TableKeys, common_folder, rel, undo_summary
+from tagmatch.tui.common import ConfirmScreen, HelpScreen, TableKeys, carry_out, common_folder, rel, undo_summary
 from tagmatch.tui.edit import Edit, EditScreen
 
 SURE = 0.9  # `A` with nothing marked accepts unreviewed matches at or above this confidence
@@ -587,22 +587,12 @@ class ReviewScreen(TableKeys, Screen):
         """Carry the plan out as a journaled run (off the UI thread); stops between operations
         when the worker is cancelled (the app quits)."""
         worker = get_current_worker()
-        try:
-            run = start_run(plan, self.runs_dir, scan=str(self.scan_path.absolute()))
-            results = []
-            for r in apply_plan(plan, run, should_stop=lambda: worker.is_cancelled):
-                results.append(r)
-                self.app.call_from_thread(self._progress, len(results))
-        except (TagmatchError, OSError) as exc:
-            self.app.call_from_thread(self._end, f"apply failed: {exc}", "error")
-            return
-        done = sum(r.status == "done" for r in results)
-        failed = [r for r in results if r.status == "failed"]
-        left = len(plan.ops) - len(results)
-        self.last_run_id = run.id
-        msg = (f"run {run.id}: {done} done, {len(failed)} failed" + (f", {left} not started" if left else "")
-               + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
-        self.app.call_from_thread(self._end, msg, "warning" if failed or left else "information")
+        msg, severity, run_id, _ = carry_out(plan, str(self.scan_path.absolute()),
+                                          lambda n: self.app.call_from_thread(self._progress, n),
+                                          lambda: worker.is_cancelled)
+        if run_id:
+            self.last_run_id = run_id
+        self.app.call_from_thread(self._end, msg if run_id else f"apply {msg}", severity)
 
     def _own_run(self) -> str | None:
         """The run to undo: the last applied here, else the latest not-undone run of this scan."""
