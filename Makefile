@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FIXTURES := fixtures/build
-DEMO_STORE := $(FIXTURES)/demo-store.joblib
+DEMO_STORE := $(FIXTURES)/demo-store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast fixtures bench bench-dupes profile tradeoff compare-losses train-default clean
+.PHONY: install demo test test-fast fixtures bench bench-dupes scale profile tradeoff compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ fixtures: $(STAMP)
 
 # The demo store is rebuilt each time (a store made by an older model would be refused).
 demo: fixtures
-	rm -f $(DEMO_STORE)
+	rm -rf $(DEMO_STORE) $(FIXTURES)/demo-store.joblib
 	$(BIN)/tagmatch index $(FIXTURES)/library --store $(DEMO_STORE)
 	$(BIN)/tagmatch scan $(FIXTURES)/messy --store $(DEMO_STORE) --json $(FIXTURES)/demo-scan.json
 
@@ -41,6 +41,13 @@ bench: $(STAMP)
 # Duplicate finding: precision/recall of duplicate pairs and time per 1,000 files (dev corpus).
 bench-dupes: $(STAMP)
 	$(BIN)/python tools/bench_dupes.py
+
+# Store and search at 1k / 10k / 100k tracks' worth of vectors (bench-dupes' vectors replicated;
+# needs `make bench-dupes` and `make bench` first; hours at 100k: see docs/benchmarks.md, Scale).
+# Stages are cached under ~/.cache/tagmatch/scale: a re-run goes on where it stopped.
+SCALE_SIZES ?= 1k,10k,100k
+scale: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python tools/scale_store.py --sizes $(SCALE_SIZES)
 
 train-default: $(STAMP)
 	$(BIN)/python tools/train_default.py

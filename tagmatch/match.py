@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +22,12 @@ from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
 from tagmatch.index import SILENT_RMS, window_rms
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
+
+
+class Searcher(Protocol):
+    """Top-k stored vectors by inner product: `Store` (exact) or `tagmatch.ann.IVFPQSearch`."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -120,18 +127,21 @@ def _margins(scores: dict[int, float], ratio: float) -> dict[int, float]:
     return out
 
 
-def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig()) -> FileMatch:
-    """Identify one file. Never raises for bad input: errors come back as status 'error'."""
+def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
+               searcher: Searcher | None = None) -> FileMatch:
+    """Identify one file. Never raises for bad input: errors come back as status 'error'.
+    `searcher`: what finds the neighbours (default: the store itself, exact)."""
     path = Path(path)
     try:
-        return _match(path, store, model, cfg)
+        return _match(path, store, model, cfg, searcher)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
         return FileMatch(str(path), "error", error=str(exc))
 
 
-def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig) -> FileMatch:
+def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig,
+           searcher: Searcher | None = None) -> FileMatch:
     fc = model.feature_config
     y = load_audio(path, fc.sample_rate)
     duration = len(y) / fc.sample_rate
@@ -139,7 +149,7 @@ def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig) -> Fi
         raise TagmatchError(f"too short: {duration:.1f} s (at least {cfg.min_duration_s:g} s needed)")
     windows, starts, n_frames = query_windows(y, fc, cfg)
     return match_vectors(str(path), model.embed(windows, batch=QUERY_BATCH), starts, n_frames,
-                         store, model, cfg)
+                         store, model, cfg, searcher)
 
 
 QUERY_BATCH = 32  # small batches: a 15 s query is ~150 windows, so little padding is wasted
@@ -161,10 +171,12 @@ def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[n
 
 
 def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: int, store: Store,
-                  model: LoadedModel, cfg: MatchConfig) -> FileMatch:
-    """Vote with the embedded query windows (start frames `starts`) -> one FileMatch."""
+                  model: LoadedModel, cfg: MatchConfig, searcher: Searcher | None = None) -> FileMatch:
+    """Vote with the embedded query windows (start frames `starts`) -> one FileMatch.
+    `searcher` finds each window's top-k stored vectors (global numbers into the store): the
+    store itself (exact, the default) or an approximate index over it (tagmatch.ann)."""
     fc = model.feature_config
-    idx, sim = store.search(vectors, cfg.top_k)
+    idx, sim = (searcher or store).search(vectors, cfg.top_k)
     track, ref_time = store.vec_track[idx], store.vec_time[idx]
     q_time = starts * fc.frame_seconds
 

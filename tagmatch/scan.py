@@ -31,13 +31,19 @@ def scan_paths(root: Path) -> list[Path]:
 
 
 def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
-         should_stop: Callable[[], bool] | None = None) -> Iterator[FileMatch]:
-    """Match files one by one (a generator, so callers can show progress and stop early)."""
+         should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
+    """Match files one by one (a generator, so callers can show progress and stop early).
+    `searcher`: default `tagmatch.ann.searcher_for(store)`: exact for small stores, the saved
+    approximate index of a big one."""
     store.check_model(model.model_id, model.feature_config)
+    if searcher is None:
+        from tagmatch.ann import searcher_for
+
+        searcher = searcher_for(store)
     for p in paths:
         if should_stop and should_stop():
             return
-        yield match_file(p, store, model, cfg)
+        yield match_file(p, store, model, cfg, searcher)
 
 
 _WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped) once, not per file
@@ -53,12 +59,15 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
 
     model = worker_model(model_path, model_id)
     key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns)
-    store = _WORKER_STORES.get(key)
-    if store is None:
+    if key not in _WORKER_STORES:
+        from tagmatch.ann import searcher_for
+
         _WORKER_STORES.clear()
-        store = _WORKER_STORES[key] = Store.load(Path(store_path))
+        store = Store.load(Path(store_path))
         store.check_model(model.model_id, model.feature_config, store_path)
-    return match_file(path, store, model, cfg)
+        _WORKER_STORES[key] = store, searcher_for(store)  # as the local scan searches
+    store, searcher = _WORKER_STORES[key]
+    return match_file(path, store, model, cfg, searcher)
 
 
 def candidate_json(c: Candidate, store: Store) -> dict:
