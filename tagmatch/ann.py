@@ -68,9 +68,8 @@ def store_signature(store: Store) -> list:
 def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
     """Stored vectors by global number, as float32 unit vectors [shape=ids.shape + (dim,)],
     read shard by shard (the shards may be memory maps: only the rows asked for are paged in)."""
-    store._flush()
     flat = np.asarray(ids, np.int64).ravel()
-    starts = np.cumsum([0] + [len(s.time) for s in store.shards])
+    starts = store.shard_starts()
     which = np.searchsorted(starts, flat, side="right") - 1
     out = np.empty((len(flat), store.dim), np.float32)
     for sh in np.unique(which):
@@ -144,8 +143,7 @@ class IVFPQSearch:
 
         import faiss
 
-        store._flush()
-        n = sum(len(s.time) for s in store.shards)
+        n = int(store.shard_starts()[-1])
         key = key or cls.default_key(n, store.dim, nlist, pq)
         index = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
@@ -196,19 +194,18 @@ class IVFPQSearch:
         """Write the index and its metadata into the store's folder (after the store is saved:
         the signature names its shard files)."""
         import json
-        import os
         from pathlib import Path
 
         import faiss
 
+        from tagmatch.fsutil import atomic_path, atomic_write_text
+
         folder = Path(folder or self.store.folder)
-        tmp = folder / (ANN_INDEX + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, folder / ANN_INDEX)
+        with atomic_path(folder / ANN_INDEX) as tmp:
+            faiss.write_index(self.index, str(tmp))
         meta = {"key": self.key, "nprobe": self.nprobe, "refine": self.refine,
                 "store": store_signature(self.store), "model_id": self.store.model_id}
-        (folder / (ANN_META + ".tmp")).write_text(json.dumps(meta))
-        os.replace(folder / (ANN_META + ".tmp"), folder / ANN_META)
+        atomic_write_text(folder / ANN_META, json.dumps(meta))
 
     def file_bytes(self) -> int:
         from pathlib import Path
@@ -239,7 +236,7 @@ class IVFPQSearch:
 def searcher_for(store: Store):
     """What the matcher should search: the store itself (exact) when it is small or has no
     current index, else its saved approximate index."""
-    n = sum(len(s.time) for s in store.shards)
+    n = int(store.shard_starts()[-1])
     if n <= EXACT_MAX_VECTORS or store.folder is None:
         return store
     return IVFPQSearch.load(store) or store

@@ -164,6 +164,12 @@ class Store:
             self._flat[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return self._flat[name]
 
+    def shard_starts(self) -> np.ndarray:
+        """The first global vector number of each shard, then the number of vectors: where a
+        global vector number lives (pending tracks are made into shards first)."""
+        self._flush()
+        return np.cumsum([0] + [len(s.time) for s in self.shards])
+
     @property
     def vectors(self) -> np.ndarray:
         """[shape=(n, dim)] int8: unit vectors times vector_scale(dim)."""
@@ -227,8 +233,7 @@ class Store:
 
         Returns (idx, sim), each [shape=(q, k')] with k' = min(k, n), best first.
         """
-        self._flush()
-        n = sum(len(s.time) for s in self.shards)
+        n = int(self.shard_starts()[-1])
         k = min(k, n)
         dtype = self.shards[0].vectors.dtype if self.shards else VECTOR_DTYPE
         scale = vector_scale(self.dim) if dtype == VECTOR_DTYPE else 1.0  # float vectors: studies
@@ -254,8 +259,7 @@ class Store:
         searched shard by shard, chunk by chunk, straight from its (mapped) int8 arrays, so memory
         stays bounded."""
         if sum(s.vectors.nbytes for s in self.shards) * 4 > FLOAT_CACHE_BYTES:
-            offsets = np.cumsum([0] + [len(s.time) for s in self.shards])
-            return [(int(o), s.vectors) for o, s in zip(offsets, self.shards)]
+            return [(int(o), s.vectors) for o, s in zip(self.shard_starts(), self.shards)]
         if self._f32_key is None:
             self._f32, self._f32_key = np.asarray(self.vectors).astype(np.float32), True
         return [(0, self._f32)]
