@@ -8,6 +8,8 @@ query. Its recall depends on the data, so every user of it measures recall again
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from tagmatch.store import Store, vector_scale
@@ -48,21 +50,33 @@ class IVFSearch:
 
 # ---- a persistent approximate index for the matcher -----------------------------------------
 
-ANN_INDEX = "ann-ivfpq.faiss"  # next to the store's shards (Store.save leaves other files alone)
+# Saved in the store's folder (Store.save leaves other files alone): the index in a file of its
+# own name, then the JSON naming it and the shards it covers, written last: the commit point,
+# as the store's manifest is. A crash in between leaves the previous index in force.
 ANN_META = "ann-ivfpq.json"
-# Up to this many stored vectors the matcher searches exactly (Store.search) even when an index
-# exists. Exact costs ~0.3 us per stored vector per 10 s fragment here (docs/benchmarks.md,
-# "Scale": 2.8 s at 10M vectors, 27.5 s at 100M, on 2 cores), so ~70-150 ms at 250k vectors
-# (~17 h, ~250 tracks), small next to decoding and embedding a query file; below it an index
-# would also be trained on few vectors per cell, and exact search needs nothing built or kept
-# fresh. Above it the approximate index takes 5-10 ms per fragment (measured at 1k-100k tracks).
+ANN_PREFIX = "ann-ivfpq"  # index files: ann-ivfpq-<token>.faiss
+# Up to this many stored vectors `tagmatch index` keeps no index (search="auto") and the matcher
+# searches exactly. Exact costs ~0.3 us per stored vector per 10 s fragment here
+# (docs/benchmarks.md, "Scale": 2.8 s at 10M vectors, 27.5 s at 100M, on 2 cores), so ~70-150 ms
+# at 250k vectors (~17 h, ~250 tracks), small next to decoding and embedding a query file; below
+# it an index would also be trained on few vectors per cell. Above it the approximate index takes
+# 5-25 ms per fragment (measured at 1k-100k tracks).
 EXACT_MAX_VECTORS = 250_000
+MIN_INDEX_VECTORS = 1_000  # fewer cannot train the coarse cells and the PQ codebooks
+GROW_LIMIT = 4  # an index trained for n vectors is rebuilt (new cells) once the store passes 4n
+SLOT_BITS = 32  # ids in the index: shard slot << 32 | row in the shard (shards are immutable)
+ADD_BATCH = 1 << 20
 
 
-def store_signature(store: Store) -> list:
-    """What an index was built from: the store's shard files and sizes (shards never change,
-    so the same list means the same vectors in the same order)."""
-    return [[s.file, len(s.time)] for s in store.shards]
+def _slot_ids(slot: int, lo: int, n: int) -> np.ndarray:
+    return (np.int64(slot) << SLOT_BITS) + np.arange(lo, lo + n, dtype=np.int64)
+
+
+def _unit_rows(shard, lo: int, n: int, dim: int) -> np.ndarray:
+    v = np.ascontiguousarray(shard.vectors[lo : lo + n], dtype=np.float32)
+    if shard.vectors.dtype == np.int8:
+        v /= np.float32(vector_scale(dim))
+    return v
 
 
 def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
@@ -89,17 +103,27 @@ class IVFPQSearch:
     of the best `refine * k` candidates from the store's own int8 vectors.
 
     `search(queries, k) -> (idx, sim)` like `Store.search` (sim: exact inner products of the
-    int8 vectors, so votes weigh the same as with exact search). Saved next to the store with
-    the store's signature; `load` refuses (returns None for) an index of other shards.
+    int8 vectors, so votes weigh the same as with exact search). Each vector's id in the index
+    names its shard file (`slots`) and row, so a changed store changes the index only where its
+    shards changed (`update_index`). `slots` None: ids are global numbers (an index built by an
+    earlier version, valid only for the very same shards).
     """
 
-    def __init__(self, store: Store, index, key: str, nprobe: int = 32, refine: int = 4):
+    def __init__(self, store: Store, index, key: str, nprobe: int = 32, refine: int = 4,
+                 slots: dict[str, int] | None = None, trained_for: int = 0):
         import faiss
 
         self.store, self.index, self.key, self.refine = store, index, key, refine
+        self.slots, self.trained_for = slots, trained_for
         self._ivf = faiss.extract_index_ivf(index)
         self.nprobe = nprobe
         self.build_stats: dict = {}
+        self._slot_start = None
+        if slots is not None:  # slot -> the store's global number of that shard's first vector
+            starts = dict(zip((s.file for s in store.shards), store.shard_starts()))
+            self._slot_start = np.zeros(max(slots.values(), default=-1) + 1, np.int64)
+            for f, slot in slots.items():
+                self._slot_start[slot] = starts[f]
 
     @property
     def nprobe(self) -> int:
@@ -107,28 +131,21 @@ class IVFPQSearch:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._ivf.nprobe = int(value)
-        q = getattr(self._ivf, "quantizer", None)
         import faiss
 
+        self._ivf.nprobe = int(value)
+        q = getattr(self._ivf, "quantizer", None)
         hnsw = faiss.downcast_index(q) if q is not None else None
         if hasattr(hnsw, "hnsw"):  # the coarse search must find at least nprobe good cells
             hnsw.hnsw.efSearch = max(64, 2 * int(value))
-
-    @property
-    def vec_track(self) -> np.ndarray:
-        return self.store.vec_track
-
-    @property
-    def vec_time(self) -> np.ndarray:
-        return self.store.vec_time
 
     @staticmethod
     def default_key(n: int, dim: int, nlist: int | None = None, pq: int | None = None) -> str:
         # ~2 sqrt(n) cells, a power of two, at most 32768: the k-means over them stays minutes
         # on 2 cores (its cost grows with cells x training points); the HNSW coarse quantizer
-        # makes assigning 100M vectors cheap.
-        nlist = nlist or int(min(32768, max(256, 2 ** round(np.log2(2 * np.sqrt(max(n, 1)))))))
+        # makes assigning 100M vectors cheap. At least ~40 training vectors a cell.
+        nlist = nlist or int(min(32768, 2 ** round(np.log2(2 * np.sqrt(max(n, 1))))))
+        nlist = max(4, min(nlist, 2 ** int(np.log2(max(n // 40, 4)))))
         # PQ with 4-bit codes scanned by SIMD ("fast scan"): 2 dimensions a code, dim / 4 bytes a
         # vector. Measured here, 8-bit PQ took ~1.5 s per sub-quantizer to train and scanned
         # slower; the exact re-rank makes up for the coarser codes (docs/benchmarks.md, Scale).
@@ -138,12 +155,17 @@ class IVFPQSearch:
 
     @classmethod
     def build(cls, store: Store, nlist: int | None = None, pq: int | None = None, train_points: int = 40,
-              nprobe: int = 32, refine: int = 8, seed: int = 0, log=None, key: str | None = None) -> "IVFPQSearch":
+              nprobe: int = 32, refine: int = 8, seed: int = 0, log=None, key: str | None = None,
+              on_progress=None, should_stop=None) -> "IVFPQSearch | None":
+        """Train and fill an index over a saved store (every shard has its file). Returns None
+        when `should_stop()` turned true between batches. `on_progress(done, total)`: vectors."""
         import time
 
         import faiss
 
-        n = int(store.shard_starts()[-1])
+        if any(s.file is None for s in store.shards):
+            raise ValueError("save the store before building its index (the index names its shard files)")
+        n = store.n_vectors
         key = key or cls.default_key(n, store.dim, nlist, pq)
         index = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
@@ -156,30 +178,41 @@ class IVFPQSearch:
         if log:
             log(f"{key}: trained on {n_train:,} vectors in {train_s:.0f} s")
         t0, done = time.perf_counter(), 0
-        for s in store.shards:
-            for lo in range(0, len(s.time), 1 << 20):
-                v = np.ascontiguousarray(s.vectors[lo : lo + (1 << 20)], dtype=np.float32)
-                if s.vectors.dtype == np.int8:
-                    v /= np.float32(vector_scale(store.dim))
-                index.add(v)
+        slots = {}
+        for slot, s in enumerate(store.shards):
+            slots[s.file] = slot
+            for lo in range(0, len(s.time), ADD_BATCH):
+                if should_stop and should_stop():
+                    return None
+                v = _unit_rows(s, lo, ADD_BATCH, store.dim)
+                index.add_with_ids(v, _slot_ids(slot, lo, len(v)))
                 done += len(v)
+                if on_progress:
+                    on_progress(done, n)
             if log:
                 log(f"{key}: added {done:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
-        self = cls(store, index, key, nprobe=nprobe, refine=refine)
+        self = cls(store, index, key, nprobe=nprobe, refine=refine, slots=slots, trained_for=n)
         self.build_stats = {"train_vectors": n_train, "train_s": round(train_s, 1),
                             "add_s": round(time.perf_counter() - t0, 1)}
         return self
 
+    def _global(self, ids: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        if self._slot_start is None:
+            out = ids.astype(np.int64)
+        else:
+            out = self._slot_start[np.where(missing, 0, ids >> SLOT_BITS)] + (ids & ((1 << SLOT_BITS) - 1))
+        out[missing] = 0
+        return out
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kc = max(k, k * self.refine)
-        sim, idx = self.index.search(q, kc)
+        sim, ids = self.index.search(q, kc)
+        missing = ids < 0  # fewer than kc vectors in the probed cells
+        idx = self._global(ids, missing)
         if not self.refine:
-            missing = idx < 0
-            idx[missing], sim[missing] = 0, -np.inf
-            return idx.astype(np.int64), sim
-        missing = idx < 0
-        idx[missing] = 0
+            sim[missing] = -np.inf
+            return idx, sim
         cand = gather_vectors(self.store, idx)  # [q, kc, dim]
         exact = np.einsum("qcd,qd->qc", cand, q)
         exact[missing] = -np.inf
@@ -187,56 +220,163 @@ class IVFPQSearch:
         psim = np.take_along_axis(exact, part, 1)
         order = np.argsort(-psim, axis=1)
         part = np.take_along_axis(part, order, 1)
-        return np.take_along_axis(idx, part, 1).astype(np.int64), np.take_along_axis(exact, part, 1)
+        return np.take_along_axis(idx, part, 1), np.take_along_axis(exact, part, 1)
 
     # ---- next to the store -----------------------------------------------------------------
     def save(self, folder=None) -> None:
-        """Write the index and its metadata into the store's folder (after the store is saved:
-        the signature names its shard files)."""
-        import json
+        """Write the index, then the JSON naming it (the commit point), then delete the index
+        files it no longer names."""
+        import secrets
         from pathlib import Path
 
         import faiss
 
-        from tagmatch.fsutil import atomic_path, atomic_write_text
+        from tagmatch.fsutil import atomic_path, atomic_write_text, fsync_dir
 
         folder = Path(folder or self.store.folder)
-        with atomic_path(folder / ANN_INDEX) as tmp:
+        name = f"{ANN_PREFIX}-{secrets.token_hex(6)}.faiss"
+        with atomic_path(folder / name) as tmp:
             faiss.write_index(self.index, str(tmp))
-        meta = {"key": self.key, "nprobe": self.nprobe, "refine": self.refine,
-                "store": store_signature(self.store), "model_id": self.store.model_id}
+        counts = {s.file: len(s.time) for s in self.store.shards}
+        meta = {"file": name, "key": self.key, "nprobe": self.nprobe, "refine": self.refine,
+                "model_id": self.store.model_id, "trained_for": self.trained_for,
+                "slots": {f: [slot, counts[f]] for f, slot in (self.slots or {}).items()}}
         atomic_write_text(folder / ANN_META, json.dumps(meta))
+        _remove_index_files(folder, keep=name)
+        fsync_dir(folder)
+        self.file = name
 
     def file_bytes(self) -> int:
         from pathlib import Path
 
-        return (Path(self.store.folder) / ANN_INDEX).stat().st_size
+        return (Path(self.store.folder) / self.file).stat().st_size
 
     @classmethod
     def load(cls, store: Store, folder=None, mmap: bool = True) -> "IVFPQSearch | None":
-        """The index saved next to `store`, or None when there is none or it was built from other
-        shards (the store changed since: search exactly, or build it again)."""
-        import json
-        from pathlib import Path
-
+        """The index saved next to `store`, or None when there is none or it covers other
+        shards (the store changed since: search exactly, or `update_index`)."""
         import faiss
 
-        folder = Path(folder or store.folder)
-        try:
-            meta = json.loads((folder / ANN_META).read_text())
-        except (OSError, ValueError):
+        meta, folder = _read_meta(folder or store.folder)
+        if meta is None or meta.get("model_id") != store.model_id:
             return None
-        if meta.get("store") != store_signature(store) or meta.get("model_id") != store.model_id:
-            return None
+        if "slots" in meta:
+            slots = {f: slot for f, (slot, _) in meta["slots"].items()}
+            if {f: n for f, (_, n) in meta["slots"].items()} != {s.file: len(s.time) for s in store.shards}:
+                return None
+        else:  # global ids: the same shards in the same order
+            slots = None
+            if meta.get("store") != [[s.file, len(s.time)] for s in store.shards]:
+                return None
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        index = faiss.read_index(str(folder / ANN_INDEX), flags)
-        return cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"])
+        try:
+            index = faiss.read_index(str(folder / meta.get("file", f"{ANN_PREFIX}.faiss")), flags)
+        except RuntimeError:  # missing or damaged: as if there were none
+            return None
+        self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"], slots=slots,
+                   trained_for=meta.get("trained_for", 0))
+        self.file = meta.get("file", f"{ANN_PREFIX}.faiss")
+        return self
+
+
+def _read_meta(folder):
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        return json.loads((folder / ANN_META).read_text()), folder
+    except (OSError, ValueError):
+        return None, folder
+
+
+def _remove_index_files(folder, keep: str | None = None) -> None:
+    for p in folder.iterdir():
+        if p.name.startswith(ANN_PREFIX) and p.suffix == ".faiss" and p.name != keep:
+            p.unlink()
 
 
 def searcher_for(store: Store):
-    """What the matcher should search: the store itself (exact) when it is small or has no
-    current index, else its saved approximate index."""
-    n = int(store.shard_starts()[-1])
-    if n <= EXACT_MAX_VECTORS or store.folder is None:
+    """What the matcher should search: the store's saved approximate index when it has a
+    current one (`tagmatch index` keeps one for big stores), else the store itself (exact)."""
+    if store.folder is None:
         return store
     return IVFPQSearch.load(store) or store
+
+
+def describe_search(store: Store, searcher=None) -> str:
+    """How a scan searches `store`, in one line (`tagmatch info`, and a warning when a big store
+    has no current index)."""
+    searcher = searcher if searcher is not None else searcher_for(store)
+    if isinstance(searcher, IVFPQSearch):
+        return f"approximate ({searcher.key}, nprobe {searcher.nprobe}, re-rank {searcher.refine}x)"
+    meta, _ = _read_meta(store.folder) if store.folder is not None else (None, None)
+    if meta is not None:
+        return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
+    if store.n_vectors > EXACT_MAX_VECTORS:
+        return "exact: no approximate index, slow at this size (`tagmatch index` builds one)"
+    return "exact"
+
+
+def update_index(store: Store, search: str = "auto", *, on_progress=None, should_stop=None) -> str:
+    """Keep the approximate index next to a saved store in step with it; says what it did, in
+    one line. `search`: "auto" keeps an index once the store passes EXACT_MAX_VECTORS (or when
+    one is there already), "approximate" always (from MIN_INDEX_VECTORS), "exact" removes it.
+
+    Shards are immutable, so a changed store changes the index only where its shards changed:
+    the vectors of shards gone are removed, those of new shards added. The cells are trained
+    again only when the store has grown GROW_LIMIT times past what they were trained for."""
+    import time
+
+    import faiss
+
+    if search not in ("auto", "approximate", "exact"):
+        raise ValueError(f"search must be auto, approximate or exact, not {search!r}")
+    n = store.n_vectors
+    meta, folder = _read_meta(store.folder)
+    want = search == "approximate" or (search == "auto" and (n > EXACT_MAX_VECTORS or meta is not None))
+    if not want or n < MIN_INDEX_VECTORS:
+        if meta is not None:
+            (folder / ANN_META).unlink()
+        _remove_index_files(folder)
+        why = "" if not want else f" (an approximate index needs at least {MIN_INDEX_VECTORS:,} vectors)"
+        return f"search: exact, {n:,} vectors{why}"
+    t0 = time.perf_counter()
+    current = {s.file: len(s.time) for s in store.shards}
+    old = meta.get("slots") if meta else None
+    if old and meta.get("model_id") == store.model_id and n <= GROW_LIMIT * meta.get("trained_for", 0):
+        slots = {f: slot for f, (slot, _) in old.items() if f in current}
+        gone = [slot for f, (slot, _) in old.items() if f not in current]
+        new = [s for s in store.shards if s.file not in old]
+        if not gone and not new and (folder / meta["file"]).exists():
+            return f"search: approximate ({meta['key']}), index current, {n:,} vectors"
+        try:
+            index = faiss.read_index(str(folder / meta["file"]))  # in memory, to change it
+        except RuntimeError:
+            index = None
+        if index is not None:
+            removed = sum(index.remove_ids(faiss.IDSelectorRange(slot << SLOT_BITS, (slot + 1) << SLOT_BITS))
+                          for slot in gone)
+            nxt = max((slot for slot, _ in old.values()), default=-1) + 1
+            added, total = 0, sum(len(s.time) for s in new)
+            for s in new:
+                slots[s.file], nxt = nxt, nxt + 1
+                for lo in range(0, len(s.time), ADD_BATCH):
+                    v = _unit_rows(s, lo, ADD_BATCH, store.dim)
+                    index.add_with_ids(v, _slot_ids(slots[s.file], lo, len(v)))
+                    added += len(v)
+                    if on_progress:
+                        on_progress(added, total)
+            ann = IVFPQSearch(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
+                              slots=slots, trained_for=meta["trained_for"])
+            ann.save(folder)
+            return (f"search: approximate ({meta['key']}), index updated: +{added:,} -{removed:,} vectors "
+                    f"in {time.perf_counter() - t0:.0f} s, {n:,} vectors")
+    ann = IVFPQSearch.build(store, on_progress=on_progress, should_stop=should_stop)
+    if ann is None:
+        if meta is not None:  # the old index no longer fits the store: exact until the next run
+            (folder / ANN_META).unlink()
+        _remove_index_files(folder)
+        return "search: exact for now (building the approximate index was stopped; `tagmatch index` builds it)"
+    ann.save(folder)
+    return f"search: approximate ({ann.key}), index built in {time.perf_counter() - t0:.0f} s, {n:,} vectors"
+

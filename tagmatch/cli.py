@@ -120,13 +120,15 @@ def cmd_index(args) -> int:
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         res = index_job(args.ref_dir, _store_path(args.store), args.model, on_step=on_step, should_stop=stopped,
                         backend=args.backend, n_jobs=args.jobs,
-                        scheduler=args.scheduler)
+                        scheduler=args.scheduler, search=args.search)
     if res.stopped:
         _err("interrupted: what was indexed so far is saved; run the same command to continue")
     store, report = res.store, res.report
-    print(f"{res.store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {len(store.vectors)} vectors "
+    print(f"{res.store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {store.n_vectors} vectors "
           f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
           f"unchanged {report.unchanged}, errors {len(report.errors)})")
+    if res.search:
+        print(res.search)
     return 0
 
 
@@ -140,6 +142,8 @@ def cmd_scan(args) -> int:
                        json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
                        n_jobs=args.jobs, scheduler=args.scheduler)
     results, store = res.results, res.store
+    if res.search.startswith("exact:"):
+        _err(f"search {res.search}")
     if not results:
         raise TagmatchError("interrupted before the first file was matched")
     base = args.dir if args.dir.is_dir() else args.dir.parent
@@ -161,6 +165,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from tagmatch.ann import describe_search
     from tagmatch.modelio import load_model
     from tagmatch.store import Store
 
@@ -168,8 +173,10 @@ def cmd_info(args) -> int:
     store = Store.load(store_path)
     model = load_model(args.model)
     ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
+    dtype = store.shards[0].vectors.dtype if store.shards else "int8"
     print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
-          f"vectors {len(store.vectors)} x {store.dim} {store.vectors.dtype}\nmodel   {store.model_id} ({ok})")
+          f"vectors {store.n_vectors} x {store.dim} {dtype}\nmodel   {store.model_id} ({ok})\n"
+          f"search  {describe_search(store)}")
     return 0
 
 
@@ -505,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("index", help="embed a reference library into the store (incremental)")
     sp.add_argument("ref_dir", type=Path)
+    sp.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",
+                    help="how scans search the store: auto (default) keeps an approximate index (faiss "
+                         "IVF-PQ) once the store passes 250,000 vectors (~17 h of audio); exact removes it")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_index)

@@ -120,13 +120,9 @@ def _probe_partners(hit_track: np.ndarray, hit_time: np.ndarray, sim: np.ndarray
 
 def searcher(store: Store, mode: str = "auto"):
     """What stage 1 searches: the store itself (exact), or an IVF index over it ("approximate";
-    "auto" picks it above APPROX_ABOVE vectors when faiss is installed)."""
+    "auto" picks it above APPROX_ABOVE vectors)."""
     if mode == "auto":
-        try:
-            import faiss  # noqa: F401
-        except ImportError:
-            return store
-        mode = "approximate" if len(store.vectors) > APPROX_ABOVE else "exact"
+        mode = "approximate" if store.n_vectors > APPROX_ABOVE else "exact"
     if mode == "exact":
         return store
     from tagmatch.ann import IVFSearch

@@ -61,6 +61,7 @@ class IndexResult:
     report: object
     store_path: Path
     stopped: bool
+    search: str = ""  # how scans will search the store (exact, or the approximate index's state)
 
 
 SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill loses at most this much
@@ -69,12 +70,15 @@ SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill los
 def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
               on_step: OnStep = _quiet, should_stop: ShouldStop = _never, backend: str | None = None,
               n_jobs: int | None = None, scheduler: str | None = None,
-              save_every_s: float = SAVE_EVERY_S) -> IndexResult:
+              save_every_s: float = SAVE_EVERY_S, search: str = "auto") -> IndexResult:
     """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
-    is "dask" with a scheduler address, else "local"."""
+    is "dask" with a scheduler address, else "local". `search`: keep the approximate index
+    beside the store up to date (tagmatch.ann.update_index): "auto" (for big stores),
+    "approximate" or "exact"."""
+    from tagmatch.ann import update_index
     from tagmatch.index import index_library
     from tagmatch.modelio import load_model
     from tagmatch.store import Store
@@ -97,7 +101,14 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
                                   backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
     store.save(store_path)
-    return IndexResult(store, report, store_path, should_stop())
+    if should_stop():
+        return IndexResult(store, report, store_path, True)
+
+    def ann_progress(done: int, total: int) -> None:
+        on_step(Step("approximate index", done, total, info="vectors"))
+
+    how = update_index(store, search, on_progress=ann_progress, should_stop=should_stop)
+    return IndexResult(store, report, store_path, should_stop(), how)
 
 
 # ---- scan -------------------------------------------------------------------------------------
@@ -108,6 +119,7 @@ class ScanResult:
     doc: dict
     stopped: bool
     json_path: Path | None = None
+    search: str = ""  # how the store was searched (tagmatch.ann.describe_search)
 
     def count(self, status: str) -> int:
         return sum(m.status == status for m in self.results)
@@ -122,6 +134,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     results are the same as the local run's, in the same order."""
     import contextlib
 
+    from tagmatch.ann import describe_search, searcher_for
     from tagmatch.match import MatchConfig
     from tagmatch.modelio import load_model
     from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map
@@ -137,8 +150,10 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
     cfg = MatchConfig(threshold=threshold)
+    searcher = searcher_for(store)  # the workers choose the same way
+    search = describe_search(store, searcher)
     if backend == "local":
-        matches = scan(paths, store, model, cfg, should_stop=should_stop)
+        matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher)
     else:
         args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg)
                 for p in paths]
@@ -153,7 +168,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     doc = scan_json(results, store, store_path, target)
     if json_path is not None and results:
         write_scan_json(doc, json_path)
-    return ScanResult(results, store, doc, should_stop(), json_path if results else None)
+    return ScanResult(results, store, doc, should_stop(), json_path if results else None, search)
 
 
 def _backend(backend: str | None, scheduler: str | None) -> str:

@@ -177,7 +177,7 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     store itself (exact, the default) or an approximate index over it (tagmatch.ann)."""
     fc = model.feature_config
     idx, sim = (searcher or store).search(vectors, cfg.top_k)
-    track, ref_time = store.vec_track[idx], store.vec_time[idx]
+    track, ref_time = store.lookup(idx)
     q_time = starts * fc.frame_seconds
 
     per_frag = int(round(cfg.fragment_s / fc.frame_seconds))

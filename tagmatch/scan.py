@@ -33,8 +33,8 @@ def scan_paths(root: Path) -> list[Path]:
 def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
          should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
     """Match files one by one (a generator, so callers can show progress and stop early).
-    `searcher`: default `tagmatch.ann.searcher_for(store)`: exact for small stores, the saved
-    approximate index of a big one."""
+    `searcher`: default `tagmatch.ann.searcher_for(store)`: the store's saved approximate index
+    when it has a current one, else exact."""
     store.check_model(model.model_id, model.feature_config)
     if searcher is None:
         from tagmatch.ann import searcher_for
@@ -58,7 +58,10 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
     from tagmatch.store import MANIFEST
 
     model = worker_model(model_path, model_id)
-    key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns)
+    from tagmatch.ann import ANN_META
+
+    meta = Path(store_path) / ANN_META  # `tagmatch index` may change the index and not the store
+    key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns, meta.exists() and meta.stat().st_mtime_ns)
     if key not in _WORKER_STORES:
         from tagmatch.ann import searcher_for
 

@@ -171,6 +171,29 @@ class Store:
         return np.cumsum([0] + [len(s.time) for s in self.shards])
 
     @property
+    def n_vectors(self) -> int:
+        return int(self.shard_starts()[-1])
+
+    def lookup(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Track numbers and window times of global vector numbers `idx` (any shape). A sharded
+        store reads only those rows of each shard (pages of a memory map), so no store-sized
+        table is built: at 100M vectors the flat `vec_track` + `vec_time` would be 800 MB."""
+        if len(self.shards) <= 1 or "vec_track" in self._flat:
+            return self.vec_track[idx], self.vec_time[idx]
+        flat = np.asarray(idx, np.int64).ravel()
+        starts = self.shard_starts()
+        first_track = np.cumsum([0] + [s.n_tracks for s in self.shards])
+        which = np.searchsorted(starts, flat, side="right") - 1
+        track = np.empty(len(flat), np.int32)
+        when = np.empty(len(flat), np.float32)
+        for sh in np.unique(which):
+            sel = np.flatnonzero(which == sh)
+            rows = flat[sel] - starts[sh]
+            track[sel] = self.shards[sh].track[rows] + np.int32(first_track[sh])
+            when[sel] = self.shards[sh].time[rows]
+        return track.reshape(np.shape(idx)), when.reshape(np.shape(idx))
+
+    @property
     def vectors(self) -> np.ndarray:
         """[shape=(n, dim)] int8: unit vectors times vector_scale(dim)."""
         return self._array("vectors")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tagmatch.ann import ANN_INDEX, IVFPQSearch, searcher_for
+import tagmatch.ann as ann_mod
+from tagmatch.ann import ANN_META, IVFPQSearch, describe_search, searcher_for, update_index
 from tagmatch.features import FeatureConfig
 from tagmatch.match import MatchConfig, match_vectors
 from tagmatch.store import Store, TrackInfo, quantize
@@ -69,15 +70,104 @@ def test_match_vectors_with_the_approximate_searcher(synthetic, model):
 
 def test_saved_index_round_trips_and_goes_stale_with_the_store(synthetic):
     store, ann, walk, path = synthetic
-    assert (path / ANN_INDEX).exists()
+    assert (path / ANN_META).exists() and (path / ann.file).exists()
     again = IVFPQSearch.load(Store.load(path))
     assert again is not None and again.key == ann.key and again.nprobe == ann.nprobe
     q = _unit(walk[5, 10:30])
     assert np.array_equal(again.search(q, 10)[0], ann.search(q, 10)[0])
-    # small stores are searched exactly, whatever is saved next to them
-    assert searcher_for(Store.load(path)) .__class__ is Store
-    # a changed store (another shard list) does not use the old index
-    changed = Store.load(path)
-    changed.remove_tracks({0})
-    changed.save(path)
-    assert IVFPQSearch.load(Store.load(path)) is None
+    assert isinstance(searcher_for(Store.load(path)), IVFPQSearch)  # a current index is used
+    assert describe_search(Store.load(path)).startswith("approximate")
+
+
+def _store_of(walk, tracks, path):
+    store = Store(FeatureConfig(), "m-test", DIM, tracks=[])
+    for t in tracks:
+        store.add_track(TrackInfo(f"/t{t}.flac", {}, PER_TRACK / 4, 1, 1), quantize(walk[t], DIM),
+                        np.arange(PER_TRACK, dtype=np.float32) * 0.25)
+    store.save(path)
+    return Store.load(path)
+
+
+def _top_tracks(searcher, store, walk, track, rng):
+    q, _ = _query(walk, track, 200, rng)
+    idx, _ = searcher.search(q, 10)
+    return store.lookup(idx[:, 0])[0]
+
+
+def test_update_index_follows_the_store_shard_by_shard(synthetic, tmp_path):
+    _, _, walk, _ = synthetic
+    rng = np.random.default_rng(3)
+    path = tmp_path / "store"
+    store = _store_of(walk, range(30), path)
+    assert update_index(store, "auto") == f"search: exact, {30 * PER_TRACK:,} vectors"  # small: no index
+    assert not (path / ANN_META).exists()
+    assert "index built" in update_index(store, "approximate")
+    assert "index current" in update_index(Store.load(path), "auto")  # kept once there
+    first_file = IVFPQSearch.load(Store.load(path)).file
+    # new tracks: only their shard is added; the cells are not trained again
+    store = Store.load(path)
+    for t in (30, 31):
+        store.add_track(TrackInfo(f"/t{t}.flac", {}, PER_TRACK / 4, 1, 1), quantize(walk[t], DIM),
+                        np.arange(PER_TRACK, dtype=np.float32) * 0.25)
+    store.save(path)
+    assert "index updated: +800 -0 vectors" in update_index(store, "auto")
+    store = Store.load(path)
+    ann = searcher_for(store)
+    assert isinstance(ann, IVFPQSearch) and ann.file != first_file and not (path / first_file).exists()
+    assert np.mean(_top_tracks(ann, store, walk, 31, rng) == 31) >= 0.9
+    assert np.mean(_top_tracks(ann, store, walk, 7, rng) == 7) >= 0.9
+    # a removed track rewrites its shard: its old vectors leave the index, the rewritten shard's
+    # come in, and every number the index answers is a number of the store as it is now
+    store.remove_tracks({0})
+    store.save(path)
+    assert "index updated: +11,600 -12,000 vectors" in update_index(store, "auto")
+    store = Store.load(path)
+    ann = searcher_for(store)
+    assert isinstance(ann, IVFPQSearch)
+    assert np.mean(_top_tracks(ann, store, walk, 7, rng) == 6) >= 0.9  # track 7 is now number 6
+    assert np.mean(_top_tracks(ann, store, walk, 31, rng) == 30) >= 0.9
+    idx, _ = ann.search(_unit(walk[12, :50]), 10)
+    assert idx.min() >= 0 and idx.max() < store.n_vectors
+    # exact: the index goes, and scans search the store itself
+    assert update_index(store, "exact").startswith("search: exact")
+    assert not list(path.glob("ann-ivfpq*"))
+    assert isinstance(searcher_for(Store.load(path)), Store)
+
+
+def test_update_index_retrains_a_store_that_grew_past_its_cells(synthetic, tmp_path, monkeypatch):
+    _, _, walk, _ = synthetic
+    path = tmp_path / "store"
+    store = _store_of(walk, range(10), path)
+    assert "index built" in update_index(store, "approximate")
+    monkeypatch.setattr(ann_mod, "GROW_LIMIT", 1)  # any growth is past the cells' size
+    store.add_track(TrackInfo("/t10.flac", {}, PER_TRACK / 4, 1, 1), quantize(walk[10], DIM),
+                    np.arange(PER_TRACK, dtype=np.float32) * 0.25)
+    store.save(path)
+    assert "index built" in update_index(store, "auto")
+    assert IVFPQSearch.load(Store.load(path)).trained_for == 11 * PER_TRACK
+
+
+def test_index_cut_short_leaves_the_previous_one_in_force(synthetic, tmp_path):
+    _, _, walk, _ = synthetic
+    path = tmp_path / "store"
+    store = _store_of(walk, range(10), path)
+    update_index(store, "approximate")
+    name = IVFPQSearch.load(Store.load(path)).file
+    (path / "ann-ivfpq-cut0short.faiss").write_bytes(b"half an index")  # written, never named
+    again = IVFPQSearch.load(Store.load(path))
+    assert again is not None and again.file == name
+    assert "index current" in update_index(Store.load(path), "auto")
+    (path / name).unlink()  # the named file lost: exact search, and the next index run rebuilds
+    assert isinstance(searcher_for(Store.load(path)), Store)
+    assert describe_search(Store.load(path)).startswith("exact: the approximate index is out of date")
+    assert "index built" in update_index(Store.load(path), "auto")
+    assert sorted(p.name for p in path.glob("ann-ivfpq*")) == sorted([ANN_META, IVFPQSearch.load(Store.load(path)).file])
+
+
+def test_building_stopped_leaves_exact_search(synthetic, tmp_path):
+    _, _, walk, _ = synthetic
+    path = tmp_path / "store"
+    store = _store_of(walk, range(10), path)
+    msg = update_index(store, "approximate", should_stop=lambda: True)
+    assert msg.startswith("search: exact for now")
+    assert not list(path.glob("ann-ivfpq*")) and isinstance(searcher_for(Store.load(path)), Store)

@@ -104,3 +104,26 @@ def test_store_built_with_another_model_is_refused(tmp_path, cli_run, fixture_di
     run("train", fixture_dir / "library", "--out", other, "--steps", "1", "--batch", "4", "--quiet")
     proc = run("scan", fixture_dir / "messy", "--store", cli_run["store"], "--model", other, check=False)
     assert proc.returncode == 1 and "model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_keeps_an_approximate_index_on_request_and_scans_use_it(cli_run, fixture_dir, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(cli_run["store"], store)
+    idx = run("index", fixture_dir / "library", "--store", store, "--search", "approximate", "--quiet")
+    assert "search: approximate (IVF" in idx.stdout and "index built" in idx.stdout
+    assert "search  approximate (IVF" in run("info", "--store", store).stdout
+    out = tmp_path / "scan.json"
+    scan = run("scan", fixture_dir / "messy", "--store", store, "--json", out, "--quiet")
+    assert "search exact" not in scan.stderr
+
+    def tops(doc):
+        return {f["path"]: (f["status"], (f.get("match") or {}).get("path")) for f in doc["files"]}
+
+    assert tops(json.loads(out.read_text())) == tops(cli_run["json"])  # same answers as exact search
+    again = run("index", fixture_dir / "library", "--store", store, "--quiet")  # auto keeps it
+    assert "index current" in again.stdout
+    exact = run("index", fixture_dir / "library", "--store", store, "--search", "exact", "--quiet")
+    assert "search: exact" in exact.stdout and not list(store.glob("ann-ivfpq*"))
+    assert "search  exact" in run("info", "--store", store).stdout

@@ -177,6 +177,23 @@ def test_a_save_writes_only_new_and_changed_shards(tmp_path):
     np.testing.assert_array_equal(back.vec_track, s.vec_track)
 
 
+def test_lookup_reads_track_and_time_from_each_shard(tmp_path):
+    s = _toy_store(n_tracks=3)
+    s.save(tmp_path / "store")
+    v = np.random.default_rng(9).standard_normal((4, s.dim)).astype(np.float32)
+    s.add_track(TrackInfo("/lib/new.flac", {}, 30.0, 1, 1), v / np.linalg.norm(v, axis=1, keepdims=True),
+                np.arange(4) * 0.5)
+    s.save(tmp_path / "store")  # a second save: the new track gets a shard of its own
+    r = Store.load(tmp_path / "store")
+    assert len(r.shards) == 2 and r.n_vectors == 19
+    idx = np.array([[18, 0, 15], [16, 7, 3]])
+    track, when = r.lookup(idx)  # shard by shard: no flat tables built
+    assert "vec_track" not in r._flat
+    np.testing.assert_array_equal(track, r.vec_track[idx])
+    np.testing.assert_array_equal(when, r.vec_time[idx])
+    assert track[0, 0] == 3 and when[0, 0] == pytest.approx(1.5)
+
+
 def test_loading_maps_the_vectors_and_searches_shard_by_shard(tmp_path, monkeypatch):
     import tagmatch.store as store_mod
 

@@ -118,6 +118,7 @@ class HomeScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def load_store(self, path: Path) -> None:
         """Store.load reads every vector: off the UI thread."""
+        from tagmatch.ann import describe_search
         from tagmatch.store import Store
 
         try:
@@ -127,6 +128,9 @@ class HomeScreen(Screen):
             when = ago(path.stat().st_mtime)
             text = (f"Library {library or '(empty)'}\nStore {path}: {len(s.tracks)} tracks, {s.hours:.2f} h, "
                     f"model {s.model_id}, indexed {when}")
+            how = describe_search(s)
+            if how != "exact":  # an approximate index, or a big store without a current one
+                text += f"\nSearch {how}"
         except Exception as exc:  # a broken store is reported, not fatal to the home screen
             library, text = None, f"Store {path}: cannot load ({exc})"
         self.app.call_from_thread(self._store_loaded, library, text)
@@ -169,7 +173,7 @@ class HomeScreen(Screen):
                 return (("Stopped; what was indexed is saved. " if res.stopped else "")
                         + f"{len(res.store.tracks)} tracks, {res.store.hours:.2f} h: added {len(r.added)}, "
                           f"updated {len(r.updated)}, removed {len(r.removed)}, unchanged {r.unchanged}, "
-                          f"errors {len(r.errors)}")
+                          f"errors {len(r.errors)}" + (f"\n{res.search}" if res.search else ""))
             self._run(f"Indexing {folder} into {store_path}",
                       lambda on_step, stop: index_job(folder, store_path, on_step=on_step, should_stop=stop),
                       summary)
