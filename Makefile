@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast fixtures bench bench-dupes scale profile tradeoff compare-losses train-default clean
+.PHONY: install demo test test-fast fixtures bench bench-dupes scale profile tradeoff score-study compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ profile: $(STAMP)
 # Reference hop, query hop, vector dtype and dimension against accuracy (uses bench's queries).
 tradeoff: $(STAMP)
 	$(BIN)/python tools/tradeoff.py
+
+# Other ways to score the neighbours, on cached bench hits, each calibrated like the shipped one.
+score-study: $(STAMP)
+	$(BIN)/python tools/score_study.py
 
 # The seed's pair-BCE Siamese vs NT-Xent: same data, same steps, same seed, from scratch,
 # then both scored by the trade-off study's default variant (docs/benchmarks.md).

@@ -258,24 +258,17 @@ class IVFPQSearch:
         import faiss
 
         meta, folder = _read_meta(folder or store.folder)
-        if meta is None or meta.get("model_id") != store.model_id:
+        if not _covers(meta, store):
             return None
-        if "slots" in meta:
-            slots = {f: slot for f, (slot, _) in meta["slots"].items()}
-            if {f: n for f, (_, n) in meta["slots"].items()} != {s.file: len(s.time) for s in store.shards}:
-                return None
-        else:  # global ids: the same shards in the same order
-            slots = None
-            if meta.get("store") != [[s.file, len(s.time)] for s in store.shards]:
-                return None
+        slots = {f: slot for f, (slot, _) in meta["slots"].items()} if "slots" in meta else None
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            index = faiss.read_index(str(folder / meta.get("file", f"{ANN_PREFIX}.faiss")), flags)
+            index = faiss.read_index(str(folder / _index_file(meta)), flags)
         except RuntimeError:  # missing or damaged: as if there were none
             return None
         self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"], slots=slots,
                    trained_for=meta.get("trained_for", 0))
-        self.file = meta.get("file", f"{ANN_PREFIX}.faiss")
+        self.file = _index_file(meta)
         return self
 
 
@@ -287,6 +280,19 @@ def _read_meta(folder):
         return json.loads((folder / ANN_META).read_text()), folder
     except (OSError, ValueError):
         return None, folder
+
+
+def _index_file(meta: dict) -> str:
+    return meta.get("file", f"{ANN_PREFIX}.faiss")  # without "file": an index of global ids
+
+
+def _covers(meta: dict | None, store: Store) -> bool:
+    """Whether an index's JSON says it holds exactly the store's vectors."""
+    if meta is None or meta.get("model_id") != store.model_id:
+        return False
+    if "slots" in meta:
+        return {f: n for f, (_, n) in meta["slots"].items()} == {s.file: len(s.time) for s in store.shards}
+    return meta.get("store") == [[s.file, len(s.time)] for s in store.shards]  # global ids: same order
 
 
 def _remove_index_files(folder, keep: str | None = None) -> None:
@@ -304,12 +310,14 @@ def searcher_for(store: Store):
 
 
 def describe_search(store: Store, searcher=None) -> str:
-    """How a scan searches `store`, in one line (`tagmatch info`, and a warning when a big store
-    has no current index)."""
-    searcher = searcher if searcher is not None else searcher_for(store)
+    """How a scan searches `store` (with `searcher`, when it is known), in one line, read from
+    the index's JSON without loading the index (`tagmatch info`, Home; a scan of a big store
+    without a current index warns with it)."""
+    meta, folder = _read_meta(store.folder) if store.folder is not None else (None, None)
+    if searcher is None and _covers(meta, store) and (folder / _index_file(meta)).is_file():
+        return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if isinstance(searcher, IVFPQSearch):
         return f"approximate ({searcher.key}, nprobe {searcher.nprobe}, re-rank {searcher.refine}x)"
-    meta, _ = _read_meta(store.folder) if store.folder is not None else (None, None)
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
     if store.n_vectors > EXACT_MAX_VECTORS:

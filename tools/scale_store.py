@@ -12,6 +12,9 @@ reference hop (0.25 s) = N x 1,008 vectors, cut at whole tracks (the base tracks
 Per size, with every stage cached under ~/.cache/tagmatch/scale/ (a re-run goes on from there):
   build    replicate, save with Store.save (sharded), time it, store size on disk
   index    build the approximate index (tagmatch.ann.IVFPQSearch), save it next to the store
+  update   (only when asked: --stages update) on a hard-linked copy of the store, what
+           `tagmatch index` spends keeping the index current: first build, one track added,
+           one track removed
   measure  in a fresh process: Store.load time and resident memory, index load time and memory,
            ms per 10 s query fragment (50 query windows) exact and approximate, and agreement of
            the approximate search with exact: per-window recall@10 and the real matcher's top-1
@@ -246,6 +249,49 @@ def stage_index(size: str, store_path: Path, params: dict) -> dict:
             "index_bytes": s.file_bytes(), **s.build_stats}
 
 
+def stage_update(size: str, store_path: Path) -> dict:
+    """What `tagmatch index` costs to keep the approximate index current (tagmatch.ann.update_index)
+    on a copy of the store (hard links: shards are never written in place): the first build, then
+    one track added, then one track removed from the first shard (its shard is rewritten)."""
+    from tagmatch.ann import update_index
+
+    work = store_path.parent / "update-store"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    for f in store_path.iterdir():
+        if f.name.startswith(("shard-", "tracks-")) or f.name == "manifest.json":
+            os.link(f, work / f.name)
+    res = {}
+
+    def timed(label: str, store: Store) -> None:
+        t0 = time.perf_counter()
+        msg = update_index(store, "approximate", on_progress=None)
+        res[label + "_s"] = round(time.perf_counter() - t0, 1)
+        res[label] = msg
+        log(f"{size}: {label}: {msg} ({res[label + '_s']} s)")
+
+    timed("build", Store.load(work))
+    store = Store.load(work)
+    sh = store.shards[-1]
+    rows = np.flatnonzero(sh.track == sh.track[-1])  # the last track's vectors, as a new track
+    t = store.tracks[-1]
+    store.add_track(TrackInfo(t.path + ".copy", dict(t.tags), t.duration_s, t.size, t.mtime_ns),
+                    np.asarray(sh.vectors[rows]), np.asarray(sh.time[rows]))
+    t0 = time.perf_counter()
+    store.save(work)
+    res["add_track_store_save_s"] = round(time.perf_counter() - t0, 2)
+    timed("add_one_track", store)
+    store = Store.load(work)
+    store.remove_tracks({0})
+    t0 = time.perf_counter()
+    store.save(work)
+    res["remove_track_store_save_s"] = round(time.perf_counter() - t0, 2)
+    res["removed_shard_vectors"] = int(len(Store.load(store_path).shards[0].time))
+    timed("remove_one_track", store)
+    shutil.rmtree(work)
+    return res
+
+
 def stage_measure(size: str, store_path: Path, n_agree: int, n_exact_frag: int, settings: list[tuple[int, int]]) -> dict:
     """Run in a fresh process: open, resident memory, query cost, agreement."""
     from tagmatch.ann import IVFPQSearch
@@ -406,6 +452,10 @@ def main(argv=None) -> int:
             r.update(stage_index(size, store_path, {"nlist": args.nlist or None, "pq": args.pq or None}))
             save_json(results_path, results)
             log(f"{size}: {json.dumps(r)}")
+        if "update" in args.stages:
+            log(f"{size}: keeping the approximate index current (a copy of the store)")
+            r["update"] = stage_update(size, store_path)
+            save_json(results_path, results)
         if "measure" in args.stages:
             log(f"{size}: measuring (fresh process)")
             cmd = [sys.executable, __file__, "--measure-child", size, "--agree", args.agree,

@@ -1,0 +1,252 @@
+"""Scoring study (`make score-study`): other ways to turn a query's nearest neighbours into a
+suggestion and a confidence, on the benchmark's queries, without re-embedding anything.
+
+Every query of the bench (seed 1, all conditions) and of its calibration sets (seeds 1001, 2001,
+3001) is embedded once and searched exactly once for its top 32 stored neighbours per window;
+that is cached (~/.cache/tagmatch/bench/hits-<model>.joblib). Each scoring variant then turns
+the cached hits into a best track and a raw score per query, is calibrated exactly as
+`tools/bench.py --calibrate` calibrates the shipped margin (the threshold is the smallest score
+that fewer than 0.5% of the calibration sets' unknown-song queries reach), and is measured on
+seed 1: top-1 at that threshold per condition, and false matches on unknown songs.
+
+Needs `make bench` first (its query files and reference links); builds the bench's store when
+it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import joblib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench  # noqa: E402
+
+from tagmatch.audio import load_audio  # noqa: E402
+from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
+from tagmatch.errors import TagmatchError  # noqa: E402
+from tagmatch.match import QUERY_BATCH, MatchConfig, _margins, _vote, fragment_bounds, query_windows  # noqa: E402
+
+K = 32  # neighbours cached per window (the matcher uses 10)
+TEST_SEED = 1
+FIT_SEEDS = (1001, 2001, 3001)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- the cached hits ----------------------------------------------------------------------------
+def query_sets(corpus, cache: Path) -> list[tuple[int, object]]:
+    conditions = bench.select_conditions(None)
+    fit_conditions = [c for c in conditions if c.excerpt_s is not None]
+    qs = [(TEST_SEED, q) for q in bench.make_queries(corpus, conditions, TEST_SEED, None, bench.WHOLE_LIMIT, cache)]
+    qs += [(FIT_SEEDS[0], q) for q in bench.make_queries(corpus, fit_conditions, FIT_SEEDS[0], None,
+                                                         bench.WHOLE_LIMIT, cache)]
+    for seed in FIT_SEEDS[1:]:
+        qs += [(seed, q) for q in bench.make_queries(corpus, fit_conditions, seed, None, bench.WHOLE_LIMIT, cache,
+                                                     kinds=("unknown",))]
+    return qs
+
+
+def hits_for(queries, store, model, by_name, cache_file: Path) -> list[dict]:
+    """Per query: its windows' top-K (track, time, sim), start frames, frame count and truth."""
+    done = joblib.load(cache_file) if cache_file.exists() else {}
+    fc, cfg = model.feature_config, MatchConfig()
+    out, t0, new = [], time.perf_counter(), 0
+    for i, (seed, q) in enumerate(queries, 1):
+        key = str(q.path)
+        if key not in done:
+            rec = {"error": None}
+            try:
+                y = load_audio(q.path, fc.sample_rate)
+                windows, starts, n_frames = query_windows(y, fc, cfg)
+                idx, sim = store.search(model.embed(windows, batch=QUERY_BATCH), K)
+                track, when = store.lookup(idx)
+                rec.update(track=track.astype(np.int32), time=when.astype(np.float32), sim=sim.astype(np.float32),
+                           starts=starts, n_frames=n_frames)
+            except TagmatchError as exc:
+                rec["error"] = str(exc)
+            done[key] = rec
+            new += 1
+            if new % 200 == 0:
+                joblib.dump(done, cache_file)
+                log(f"hits: {i}/{len(queries)} ({time.perf_counter() - t0:.0f} s)")
+        rec = dict(done[key])
+        rec.update(seed=seed, condition=q.condition, kind=q.kind, group=q.group)
+        out.append(rec)
+    if new:
+        joblib.dump(done, cache_file)
+    groups = [by_name.get(Path(t.path).name) for t in store.tracks]
+    for r in out:
+        r["track_group"] = groups
+    return out
+
+
+# ---- scoring variants -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """How hits become per-track scores, and which number is thresholded."""
+
+    name: str
+    k: int = 10
+    transform: Callable | None = None  # (query's hits) -> sim' [w, K]: what a hit votes with
+    raw: str = "margin"  # "margin" | "ratio" | "margin_x_agree"
+    bin_s: float = 0.5
+
+
+def totals_of(r: dict, v: Variant, frame_s: float) -> tuple[dict[int, float], list]:
+    sim = r["sim"] if v.transform is None else v.transform(r)
+    track, when, sim = r["track"][:, : v.k], r["time"][:, : v.k], sim[:, : v.k]
+    q_time = r["starts"] * frame_s
+    per_frag = int(round(10.0 / frame_s))
+    frags = []
+    for a, b in fragment_bounds(r["n_frames"], per_frag, int(3.0 / frame_s)):
+        sel = (r["starts"] >= a) & (r["starts"] < b)
+        if sel.any():
+            frags.append(_vote(track[sel], when[sel], sim[sel], q_time[sel], v.bin_s))
+    n = len(frags)
+    totals: dict[int, float] = {}
+    for f in frags:
+        for t, (s, _) in f.items():
+            totals[t] = totals.get(t, 0.0) + s / n
+    return totals, frags
+
+
+def score(r: dict, v: Variant, frame_s: float) -> tuple[int | None, float]:
+    """(best track, raw score) of one query under variant v."""
+    if r["error"] is not None:
+        return None, -math.inf
+    totals, frags = totals_of(r, v, frame_s)
+    if not totals:
+        return None, -math.inf
+    margins = _margins(totals, MatchConfig().same_audio_ratio)
+    best = max(totals, key=totals.get)
+    m = margins[best]
+    if v.raw == "ratio":
+        return best, m / max(totals[best], 1e-9)
+    if v.raw == "margin_x_agree":
+        agree = sum(1 for f in frags if f and max(f, key=lambda t: f[t][0]) == best) / max(1, len(frags))
+        return best, m * agree
+    return best, m
+
+
+def above_background(q: float) -> Callable:
+    """Each hit's similarity minus the window's q-quantile of its K neighbours' (its background)."""
+    def f(r: dict) -> np.ndarray:
+        return np.maximum(r["sim"] - np.quantile(r["sim"], q, axis=1, keepdims=True), 0.0)
+    return f
+
+
+def minus_kth(j: int) -> Callable:
+    def f(r: dict) -> np.ndarray:
+        return np.maximum(r["sim"] - r["sim"][:, j : j + 1], 0.0)
+    return f
+
+
+def power(p: float) -> Callable:
+    def f(r: dict) -> np.ndarray:
+        return np.maximum(r["sim"], 0.0) ** p
+    return f
+
+
+def specific(c: float, far_s: float | None = None) -> Callable:
+    """Down-weight a hit whose track fills many of the window's K neighbours (a drone or a held
+    chord matches everywhere in a stationary stretch): x min(1, c / n), n = that track's hits
+    among the K; with `far_s`, x c / (c + n_far), counting only its hits > far_s away in time."""
+    def f(r: dict) -> np.ndarray:
+        same = r["track"][:, :, None] == r["track"][:, None, :]
+        if far_s is None:
+            return r["sim"] * np.minimum(1.0, c / same.sum(2))
+        far = same & (np.abs(r["time"][:, :, None] - r["time"][:, None, :]) > far_s)
+        return r["sim"] * (c / (c + far.sum(2)))
+    return f
+
+
+VARIANTS = (
+    Variant("shipped: top-10, margin"),
+    Variant("top-20, margin", k=20),
+    Variant("top-10, ratio margin/score", raw="ratio"),
+    Variant("top-10, margin x fragments agreeing", raw="margin_x_agree"),
+    Variant("top-10, sim - 32nd sim", transform=minus_kth(31)),
+    Variant("top-10, sim - 16th sim", transform=minus_kth(15)),
+    Variant("top-10, sim - median of 32", transform=above_background(0.5)),
+    Variant("top-20, sim - 32nd sim", k=20, transform=minus_kth(31)),
+    Variant("top-10, sim^3", transform=power(3.0)),
+    Variant("top-10, margin, 0.25 s bins", bin_s=0.25),
+    Variant("top-10, hits weighted by the track's share of the 32 (c 8)", transform=specific(8)),
+    Variant("top-10, hits weighted by the track's far hits among the 32 (c 8, > 1.5 s)",
+            transform=specific(8, 1.5)),
+)
+
+
+def evaluate(records: list[dict], v: Variant, frame_s: float) -> dict:
+    rows = []
+    for r in records:
+        best, raw = score(r, v, frame_s)
+        right = r["kind"] == "known" and best is not None and r["track_group"][best] is not None \
+            and r["track_group"][best].group == r["group"]
+        rows.append((r["seed"], r["condition"], r["kind"], right, raw))
+    fit = [x for x in rows if x[0] != TEST_SEED]
+    u = np.sort([x[4] for x in fit if x[2] == "unknown"])[::-1]
+    allowed = math.ceil(bench.MAX_FALSE_MATCH * len(u)) - 1
+    threshold = math.nextafter(float(u[allowed]), math.inf) if np.isfinite(u[allowed]) else -math.inf
+    test = [x for x in rows if x[0] == TEST_SEED]
+    out = {"variant": v.name, "threshold": threshold, "conditions": {}}
+    for cond in dict.fromkeys(x[1] for x in test):
+        known = [x for x in test if x[1] == cond and x[2] == "known"]
+        unknown = [x for x in test if x[1] == cond and x[2] == "unknown"]
+        out["conditions"][cond] = {
+            "known": len(known), "top1_at_threshold": np.mean([x[3] and x[4] >= threshold for x in known]),
+            "top1": np.mean([x[3] for x in known]),
+            "false": int(sum(x[4] >= threshold for x in unknown)), "unknown": len(unknown)}
+    known = [x for x in test if x[2] == "known"]
+    unknown = [x for x in test if x[2] == "unknown"]
+    out["overall"] = {"top1_at_threshold": np.mean([x[3] and x[4] >= threshold for x in known]),
+                      "top1": np.mean([x[3] for x in known]),
+                      "false": int(sum(x[4] >= threshold for x in unknown)), "unknown": len(unknown),
+                      "wrong_at_threshold": int(sum((not x[3]) and x[4] >= threshold for x in known))}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", type=Path, default=bench.DEFAULT_CACHE)
+    ap.add_argument("--only", default="", help="comma-separated variant numbers (default: all)")
+    args = ap.parse_args(argv)
+    if not corpus_available(DEFAULT_ROOT):
+        print("score_study: dev corpus not found; get it with ../shared/corpus/fetch-dev-corpus. Skipping.")
+        return 0
+    from tagmatch.modelio import load_model
+
+    model = load_model()
+    corpus = load_corpus(DEFAULT_ROOT)
+    store, _, by_name = bench.build_store(corpus, model, args.cache, reuse=True)
+    corpus = bench.queryable(corpus, store, by_name)
+    queries = query_sets(corpus, args.cache)
+    log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
+    records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.model_id}.joblib")
+    frame_s = model.feature_config.frame_seconds
+    chosen = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else VARIANTS
+    results = [evaluate(records, v, frame_s) for v in chosen]
+    conds = list(results[0]["conditions"])
+    short = {c: c.replace("excerpt", "").replace("_", " ")[:14] for c in conds}
+    print("\n| variant | " + " | ".join(short[c] for c in conds) + " | overall | false | wrong |")
+    print("|---|" + "---|" * (len(conds) + 3))
+    for res in results:
+        cells = [f"{100 * res['conditions'][c]['top1_at_threshold']:.1f}" for c in conds]
+        o = res["overall"]
+        print(f"| {res['variant']} | " + " | ".join(cells) +
+              f" | **{100 * o['top1_at_threshold']:.1f}** | {o['false']}/{o['unknown']} | {o['wrong_at_threshold']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
