@@ -36,6 +36,10 @@ class TrainConfig:
     clean_view_strength: float = 0.2  # the reference-like view is mostly clean
     seed: int = 0
     checkpoint_every: int = 100
+    # Hard negatives: this share of each batch comes from the tracks of one source (a soundtrack:
+    # same composer, instruments and mix), so in-batch negatives include similar-sounding songs,
+    # which is what unknown songs that look like library songs are. Needs `sources` in train().
+    same_source_share: float = 0.0
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -55,9 +59,13 @@ class AudioPool:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         return cls(np.concatenate(signals).astype(np.float32), starts, lengths)
 
-    def crops(self, rng: np.random.Generator, n: int, size: int, min_rms: float = 0.0) -> np.ndarray:
-        """`n` random crops of `size` samples, uniform over positions, skipping near-silence."""
+    def crops(self, rng: np.random.Generator, n: int, size: int, min_rms: float = 0.0,
+              tracks: np.ndarray | None = None) -> np.ndarray:
+        """`n` random crops of `size` samples, uniform over positions (of `tracks` only, when
+        given: a boolean mask), skipping near-silence."""
         ok = self.lengths >= size
+        if tracks is not None:
+            ok = ok & tracks
         if not ok.any():
             raise TagmatchError(f"no training file is longer than {size} samples")
         valid = np.where(ok, self.lengths - size + 1, 0)
@@ -190,12 +198,15 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     meta: dict | None = None,
     init_from: Path | None = None,
+    sources: list[str] | None = None,
 ) -> dict:
     """Train an encoder on decoded `music` and save it to `out` (atomically).
 
     With `checkpoint`, state is saved there every `checkpoint_every` steps and a run resumes
     from it. `init_from` (a model file with the same configs) starts a fresh run from its
     encoder weights instead of random ones: fine-tuning, e.g. the default model on your library.
+    `sources` names where each track of `music` comes from (an album, a soundtrack): with
+    cfg.same_source_share > 0, that share of each batch is drawn from one source's tracks.
     Returns a summary (steps, final loss, history).
     """
     import jax
@@ -236,13 +247,20 @@ def train(
                                          params=params, meta=summary)
         return summary
 
+    source_masks = []
+    if cfg.same_source_share > 0:
+        if not sources or len(sources) != len(music):
+            raise TagmatchError("same_source_share needs a source name for every training track")
+        names = np.array(sources)
+        # sources with at least two long-enough tracks can give negatives of their own
+        source_masks = [m for m in (names == u for u in np.unique(names)) if (m & (pool.lengths >= crop)).sum() >= 2]
     step_fn = make_train_step(cfg)
     t_last, step = time.perf_counter(), start
     for step in range(start, cfg.steps):
         if should_stop and should_stop():
             break
         rng = np.random.default_rng([cfg.seed, step])
-        crops = pool.crops(rng, cfg.batch_pairs, crop, min_rms=1e-3)
+        crops = batch_crops(pool, rng, cfg, crop, source_masks)
         na = noise_pool.crops(rng, cfg.batch_pairs, crop)
         nb = noise_pool.crops(rng, cfg.batch_pairs, crop)
         key = jax.random.fold_in(jax.random.key(cfg.seed), step)
@@ -264,6 +282,19 @@ def train(
     if checkpoint and done > start:
         _save_checkpoint(checkpoint, cfg, model, optimizer, done, history)
     return export(done)
+
+
+def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, crop: int,
+                source_masks: list[np.ndarray]) -> np.ndarray:
+    """A batch of crops: uniform over the music, except `cfg.same_source_share` of it drawn from
+    one source (chosen in proportion to its tracks), the hard negatives of the others."""
+    n_hard = int(round(cfg.same_source_share * cfg.batch_pairs)) if source_masks else 0
+    if n_hard == 0:
+        return pool.crops(rng, cfg.batch_pairs, crop, min_rms=1e-3)
+    sizes = np.array([m.sum() for m in source_masks], np.float64)
+    mask = source_masks[rng.choice(len(source_masks), p=sizes / sizes.sum())]
+    return np.concatenate([pool.crops(rng, n_hard, crop, min_rms=1e-3, tracks=mask),
+                           pool.crops(rng, cfg.batch_pairs - n_hard, crop, min_rms=1e-3)])
 
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:

@@ -122,3 +122,21 @@ def test_an_output_projection_shrinks_the_vectors_and_renames_the_model(tmp_path
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     full = before.embed(x) @ axes  # the projection of the encoder's own vectors, re-normalised
     np.testing.assert_allclose(v, full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_same_source_share_draws_that_part_of_the_batch_from_one_source():
+    from tagmatch.train import batch_crops
+
+    # six tracks, each a constant level, so a crop says which track it came from
+    pool = AudioPool.from_signals([np.full(4000, 0.01 * (i + 1), np.float32) for i in range(6)])
+    sources = np.array(["a", "a", "a", "b", "b", "c"])
+    masks = [sources == "a", sources == "b"]  # "c" has one track: no negatives of its own
+    cfg = TrainConfig(batch_pairs=16, same_source_share=0.5)
+    for seed in range(5):
+        crops = batch_crops(pool, np.random.default_rng(seed), cfg, 1000, masks)
+        assert crops.shape == (16, 1000)
+        track = np.rint(crops[:, 0] / 0.01).astype(int) - 1
+        hard = set(sources[track[:8]])
+        assert len(hard) == 1 and hard <= {"a", "b"}  # the first half: one source
+    uniform = batch_crops(pool, np.random.default_rng(0), TrainConfig(batch_pairs=16), 1000, masks)
+    assert uniform.shape == (16, 1000)

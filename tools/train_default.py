@@ -40,18 +40,24 @@ def main(argv=None) -> int:
     ap.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     ap.add_argument("--augment", action="append", default=[], metavar="FIELD=VALUE",
                     help="override an AugmentConfig field, e.g. snr_db=-6,15 or reverb_p=0.8 (repeatable)")
+    ap.add_argument("--same-source-share", type=float, default=0.0,
+                    help="hard negatives: this share of each batch from one source package's tracks")
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
         print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
         return 1
     corpus = load_corpus(args.corpus)
     t0 = time.time()
-    music = decode_folder([t.path for t in corpus.known], 8000)
+    decoded: list[Path] = []  # the files that decoded, in the order of `music`
+    music = decode_folder([t.path for t in corpus.known], 8000,
+                          on_file=lambda p, err: decoded.append(p) if err is None else None)
     noise = decode_folder(corpus.train_noise, 8000)
     hours = sum(len(m) for m in music) / 8000 / 3600
     print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
     cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate,
-                      augment=augment_config(args.augment))
+                      augment=augment_config(args.augment), same_source_share=args.same_source_share)
+    # a track's source: its Debian package folder (one game's soundtrack)
+    sources = [p.resolve().relative_to(corpus.root.resolve()).parts[0] for p in decoded]
 
     def progress(p):
         if p.step % 10 == 0 or p.step == p.steps:
@@ -68,7 +74,7 @@ def main(argv=None) -> int:
         meta["init_from"] = {"model_id": start.model_id, "steps": start.meta.get("steps"),
                              "init_from": start.meta.get("init_from")}
     summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta,
-                    init_from=args.init_from)
+                    init_from=args.init_from, sources=sources)
     print(f"saved {args.out} (model id {summary['model_id']}) after {summary['steps']} steps")
     return 0
 
