@@ -171,6 +171,8 @@ class IVFPQSearch:
         ivf = faiss.extract_index_ivf(index)
         rng = np.random.default_rng(seed)
         n_train = min(n, max(train_points * ivf.nlist, 65536))
+        if on_progress:
+            on_progress(0, n)  # training the cells comes first (minutes on a big store)
         t0 = time.perf_counter()
         x = gather_vectors(store, np.sort(rng.choice(n, size=n_train, replace=False)))
         index.train(x)
@@ -381,6 +383,8 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
                     f"in {time.perf_counter() - t0:.0f} s, {n:,} vectors")
     ann = IVFPQSearch.build(store, on_progress=on_progress, should_stop=should_stop)
     if ann is None:
+        if _covers(meta, store):  # still right for this store (an older kind of index): kept
+            return f"search: approximate ({meta['key']}), kept (building a new index was stopped)"
         if meta is not None:  # the old index no longer fits the store: exact until the next run
             (folder / ANN_META).unlink()
         _remove_index_files(folder)

@@ -171,3 +171,12 @@ def test_building_stopped_leaves_exact_search(synthetic, tmp_path):
     msg = update_index(store, "approximate", should_stop=lambda: True)
     assert msg.startswith("search: exact for now")
     assert not list(path.glob("ann-ivfpq*")) and isinstance(searcher_for(Store.load(path)), Store)
+
+
+def test_a_big_store_without_its_index_says_so(synthetic, tmp_path, monkeypatch):
+    _, _, walk, _ = synthetic
+    store = _store_of(walk, range(3), tmp_path / "store")
+    assert describe_search(store) == "exact"
+    monkeypatch.setattr(ann_mod, "EXACT_MAX_VECTORS", 100)  # as if it were big
+    assert describe_search(store).startswith("exact: no approximate index, slow at this size")
+    assert "index built" in update_index(store, "auto")  # auto builds one past the size
