@@ -28,6 +28,7 @@ class Step:
     error: str | None = None
     loss: float | None = None
     info: str = ""
+    unit: str = ""  # what `done` counts, when not the job's usual (files, or steps while training)
 
 
 OnStep = Callable[[Step], None]
@@ -105,7 +106,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
         return IndexResult(store, report, store_path, True)
 
     def ann_progress(done: int, total: int) -> None:
-        on_step(Step("approximate index", done, total, info="vectors"))
+        on_step(Step("approximate index", done, total, unit="vectors"))
 
     how = update_index(store, search, on_progress=ann_progress, should_stop=should_stop)
     return IndexResult(store, report, store_path, should_stop(), how)

@@ -97,7 +97,7 @@ class JobScreen(Screen):
         self.query_one("#job-stage", Static).update(
             step.stage + (" (stopping after the current item...)" if self.stop_event.is_set() else ""))
         self.query_one("#job-bar", ProgressBar).update(total=step.total, progress=step.done)
-        unit = "steps" if step.loss is not None else self.unit
+        unit = step.unit or ("steps" if step.loss is not None else self.unit)
         rate = eta_text(step.done, step.total, now - self.stage_t0, unit)
         self.query_one("#job-rate", Static).update(
             f"{step.done}" + (f" / {step.total}" if step.total else "") + (f"   {rate}" if rate else ""))
