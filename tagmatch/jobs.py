@@ -151,11 +151,12 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
     cfg = MatchConfig(threshold=threshold)
-    searcher = searcher_for(store)  # the workers choose the same way
-    search = describe_search(store, searcher)
     if backend == "local":
+        searcher = searcher_for(store)
+        search = describe_search(store, searcher)
         matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher)
-    else:
+    else:  # each worker opens the store and its index itself, choosing the same way
+        search = describe_search(store)
         args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg)
                 for p in paths]
         matches = (m for _, m in ordered_map(match_in_worker, args, backend, n_jobs, scheduler))
