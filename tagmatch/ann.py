@@ -91,14 +91,9 @@ def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
     """Stored vectors by global number, as float32 unit vectors [shape=ids.shape + (dim,)],
     read shard by shard (the shards may be memory maps: only the rows asked for are paged in)."""
     flat = np.asarray(ids, np.int64).ravel()
-    starts = store.shard_starts()
-    which = np.searchsorted(starts, flat, side="right") - 1
     out = np.empty((len(flat), store.dim), np.float32)
-    for sh in np.unique(which):
-        sel = np.flatnonzero(which == sh)
-        rows = flat[sel] - starts[sh]
-        order = np.argsort(rows, kind="stable")  # sorted reads from a memory map
-        out[sel[order]] = store.shards[sh].vectors[rows[order]]
+    for sh, sel, rows in store.rows_by_shard(flat):
+        out[sel] = store.shards[sh].vectors[rows]
     dtype = store.shards[0].vectors.dtype if store.shards else np.int8
     if dtype == np.int8:
         out /= np.float32(vector_scale(store.dim))

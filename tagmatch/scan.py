@@ -54,17 +54,14 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
     """Match one file in a worker process (tagmatch.parallel). The worker opens the store itself,
     once per store version (a re-index between scans changes its manifest), memory-mapped; track
     numbers in the result are the same as in the client's copy of that store."""
+    from tagmatch.ann import ANN_META, searcher_for
     from tagmatch.parallel import worker_model
     from tagmatch.store import MANIFEST
 
     model = worker_model(model_path, model_id)
-    from tagmatch.ann import ANN_META
-
     meta = Path(store_path) / ANN_META  # `tagmatch index` may change the index and not the store
     key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns, meta.exists() and meta.stat().st_mtime_ns)
     if key not in _WORKER_STORES:
-        from tagmatch.ann import searcher_for
-
         _WORKER_STORES.clear()
         store = Store.load(Path(store_path))
         store.check_model(model.model_id, model.feature_config, store_path)

@@ -23,6 +23,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import joblib
 import numpy as np
@@ -181,17 +182,24 @@ class Store:
         if len(self.shards) <= 1 or "vec_track" in self._flat:
             return self.vec_track[idx], self.vec_time[idx]
         flat = np.asarray(idx, np.int64).ravel()
-        starts = self.shard_starts()
         first_track = np.cumsum([0] + [s.n_tracks for s in self.shards])
-        which = np.searchsorted(starts, flat, side="right") - 1
         track = np.empty(len(flat), np.int32)
         when = np.empty(len(flat), np.float32)
-        for sh in np.unique(which):
-            sel = np.flatnonzero(which == sh)
-            rows = flat[sel] - starts[sh]
+        for sh, sel, rows in self.rows_by_shard(flat):
             track[sel] = self.shards[sh].track[rows] + np.int32(first_track[sh])
             when[sel] = self.shards[sh].time[rows]
         return track.reshape(np.shape(idx)), when.reshape(np.shape(idx))
+
+    def rows_by_shard(self, flat: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Global vector numbers `flat` [shape=(n,)] grouped by shard: (shard, positions in
+        `flat`, rows in the shard), rows ascending (sequential reads of a memory map)."""
+        starts = self.shard_starts()
+        which = np.searchsorted(starts, flat, side="right") - 1
+        for sh in np.unique(which):
+            sel = np.flatnonzero(which == sh)
+            rows = flat[sel] - starts[sh]
+            order = np.argsort(rows, kind="stable")
+            yield int(sh), sel[order], rows[order]
 
     @property
     def vectors(self) -> np.ndarray:
