@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from tagmatch.store import Store, vector_scale
+from tagmatch.store import Store, dequantize
 
 
 class IVFSearch:
@@ -23,7 +23,6 @@ class IVFSearch:
         import faiss
 
         n = len(store.vectors)
-        scale = vector_scale(store.dim) if store.vectors.dtype == np.int8 else 1.0
         self.vec_track, self.vec_time = store.vec_track, store.vec_time
         # ~1.5 sqrt(n) cells balances the k-means, the assignment of every vector and the scan of
         # the probed cells (4 sqrt(n) made the k-means alone take 20 min at 8M vectors here).
@@ -32,14 +31,10 @@ class IVFSearch:
         self.index = faiss.IndexIVFFlat(quantizer, store.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         train_rows = np.sort(rng.choice(n, size=min(n, 40 * self.nlist), replace=False))
-        self.index.train(self._f32(store.vectors[train_rows], scale))
+        self.index.train(dequantize(store.vectors[train_rows], store.dim))
         for lo in range(0, n, 262144):
-            self.index.add(self._f32(store.vectors[lo : lo + 262144], scale))
+            self.index.add(dequantize(store.vectors[lo : lo + 262144], store.dim))
         self.index.nprobe = nprobe
-
-    @staticmethod
-    def _f32(v: np.ndarray, scale: float) -> np.ndarray:
-        return np.ascontiguousarray(v, dtype=np.float32) / np.float32(scale)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         sim, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -80,11 +75,16 @@ def _slot_ids(slot: int, lo: int, n: int) -> np.ndarray:
     return (np.int64(slot) << SLOT_BITS) + np.arange(lo, lo + n, dtype=np.int64)
 
 
-def _unit_rows(shard, lo: int, n: int, dim: int) -> np.ndarray:
-    v = np.ascontiguousarray(shard.vectors[lo : lo + n], dtype=np.float32)
-    if shard.vectors.dtype == np.int8:
-        v /= np.float32(vector_scale(dim))
-    return v
+def _add_shard(index, shard, slot: int, dim: int, should_stop=None, on_added=None) -> bool:
+    """Add a shard's vectors to `index` under its slot's ids, in batches; False when stopped."""
+    for lo in range(0, len(shard.time), ADD_BATCH):
+        if should_stop and should_stop():
+            return False
+        v = dequantize(shard.vectors[lo : lo + ADD_BATCH], dim)
+        index.add_with_ids(v, _slot_ids(slot, lo, len(v)))
+        if on_added:
+            on_added(len(v))
+    return True
 
 
 def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
@@ -93,10 +93,7 @@ def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
     flat = np.asarray(ids, np.int64).ravel()
     out = np.empty((len(flat), store.dim), np.float32)
     for sh, sel, rows in store.rows_by_shard(flat):
-        out[sel] = store.shards[sh].vectors[rows]
-    dtype = store.shards[0].vectors.dtype if store.shards else np.int8
-    if dtype == np.int8:
-        out /= np.float32(vector_scale(store.dim))
+        out[sel] = dequantize(store.shards[sh].vectors[rows], store.dim)
     return out.reshape(*np.shape(ids), store.dim)
 
 
@@ -171,7 +168,8 @@ class IVFPQSearch:
             raise ValueError("save the store before building its index (the index names its shard files)")
         n = store.n_vectors
         key = key or cls.default_key(n, store.dim, nlist, pq)
-        nprobe, refine = nprobe or default_probe(n)[0], refine or default_probe(n)[1]
+        probe = default_probe(n)
+        nprobe, refine = nprobe or probe[0], refine or probe[1]
         index = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
         rng = np.random.default_rng(seed)
@@ -185,17 +183,18 @@ class IVFPQSearch:
         if log:
             log(f"{key}: trained on {n_train:,} vectors in {train_s:.0f} s")
         t0, done = time.perf_counter(), 0
+
+        def added(count: int) -> None:
+            nonlocal done
+            done += count
+            if on_progress:
+                on_progress(done, n)
+
         slots = {}
         for slot, s in enumerate(store.shards):
             slots[s.file] = slot
-            for lo in range(0, len(s.time), ADD_BATCH):
-                if should_stop and should_stop():
-                    return None
-                v = _unit_rows(s, lo, ADD_BATCH, store.dim)
-                index.add_with_ids(v, _slot_ids(slot, lo, len(v)))
-                done += len(v)
-                if on_progress:
-                    on_progress(done, n)
+            if not _add_shard(index, s, slot, store.dim, should_stop, added):
+                return None
             if log:
                 log(f"{key}: added {done:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
         self = cls(store, index, key, nprobe=nprobe, refine=refine, slots=slots, trained_for=n)
@@ -321,10 +320,11 @@ def describe_search(store: Store, searcher=None) -> str:
     the index's JSON without loading the index (`tagmatch info`, Home; a scan of a big store
     without a current index warns with it)."""
     meta, folder = _read_meta(store.folder) if store.folder is not None else (None, None)
-    if searcher is None and _covers(meta, store) and (folder / _index_file(meta)).is_file():
-        return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if isinstance(searcher, IVFPQSearch):
-        return f"approximate ({searcher.key}, nprobe {searcher.nprobe}, re-rank {searcher.refine}x)"
+        meta = {"key": searcher.key, "nprobe": searcher.nprobe, "refine": searcher.refine}
+    if isinstance(searcher, IVFPQSearch) or (
+            searcher is None and _covers(meta, store) and (folder / _index_file(meta)).is_file()):
+        return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
     if store.n_vectors > EXACT_MAX_VECTORS:
@@ -373,14 +373,16 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
                           for slot in gone)
             nxt = max((slot for slot, _ in old.values()), default=-1) + 1
             added, total = 0, sum(len(s.time) for s in new)
+
+            def count(n_added: int) -> None:
+                nonlocal added
+                added += n_added
+                if on_progress:
+                    on_progress(added, total)
+
             for s in new:
                 slots[s.file], nxt = nxt, nxt + 1
-                for lo in range(0, len(s.time), ADD_BATCH):
-                    v = _unit_rows(s, lo, ADD_BATCH, store.dim)
-                    index.add_with_ids(v, _slot_ids(slots[s.file], lo, len(v)))
-                    added += len(v)
-                    if on_progress:
-                        on_progress(added, total)
+                _add_shard(index, s, slots[s.file], store.dim, on_added=count)
             ann = IVFPQSearch(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
                               slots=slots, trained_for=meta["trained_for"])
             ann.save(folder)

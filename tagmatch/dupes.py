@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from tagmatch.errors import TagmatchError
-from tagmatch.store import Store, vector_scale
+from tagmatch.store import Store, dequantize
 
 DUPES_VERSION = 1
 APPROX_ABOVE = 2_000_000  # stored vectors (~140 h of audio) above which stage 1 uses an IVF index
@@ -78,7 +78,6 @@ class _Tracks:
         order = np.argsort(store.vec_track, kind="stable")
         bounds = np.searchsorted(store.vec_track[order], np.arange(len(store.tracks) + 1))
         self._rows = [order[bounds[i] : bounds[i + 1]] for i in range(len(store.tracks))]
-        self._scale = np.float32(vector_scale(store.dim)) if store.vectors.dtype == np.int8 else np.float32(1)
 
     def rows(self, t: int) -> np.ndarray:
         return self._rows[t]
@@ -88,7 +87,7 @@ class _Tracks:
 
     def unit(self, rows: np.ndarray) -> np.ndarray:
         """Stored vectors at `rows` as float32 unit vectors."""
-        return self.store.vectors[rows].astype(np.float32) / self._scale
+        return dequantize(self.store.vectors[rows], self.store.dim)
 
     def times(self, t: int) -> np.ndarray:
         return self.store.vec_time[self._rows[t]]

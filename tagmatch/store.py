@@ -76,6 +76,14 @@ def quantize(vectors: np.ndarray, dim: int) -> np.ndarray:
     return np.clip(q, -127, 127).astype(VECTOR_DTYPE)
 
 
+def dequantize(v: np.ndarray, dim: int) -> np.ndarray:
+    """Stored rows (int8 from `quantize`, or float vectors in studies) as float32 unit vectors."""
+    out = np.ascontiguousarray(v, dtype=np.float32)
+    if v.dtype == VECTOR_DTYPE:
+        out /= np.float32(vector_scale(dim))
+    return out
+
+
 def default_store_path() -> Path:
     """$TAGMATCH_STORE, else the user's data dir (XDG on Linux)."""
     env = os.environ.get("TAGMATCH_STORE")
