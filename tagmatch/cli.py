@@ -488,9 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     def workers(sp):
-        sp.add_argument("--backend", choices=("local", "joblib", "dask"),
-                        help="local (default: fastest on a small machine), joblib (worker processes on all "
-                             "cores), dask (a cluster; see --scheduler)")
+        sp.add_argument("--backend", choices=("auto", "local", "joblib", "dask"),
+                        help="auto (default: joblib from 64 files, else local), local (this process, a "
+                             "thread decoding ahead), joblib (a worker process per core), dask (a cluster; "
+                             "see --scheduler)")
         sp.add_argument("--jobs", type=int, metavar="N", help="worker processes for joblib or a local dask cluster")
         sp.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler, e.g. tcp://HOST:8786 (implies "
                                                                "--backend dask; without it dask starts a local cluster)")
@@ -622,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return _run_tui()
+        if args.command in ("index", "scan", "dupes"):  # these decode on other threads meanwhile
+            from tagmatch.threads import one_compute_thread
+
+            one_compute_thread()
         return args.func(args)
     except TagmatchError as exc:
         _err(f"error: {exc}")

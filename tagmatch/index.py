@@ -4,8 +4,9 @@ Only new or changed files (size or mtime differ) are decoded and embedded; track
 disappeared from the indexed folder are dropped. Decoding and mel computation run in a thread
 pool ahead of the encoder, so the two cores stay busy.
 
-Backends: "local" (the above: the fastest on a small machine), "joblib" (whole files on local
-worker processes) and "dask" (whole files on a distributed cluster). The parallel ones run
+Backends: "local" (the above), "joblib" (whole files on local worker processes, one per core:
+the fastest for a big batch), "dask" (whole files on a distributed cluster), and "auto" (the
+default: joblib from `parallel.AUTO_MIN_FILES` files, else local). The parallel ones run
 `embed_file` in workers that load the model themselves; the calling process alone owns the store,
 adding results in file order as they come, so every backend builds the same store.
 """
@@ -24,7 +25,7 @@ from tagmatch.audio import find_audio_files, load_audio
 from tagmatch.errors import TagmatchError
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
 from tagmatch.modelio import LoadedModel
-from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, worker_model
+from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend, worker_model
 from tagmatch.store import Store, TrackInfo, quantize
 from tagmatch.tags import read_tags
 
@@ -96,7 +97,7 @@ def index_library(
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    backend: str = "local",
+    backend: str = "auto",
     n_jobs: int | None = None,
     scheduler: str | None = None,
     model_path: Path | str | None = None,
@@ -104,7 +105,8 @@ def index_library(
     """Bring `store` up to date with the audio files under `root` (the store is edited in place
     and returned; a new one is made when `store` is None). Nothing under `root` is modified.
 
-    `backend` "joblib" uses `n_jobs` worker processes (default: all cores); "dask" the cluster at
+    `backend` "auto" picks joblib for many files, else "local" (parallel.resolve_backend);
+    "joblib" uses `n_jobs` worker processes (default: all cores); "dask" the cluster at
     `scheduler`, else a local one of `n_jobs` (default 2) worker processes. Their workers load the
     model from `model_path` (None: $TAGMATCH_MODEL, else the shipped default), which must be the
     file `model` came from: a worker that finds another model id fails the run. A stop
@@ -136,6 +138,7 @@ def index_library(
         todo.append((p, st, i is not None))
     store.remove_tracks(gone | stale)
     stop = should_stop or (lambda: False)
+    backend = resolve_backend(backend, len(todo))
 
     def record(n: int, item: tuple, fe: FileEmbedding) -> None:
         p, st, was_known = item

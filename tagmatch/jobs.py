@@ -76,7 +76,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
-    is "dask" with a scheduler address, else "local". `search`: keep the approximate index
+    is "dask" with a scheduler address, else "auto". `search`: keep the approximate index
     beside the store up to date (tagmatch.ann.update_index): "auto" (for big stores),
     "approximate" or "exact"."""
     from tagmatch.ann import update_index
@@ -138,7 +138,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     from tagmatch.ann import describe_search, searcher_for
     from tagmatch.match import MatchConfig
     from tagmatch.modelio import load_model
-    from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map
+    from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
     from tagmatch.scan import match_in_worker, scan, scan_json, scan_paths, write_scan_json
 
     if not Path(target).exists():
@@ -151,6 +151,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
     cfg = MatchConfig(threshold=threshold)
+    backend = resolve_backend(backend, len(paths))
     if backend == "local":
         searcher = searcher_for(store)
         search = describe_search(store, searcher)
@@ -174,8 +175,8 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
 
 
 def _backend(backend: str | None, scheduler: str | None) -> str:
-    """A scheduler address implies dask; the default is the local path."""
-    backend = backend or ("dask" if scheduler else "local")
+    """A scheduler address implies dask; the default is "auto" (parallel.resolve_backend)."""
+    backend = backend or ("dask" if scheduler else "auto")
     if scheduler and backend != "dask":
         raise TagmatchError(f"a scheduler address needs the dask backend, not {backend}")
     return backend

@@ -10,6 +10,7 @@ between the best track and its best competitor, which a per-model calibration ma
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -128,31 +129,28 @@ def _margins(scores: dict[int, float], ratio: float) -> dict[int, float]:
 
 
 def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
-               searcher: Searcher | None = None) -> FileMatch:
+               searcher: Searcher | None = None, prepared: Future | None = None) -> FileMatch:
     """Identify one file. Never raises for bad input: errors come back as status 'error'.
-    `searcher`: what finds the neighbours (default: the store itself, exact)."""
+    `searcher`: what finds the neighbours (default: the store itself, exact). `prepared`: a
+    future of `read_query(path, ...)` started ahead (a scan decodes the next file meanwhile)."""
     path = Path(path)
     try:
-        return _match(path, store, model, cfg, searcher)
+        windows, starts, n_frames = (prepared.result() if prepared is not None
+                                     else read_query(path, model.feature_config, cfg))
+        return match_vectors(str(path), model.embed(windows), starts, n_frames, store, model, cfg, searcher)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
         return FileMatch(str(path), "error", error=str(exc))
 
 
-def _match(path: Path, store: Store, model: LoadedModel, cfg: MatchConfig,
-           searcher: Searcher | None = None) -> FileMatch:
-    fc = model.feature_config
+def read_query(path: Path, fc: FeatureConfig, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode a query file and cut its windows (`query_windows`); raises for bad input."""
     y = load_audio(path, fc.sample_rate)
     duration = len(y) / fc.sample_rate
     if duration < cfg.min_duration_s:
         raise TagmatchError(f"too short: {duration:.1f} s (at least {cfg.min_duration_s:g} s needed)")
-    windows, starts, n_frames = query_windows(y, fc, cfg)
-    return match_vectors(str(path), model.embed(windows, batch=QUERY_BATCH), starts, n_frames,
-                         store, model, cfg, searcher)
-
-
-QUERY_BATCH = 32  # small batches: a 15 s query is ~150 windows, so little padding is wasted
+    return query_windows(y, fc, cfg)
 
 
 def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, int]:

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
 from tagmatch.audio import find_audio_files
 from tagmatch.fsutil import atomic_write_text
-from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file
+from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file, read_query
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
 
@@ -32,7 +33,8 @@ def scan_paths(root: Path) -> list[Path]:
 
 def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
          should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
-    """Match files one by one (a generator, so callers can show progress and stop early).
+    """Match files one by one (a generator, so callers can show progress and stop early). The
+    next file is decoded in a thread while this one is embedded and searched.
     `searcher`: default `tagmatch.ann.searcher_for(store)`: the store's saved approximate index
     when it has a current one, else exact."""
     store.check_model(model.model_id, model.feature_config)
@@ -40,10 +42,16 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
         from tagmatch.ann import searcher_for
 
         searcher = searcher_for(store)
-    for p in paths:
-        if should_stop and should_stop():
-            return
-        yield match_file(p, store, model, cfg, searcher)
+    fc = model.feature_config
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(read_query, Path(paths[0]), fc, cfg) if paths else None
+        for i, p in enumerate(paths):
+            if should_stop and should_stop():
+                return
+            prepared = upcoming
+            if i + 1 < len(paths):
+                upcoming = pool.submit(read_query, Path(paths[i + 1]), fc, cfg)
+            yield match_file(p, store, model, cfg, searcher, prepared)
 
 
 _WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped) once, not per file

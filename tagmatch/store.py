@@ -44,19 +44,21 @@ VECTOR_DTYPE = np.int8  # 1 byte a dimension, a quarter of float32 (cost: docs/b
 def top_k_columns(sims: np.ndarray, k: int, block: int = 64) -> np.ndarray:
     """Column indices of each row's k largest values (unordered), exact.
 
-    Rows are cut into blocks of `block` columns; the k largest values lie in the k blocks with
-    the largest maxima, so only those k * block candidates are partitioned. A max over blocks
-    is ~3x cheaper than `argpartition` over the whole row.
+    The columns are dealt into groups of `block` (group j: columns j, j + m, j + 2m, ... for m
+    groups); the k largest values lie in the k groups with the largest maxima, so only those
+    k * block candidates are partitioned. Dealt rather than contiguous groups make the group
+    maxima a reduction over the middle axis, which numpy vectorises: ~4x cheaper than
+    contiguous blocks and ~15x cheaper than `argpartition` over the whole row.
     """
     q, n = sims.shape
-    nb = n // block
-    if nb <= 4 * k:
+    m = n // block
+    if m <= 4 * k:
         return np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    bmax = sims[:, : nb * block].reshape(q, nb, block).max(axis=2)
-    top_blocks = np.argpartition(-bmax, k - 1, axis=1)[:, :k]
-    idx = (top_blocks[:, :, None] * block + np.arange(block)).reshape(q, k * block)
-    if nb * block < n:  # the ragged tail is always a candidate
-        idx = np.concatenate([idx, np.broadcast_to(np.arange(nb * block, n), (q, n - nb * block))], axis=1)
+    gmax = sims[:, : m * block].reshape(q, block, m).max(axis=1)
+    top_groups = np.argpartition(-gmax, k - 1, axis=1)[:, :k]
+    idx = (top_groups[:, :, None] + m * np.arange(block)).reshape(q, k * block)
+    if m * block < n:  # the ragged tail is always a candidate
+        idx = np.concatenate([idx, np.broadcast_to(np.arange(m * block, n), (q, n - m * block))], axis=1)
     part = np.argpartition(-np.take_along_axis(sims, idx, 1), k - 1, axis=1)[:, :k]
     return np.take_along_axis(idx, part, 1)
 

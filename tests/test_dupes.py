@@ -210,8 +210,9 @@ def test_approximate_search_finds_the_same_groups(found):
     store = found["store"]
     ivf = IVFSearch(store, nlist=16, nprobe=4)
     q = store.vectors[::7].astype(np.float32) / np.float32(vector_scale(store.dim))
-    exact, _ = store.search(q, 1)
-    approx, _ = ivf.search(q, 1)
-    assert np.mean(exact[:, 0] == approx[:, 0]) >= 0.95
+    _, exact = store.search(q, 1)
+    _, approx = ivf.search(q, 1)
+    # The same similarity, not the same vector number: duplicates have near-identical vectors.
+    assert np.mean(np.isclose(exact[:, 0], approx[:, 0], atol=1e-4)) >= 0.95
     groups = find_duplicates(store, found["infos"], found["window_s"], search="approximate")
     assert [g.members for g in groups] == [g.members for g in found["groups"]]

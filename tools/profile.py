@@ -20,9 +20,10 @@ import bench  # noqa: E402
 
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.features import cut_windows, log_mel, window_starts  # noqa: E402
-from tagmatch.match import QUERY_BATCH, MatchConfig, match_vectors, query_windows  # noqa: E402
+from tagmatch.match import MatchConfig, match_vectors, query_windows  # noqa: E402
 from tagmatch.modelio import load_model  # noqa: E402
 from tagmatch.store import Store  # noqa: E402
+from tagmatch.threads import one_compute_thread  # noqa: E402
 
 
 class Clock:
@@ -54,7 +55,7 @@ def profile_queries(files: list[Path], store: Store, model, cfg: MatchConfig) ->
     for p in files:
         y = clock("decode", load_audio, p, fc.sample_rate)
         w, starts, n = clock("windows", query_windows, y, fc, cfg)
-        v = clock("embed", model.embed, w, batch=QUERY_BATCH)
+        v = clock("embed", model.embed, w)
         clock("search + votes", match_vectors, str(p), v, starts, n, store, model, cfg)
     return clock.cpu
 
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     if not store_path.exists():
         print(f"profile: no bench store at {store_path}; run `make bench` first. Skipping.")
         return 0
+    one_compute_thread()  # as `tagmatch index` and `tagmatch scan` run it
     model = load_model(args.model)
     store = Store.load(store_path)
     store.check_model(model.model_id, model.feature_config, store_path)
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     cfg = MatchConfig()
     cpu = profile_queries(queries, store, model, cfg)
     total = sum(cpu.values())
-    print(f"query: {len(queries)} excerpt files (10-20 s) against {len(store.vectors):,} vectors, "
+    print(f"query: {len(queries)} excerpt files (10-20 s) against {store.n_vectors:,} vectors, "
           f"{1000 * total / len(queries):.0f} ms CPU per file")
     for k, v in cpu.items():
         print(f"  {k:<16} {1000 * v / len(queries):6.1f} ms  {100 * v / total:4.0f}%")

@@ -88,7 +88,7 @@ def embed_queries(queries, model) -> list[dict]:
             windows, starts, n_frames = query_windows(load_audio(q.path, fc.sample_rate), fc, cfg)
         except TagmatchError:
             windows, starts, n_frames = np.zeros((0, fc.window_frames, fc.n_mels), np.float32), np.zeros(0, int), 0
-        out.append({"vectors": model.embed(windows, batch=32), "starts": starts, "n_frames": n_frames,
+        out.append({"vectors": model.embed(windows), "starts": starts, "n_frames": n_frames,
                     "condition": q.condition, "kind": q.kind, "group": q.group,
                     "seconds": q.meta.get("duration_s", 0.0)})
         if (i + 1) % 100 == 0:
