@@ -32,3 +32,21 @@ def test_stereo_pcm_of_any_sample_type_mixes_to_mono(tmp_path, subtype):
     sf.write(str(path), np.stack([left, 0.5 * left], axis=1), 44100, subtype=subtype)
     y = load_audio(path, SR)
     assert _tone_level(y) == pytest.approx(0.3, rel=0.05)  # mean of 0.4 and 0.2
+
+
+@pytest.mark.parametrize("fmt", ["flac", "ogg"])
+def test_long_stereo_files_decoded_by_ffmpeg_keep_their_length_level_and_peaks(tmp_path, fmt):
+    """Ogg and FLAC go through PyAV, whose frames are gathered in chunks (audio._FIFO_SAMPLES):
+    a file of several chunks comes out whole. Peaks above full scale (lossy codecs make them)
+    must not wrap around to the opposite sign, as libsndfile's int16 reading did."""
+    rate, seconds = 44100, 8  # 352,800 samples: more than one chunk
+    t = np.arange(rate * seconds) / rate
+    level = 1.2 if fmt == "ogg" else 0.4  # FLAC holds integers: no room above full scale
+    left = level * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / f"long.{fmt}"
+    sf.write(str(path), np.stack([left, left], axis=1), rate, format=fmt.upper(),
+             subtype="VORBIS" if fmt == "ogg" else "PCM_16")
+    y = load_audio(path, SR)
+    assert abs(len(y) - seconds * SR) <= SR // 100
+    assert _tone_level(y) == pytest.approx(level, rel=0.05)
+    assert np.abs(y).max() == pytest.approx(level, rel=0.05)

@@ -52,3 +52,21 @@ def test_jax_front_end_matches_numpy():
     cfg = FeatureConfig()
     y = np.random.default_rng(1).standard_normal(cfg.window_samples).astype(np.float32) * 0.1
     np.testing.assert_allclose(np.asarray(log_mel_jax(y, cfg)), log_mel(y, cfg), rtol=1e-3, atol=1e-3)
+
+
+def test_log_mel_in_blocks_equals_the_whole_signal_at_once():
+    """log_mel works through the STFT a block of frames at a time (features.MEL_BLOCK_FRAMES);
+    the result must be that of the plain whole-signal formula, block seams included."""
+    import scipy.fft
+
+    from tagmatch.features import LOG_EPS, MEL_BLOCK_FRAMES, stft_window
+
+    cfg = FeatureConfig()
+    y = np.random.default_rng(2).standard_normal(cfg.hop_length * (2 * MEL_BLOCK_FRAMES + 77) + cfg.n_fft)
+    y = y.astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(y, cfg.n_fft)[:: cfg.hop_length]
+    power = np.abs(scipy.fft.rfft(frames * stft_window(cfg), axis=1)) ** 2
+    expected = np.log(power @ mel_basis(cfg) + LOG_EPS)
+    S = log_mel(y, cfg)
+    assert S.shape == expected.shape == (2 * MEL_BLOCK_FRAMES + 78, cfg.n_mels)
+    np.testing.assert_allclose(S, expected, rtol=1e-4, atol=1e-4)

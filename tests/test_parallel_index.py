@@ -122,3 +122,32 @@ def test_a_parallel_scan_gives_the_local_results(backend, fixture_dir, library_s
     assert par.doc["files"] == local.doc["files"]
     assert [s.done for s in seen] == list(range(1, len(local.results) + 1))
     assert local.count("match") > 0 and local.count("error") > 0  # the fixtures' broken files too
+
+
+def test_auto_starts_worker_processes_only_for_many_files(monkeypatch):
+    from tagmatch import parallel
+
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert parallel.resolve_backend("auto", parallel.AUTO_MIN_FILES - 1) == "local"
+    assert parallel.resolve_backend("auto", parallel.AUTO_MIN_FILES) == "joblib"
+    assert parallel.resolve_backend("dask", 1) == "dask"
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert parallel.resolve_backend("auto", 10 * parallel.AUTO_MIN_FILES) == "local"  # one core: no workers
+
+
+def test_auto_index_of_many_files_runs_on_workers_and_builds_the_same_store(fixture_dir, model, library_store,
+                                                                          monkeypatch):
+    from tagmatch import index, parallel
+
+    monkeypatch.setattr(parallel, "AUTO_MIN_FILES", 2)  # the fixtures' 14 files count as many
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    used, real = [], index.ordered_map
+
+    def spy(fn, args, backend, *rest):
+        used.append(backend)
+        return real(fn, args, backend, *rest)
+
+    monkeypatch.setattr(index, "ordered_map", spy)
+    store, report = index_library(fixture_dir / "library", None, model)
+    assert used == ["joblib"] and not report.errors
+    assert_same_store(store, library_store[0])
