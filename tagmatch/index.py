@@ -108,8 +108,8 @@ def index_library(
     `backend` "auto" picks joblib for many files, else "local" (parallel.resolve_backend);
     "joblib" uses `n_jobs` worker processes (default: all cores); "dask" the cluster at
     `scheduler`, else a local one of `n_jobs` (default 2) worker processes. Their workers load the
-    model from `model_path` (None: $TAGMATCH_MODEL, else the shipped default), which must be the
-    file `model` came from: a worker that finds another model id fails the run. A stop
+    model from `model_path` (None: the file `model` was loaded from), which must hold that same
+    model: a worker that finds another model id fails the run. A stop
     (`should_stop`, checked after each file) loses at most the files in flight; the caller saves.
     """
     check_backend(backend, n_jobs)
@@ -163,7 +163,7 @@ def index_library(
     if not todo or stop():
         return store, report
     paths = [str(p) for p, _, _ in todo]
-    model_path = model_path_for_workers(model_path)
+    model_path = model_path_for_workers(model_path or model.path)
     results = ordered_map(embed_file, [(p, model_path, model.model_id) for p in paths], backend, n_jobs, scheduler)
     with contextlib.closing(results):  # closing cancels what is still in flight
         for n, (i, fe) in enumerate(results, 1):

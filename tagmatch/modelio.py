@@ -58,6 +58,7 @@ class LoadedModel:
     # (then re-normalised), so the store holds fewer dimensions (docs/benchmarks.md: 64 of 128 lose
     # nothing measurable). None: the encoder's own dimension.
     projection: np.ndarray | None = None
+    path: Path | None = None  # the file it was loaded from: worker processes load the same one
     _embedder: Callable | None = field(default=None, repr=False)
 
     @property
@@ -148,6 +149,7 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
         meta=d.get("meta", {}),
         model_id=compute_model_id(fc, mc, d["params"], d.get("projection")),
         projection=d.get("projection"),
+        path=path.resolve(),
     )
 
 

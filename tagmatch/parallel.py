@@ -42,13 +42,18 @@ def worker_model(model_path: str | None, model_id: str):
 
 
 def model_path_for_workers(model_path) -> str | None:
-    """The model file workers load: `--model`, else the client's $TAGMATCH_MODEL, made absolute
-    (workers may not share our cwd); None: each worker's shipped default."""
-    import os
+    """The model file workers load: `--model` (or the file the client's model came from), else
+    the client's $TAGMATCH_MODEL, made absolute (workers may not share our cwd); None: each
+    worker's shipped default (also when that is the file named: on another machine it lies
+    elsewhere)."""
     from pathlib import Path
 
+    from tagmatch.modelio import default_model_path
+
     model_path = model_path or os.environ.get("TAGMATCH_MODEL")
-    return str(Path(model_path).resolve()) if model_path else None
+    if not model_path or Path(model_path).resolve() == default_model_path().resolve():
+        return None
+    return str(Path(model_path).resolve())
 
 
 def resolve_backend(backend: str, n_files: int) -> str:

@@ -151,3 +151,18 @@ def test_auto_index_of_many_files_runs_on_workers_and_builds_the_same_store(fixt
     store, report = index_library(fixture_dir / "library", None, model)
     assert used == ["joblib"] and not report.errors
     assert_same_store(store, library_store[0])
+
+
+def test_workers_load_the_file_the_model_came_from(tmp_path, monkeypatch):
+    """A model loaded from some file is loaded by the workers from that file; the shipped one
+    is named as None, so that each worker (perhaps on another machine) takes its own copy."""
+    import shutil
+
+    from tagmatch.modelio import default_model_path, load_model
+    from tagmatch.parallel import model_path_for_workers
+
+    monkeypatch.delenv("TAGMATCH_MODEL", raising=False)
+    assert model_path_for_workers(load_model().path) is None
+    copy = tmp_path / "m.joblib"
+    shutil.copy(default_model_path(), copy)
+    assert model_path_for_workers(load_model(copy).path) == str(copy.resolve())
