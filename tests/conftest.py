@@ -61,3 +61,58 @@ def library_copy(fixture_dir, tmp_path) -> Path:
     dst = tmp_path / "library"
     shutil.copytree(fixture_dir / "library", dst)
     return dst
+
+
+# ---- shared by the TUI tests ----------------------------------------------------------------------
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Path:
+    """Runs and store go to tmp (never the user's data dir); returns the runs dir."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("TAGMATCH_RUNS", str(runs))
+    monkeypatch.setenv("TAGMATCH_STORE", "/nonexistent/tagmatch/store.joblib")
+    return runs
+
+
+@pytest.fixture
+def messy(fixture_dir, tmp_path) -> Path:
+    dst = tmp_path / "music" / "messy"
+    shutil.copytree(fixture_dir / "messy", dst)
+    return dst
+
+
+@pytest.fixture
+def manifest_scan_path(fixture_dir, manifest, messy, tmp_path, env) -> Path:
+    """A scan of the messy copy built from the manifest (fixed confidences, no model)."""
+    from helpers import manifest_scan
+    from tagmatch.plan import save_scan
+
+    path = tmp_path / "scan.json"
+    save_scan(manifest_scan(fixture_dir, manifest, messy), path)
+    return path
+
+
+# ---- the duplicates folder (test_dupes, test_tui_dupes) ------------------------------------------
+@pytest.fixture(scope="module")
+def dupes_dir(fixture_dir, tmp_path_factory) -> Path:
+    """A folder mixing library pieces, messy copies and two made-up files."""
+    import numpy as np
+    import soundfile as sf
+
+    from helpers import MESSY, P0, P1, P2, P6, P8, P9, SR
+    from tagmatch.audio import load_audio
+
+    root = tmp_path_factory.mktemp("dupes") / "music"
+    for rel in (P0, P1, P2, P6, P8, P9):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fixture_dir / rel, root / rel)
+    (root / "messy").mkdir()
+    for name in MESSY:
+        shutil.copy2(fixture_dir / "messy" / name, root / "messy" / name)
+    (root / "made").mkdir()
+    quiet = load_audio(fixture_dir / P2, SR) * 10 ** (-10 / 20)
+    sf.write(root / "made/quiet copy.flac", quiet, SR)
+    # 12 s of piece 0, then 20 s of piece 1 (from its 10th second): it shares audio with both,
+    # covering most of neither, so both are partial overlaps.
+    a, b = load_audio(fixture_dir / P0, SR), load_audio(fixture_dir / P1, SR)
+    sf.write(root / "made/medley.wav", np.concatenate([a[: 12 * SR], b[10 * SR : 30 * SR]]), SR)
+    return root

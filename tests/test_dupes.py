@@ -1,7 +1,6 @@
 """Duplicate recordings on real files: re-encodes, excerpts, gain and format changes are grouped,
 distinct pieces are not, shared stretches are partial overlaps; quarantine and undo restore all."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,50 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from tagmatch.audio import load_audio
 from tagmatch.dupes import against_library, choose_keeper, find_duplicates, restrict
 from tagmatch.index import index_library
 from tagmatch.store import vector_scale
-
-LIB = "library/Marguerite Vale/Café Nocturne/"
-P0 = LIB + "01 Café Nocturne.flac"
-P1 = LIB + "02 Rue des Lilas.mp3"
-P2 = LIB + "03 Blue Hour Waltz.ogg"
-P6 = "library/The Ærøskøbing Ferry/Harbour Lights/03 Lanterns at Low Tide.ogg"
-P8 = "library/Kosmo Dial/Signal Garden/01 Neon Orchard.flac"
-P9 = "library/Kosmo Dial/Signal Garden/02 Übertragung.mp3"
-MESSY = ["track07.mp3", "-leading dash.wav", "Ünïcödé café.flac", "xyz.ogg", "clip_final_FINAL.m4a", "Track 14.flac"]
-SR = 44100
-
-# Expected duplicate groups, keeper first.
-GROUPS = [
-    [P8, "messy/track07.mp3"],  # MP3 re-encode of a FLAC: the FLAC is kept
-    [P9, "messy/-leading dash.wav"],  # a lossless 18 s excerpt does not displace the whole MP3
-    [P6, "messy/Ünïcödé café.flac"],  # a 25 s excerpt, 15 dB quieter
-    ["made/quiet copy.flac", P2],  # the same piece 10 dB quieter, as FLAC: lossless wins
-]
-
-
-@pytest.fixture(scope="module")
-def dupes_dir(fixture_dir, tmp_path_factory) -> Path:
-    """A folder mixing library pieces, messy copies and two made-up files."""
-    root = tmp_path_factory.mktemp("dupes") / "music"
-    for rel in (P0, P1, P2, P6, P8, P9):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(fixture_dir / rel, root / rel)
-    (root / "messy").mkdir()
-    for name in MESSY:
-        shutil.copy2(fixture_dir / "messy" / name, root / "messy" / name)
-    (root / "made").mkdir()
-    quiet = load_audio(fixture_dir / P2, SR) * 10 ** (-10 / 20)
-    sf.write(root / "made/quiet copy.flac", quiet, SR)
-    # 12 s of piece 0, then 20 s of piece 1 (from its 10th second): it shares audio with both,
-    # covering most of neither, so both are partial overlaps.
-    a, b = load_audio(fixture_dir / P0, SR), load_audio(fixture_dir / P1, SR)
-    sf.write(root / "made/medley.wav", np.concatenate([a[: 12 * SR], b[10 * SR : 30 * SR]]), SR)
-    return root
+from helpers import GROUPS, P0, P1, P2, P8, tree
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +107,12 @@ def run(*args, env):
     return proc
 
 
-def hashes(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
     music = tmp_path / "music"
     shutil.copytree(dupes_dir, music)
     env = {"TAGMATCH_RUNS": str(tmp_path / "runs"), "TAGMATCH_CACHE_STORE": str(tmp_path / "cache")}
-    before = hashes(music)
+    before = tree(music)
     report = tmp_path / "dupes.json"
     out = run("dupes", music, "--json", report, "--quiet", env=env)
     doc = json.loads(report.read_text())
@@ -174,7 +129,7 @@ def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
 
     q = tmp_path / "quarantine"
     dry = run("dupes", music, "--quarantine", q, "--quiet", env=env)
-    assert "Dry run" in dry.stderr and not q.exists() and hashes(music) == before
+    assert "Dry run" in dry.stderr and not q.exists() and tree(music) == before
 
     # Choose another keeper in the report: the MP3 re-encode instead of the FLAC.
     for g in doc["groups"]:
@@ -182,14 +137,14 @@ def test_cli_report_quarantine_and_undo(dupes_dir, tmp_path):
             g["keeper"] = next(f["path"] for f in g["files"] if f["path"].endswith("track07.mp3"))
     report.write_text(json.dumps(doc))
     run("dupes", "--from", report, "--quarantine", q, "--yes", "--quiet", env=env)
-    moved = hashes(q)
+    moved = tree(q)
     assert set(moved) == {"messy/-leading dash.wav", "messy/Ünïcödé café.flac", P2, P8}
     assert all(moved[k] == before[k] for k in moved)  # byte-identical, relative paths kept
-    after = hashes(music)
+    after = tree(music)
     assert set(after) == set(before) - set(moved)
 
     run("undo", env=env)
-    assert hashes(music) == before
+    assert tree(music) == before
     assert not any(p.is_file() for p in q.rglob("*"))
 
 

@@ -16,7 +16,7 @@ from tagmatch.plan import build_plan, load_scan, preview, resulting_tags, set_de
 from tagmatch.tags import read_tag_values
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.edit import EditScreen
-from test_tui import env, goto, manifest_scan_path, messages, messy, settle  # noqa: F401 (fixtures)
+from helpers import goto, messages, settle
 
 
 @pytest.fixture

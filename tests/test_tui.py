@@ -7,7 +7,6 @@ the SVG snapshots deterministic (fixed confidences, paths shown relative to the 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -18,65 +17,7 @@ from tagmatch.tags import read_tags
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, HelpScreen
 from tagmatch.tui.review import ReviewScreen
-
-JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
-
-
-# ---- helpers -------------------------------------------------------------------------------------
-def tree(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under root (names and bytes: what undo must restore)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def candidate(fixture_dir: Path, ref: dict, confidence: float) -> dict:
-    return {"path": str((fixture_dir / ref["path"]).absolute()), "tags": {k: ref.get(k) for k in JSON_TAGS},
-            "confidence": confidence, "offset_s": 12.5, "fragments_agreeing": 3, "fragments_total": 4}
-
-
-def manifest_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
-    """What `tagmatch scan --json` says about `messy`, per the manifest (fixed confidences)."""
-    lib = {e["path"]: e for e in manifest["library"]}
-    others = manifest["library"][:2]
-    files = []
-    for n, e in enumerate(manifest["messy"]):
-        path = str((messy / e["path"].split("/", 1)[1]).absolute())
-        alts = [candidate(fixture_dir, o, 0.05) for o in others if o["path"] != e.get("reference")]
-        if e["expect"] == "match":
-            conf = 0.97 if n % 3 else 0.72  # some below the `A` threshold (0.9)
-            files.append({"path": path, "status": "match", "error": None,
-                          "match": candidate(fixture_dir, lib[e["reference"]], conf), "alternatives": alts})
-        elif e["expect"] == "unknown":
-            files.append({"path": path, "status": "unknown", "error": None,
-                          "match": candidate(fixture_dir, others[0], 0.2), "alternatives": []})
-        else:
-            files.append({"path": path, "status": "error", "error": e.get("reason") or "bad file",
-                          "match": None, "alternatives": []})
-    files.sort(key=lambda f: Path(f["path"]).name)
-    return {"version": 1, "store": "/nowhere/store.joblib", "files": files}
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> Path:
-    """Runs and store go to tmp (never the user's data dir); returns the runs dir."""
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("TAGMATCH_RUNS", str(runs))
-    monkeypatch.setenv("TAGMATCH_STORE", "/nonexistent/tagmatch/store.joblib")
-    return runs
-
-
-@pytest.fixture
-def messy(fixture_dir, tmp_path) -> Path:
-    dst = tmp_path / "music" / "messy"
-    shutil.copytree(fixture_dir / "messy", dst)
-    return dst
-
-
-@pytest.fixture
-def manifest_scan_path(fixture_dir, manifest, messy, tmp_path, env) -> Path:
-    path = tmp_path / "scan.json"
-    save_scan(manifest_scan(fixture_dir, manifest, messy), path)
-    return path
+from helpers import goto, messages, rows, settle, tree
 
 
 @pytest.fixture(scope="module")
@@ -89,34 +30,6 @@ def real_scan_doc(fixture_dir, library_store, model, tmp_path_factory) -> tuple[
     shutil.copytree(fixture_dir / "messy", folder)
     results = list(scan(scan_paths(folder), store, model))
     return scan_json(results, store, store_path), folder
-
-
-def rows(app) -> list[str]:
-    """File names in the table's order."""
-    screen = app.screen
-    table = screen.query_one("#files")
-    return [Path(screen.files[int(k.value)]["path"]).name for k in table.rows]
-
-
-async def goto(pilot, name: str) -> int:
-    """Put the cursor on a file with the keys (g, then j until there); returns its index."""
-    await pilot.press("g")
-    names = rows(pilot.app)
-    for _ in range(names.index(name)):
-        await pilot.press("j")
-    screen = pilot.app.screen
-    i = screen._current()
-    assert Path(screen.files[i]["path"]).name == name
-    return i
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def messages(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 # ---- end to end: review, apply, undo -------------------------------------------------------------

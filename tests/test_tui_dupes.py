@@ -21,7 +21,7 @@ from tagmatch.errors import TagmatchError
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen
 from tagmatch.tui.dupes import DupesScreen
-from test_dupes import P2, P8, P9, dupes_dir, hashes  # noqa: F401 (dupes_dir is a fixture)
+from helpers import P2, P8, P9, tree
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def messages(app) -> list[str]:
 
 async def test_keep_move_aside_and_undo(work):
     music, report = work.music, work.report
-    before = hashes(music)
+    before = tree(music)
     app = TagmatchApp(report)
     async with app.run_test(size=(150, 36)) as pilot:
         await pilot.pause()
@@ -130,18 +130,18 @@ async def test_keep_move_aside_and_undo(work):
         await pilot.press("m", "enter")  # again: everything is aside already
         assert messages(app)[-1] == "nothing to move (4 skipped)"
 
-    moved = hashes(q)
+    moved = tree(q)
     assert set(moved) == {"messy/-leading dash.wav", "messy/Ünïcödé café.flac", P2, P8}
     assert all(moved[k] == before[k] for k in moved)  # byte-identical, paths below the folder kept
-    assert set(hashes(music)) == set(before) - set(moved)  # the keepers stayed
+    assert set(tree(music)) == set(before) - set(moved)  # the keepers stayed
 
     assert main(["undo", "-q"]) == 0  # a journaled run like the CLI's
-    assert hashes(music) == before
+    assert tree(music) == before
     assert not any(p.is_file() for p in q.rglob("*"))
 
 
 async def test_a_quarantine_inside_the_folder_is_refused(work):
-    before = hashes(work.music)
+    before = tree(work.music)
     app = TagmatchApp(work.report)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
@@ -157,7 +157,7 @@ async def test_a_quarantine_inside_the_folder_is_refused(work):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
-    assert hashes(work.music) == before and not work.runs.exists()
+    assert tree(work.music) == before and not work.runs.exists()
     doc = load_dupes(work.report)
     with pytest.raises(TagmatchError, match="inside a scanned folder"):
         check_quarantine(doc, work.music)

@@ -23,7 +23,7 @@ from tagmatch.tui.common import FormScreen
 from tagmatch.tui.home import HomeScreen
 from tagmatch.tui.progress import JobScreen
 from tagmatch.tui.review import ReviewScreen
-from test_tui import manifest_scan
+from helpers import manifest_scan
 
 
 @pytest.fixture

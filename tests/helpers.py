@@ -1,0 +1,89 @@
+"""Plain helpers and constants shared by several test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (names and bytes: what undo must restore)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def candidate(fixture_dir: Path, ref: dict, confidence: float) -> dict:
+    return {"path": str((fixture_dir / ref["path"]).absolute()), "tags": {k: ref.get(k) for k in JSON_TAGS},
+            "confidence": confidence, "offset_s": 12.5, "fragments_agreeing": 3, "fragments_total": 4}
+
+
+def manifest_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
+    """What `tagmatch scan --json` says about `messy`, per the manifest (fixed confidences)."""
+    lib = {e["path"]: e for e in manifest["library"]}
+    others = manifest["library"][:2]
+    files = []
+    for n, e in enumerate(manifest["messy"]):
+        path = str((messy / e["path"].split("/", 1)[1]).absolute())
+        alts = [candidate(fixture_dir, o, 0.05) for o in others if o["path"] != e.get("reference")]
+        if e["expect"] == "match":
+            conf = 0.97 if n % 3 else 0.72  # some below the `A` threshold (0.9)
+            files.append({"path": path, "status": "match", "error": None,
+                          "match": candidate(fixture_dir, lib[e["reference"]], conf), "alternatives": alts})
+        elif e["expect"] == "unknown":
+            files.append({"path": path, "status": "unknown", "error": None,
+                          "match": candidate(fixture_dir, others[0], 0.2), "alternatives": []})
+        else:
+            files.append({"path": path, "status": "error", "error": e.get("reason") or "bad file",
+                          "match": None, "alternatives": []})
+    files.sort(key=lambda f: Path(f["path"]).name)
+    return {"version": 1, "store": "/nowhere/store.joblib", "files": files}
+
+
+def rows(app) -> list[str]:
+    """File names in the table's order."""
+    screen = app.screen
+    table = screen.query_one("#files")
+    return [Path(screen.files[int(k.value)]["path"]).name for k in table.rows]
+
+
+async def goto(pilot, name: str) -> int:
+    """Put the cursor on a file with the keys (g, then j until there); returns its index."""
+    await pilot.press("g")
+    names = rows(pilot.app)
+    for _ in range(names.index(name)):
+        await pilot.press("j")
+    screen = pilot.app.screen
+    i = screen._current()
+    assert Path(screen.files[i]["path"]).name == name
+    return i
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def messages(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+# ---- the duplicates folder (conftest.dupes_dir) --------------------------------------------------
+LIB = "library/Marguerite Vale/Café Nocturne/"
+P0 = LIB + "01 Café Nocturne.flac"
+P1 = LIB + "02 Rue des Lilas.mp3"
+P2 = LIB + "03 Blue Hour Waltz.ogg"
+P6 = "library/The Ærøskøbing Ferry/Harbour Lights/03 Lanterns at Low Tide.ogg"
+P8 = "library/Kosmo Dial/Signal Garden/01 Neon Orchard.flac"
+P9 = "library/Kosmo Dial/Signal Garden/02 Übertragung.mp3"
+MESSY = ["track07.mp3", "-leading dash.wav", "Ünïcödé café.flac", "xyz.ogg", "clip_final_FINAL.m4a", "Track 14.flac"]
+SR = 44100
+
+# Expected duplicate groups, keeper first.
+GROUPS = [
+    [P8, "messy/track07.mp3"],  # MP3 re-encode of a FLAC: the FLAC is kept
+    [P9, "messy/-leading dash.wav"],  # a lossless 18 s excerpt does not displace the whole MP3
+    [P6, "messy/Ünïcödé café.flac"],  # a 25 s excerpt, 15 dB quieter
+    ["made/quiet copy.flac", P2],  # the same piece 10 dB quieter, as FLAC: lossless wins
+]
