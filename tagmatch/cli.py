@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return _run_tui()
-        if args.command in ("index", "scan", "dupes"):  # these decode on other threads meanwhile
+        if args.command in ("index", "scan") or (args.command == "dupes" and not args.from_json):  # they embed
             from tagmatch.threads import one_compute_thread
 
             one_compute_thread()

@@ -14,10 +14,9 @@ adding results in file order as they come, so every backend builds the same stor
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +24,8 @@ from tagmatch.audio import find_audio_files, load_audio
 from tagmatch.errors import TagmatchError
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
 from tagmatch.modelio import LoadedModel
-from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend, worker_model
+from tagmatch.parallel import (check_backend, model_path_for_workers, ordered_map, prefetch, resolve_backend,
+                               worker_model)
 from tagmatch.store import Store, TrackInfo, quantize
 from tagmatch.tags import read_tags
 
@@ -153,9 +153,10 @@ def index_library(
             progress(Progress(n, len(todo), str(p), fe.error))
 
     if backend == "local":
-        for n, (p, st, was_known, (windows, times, dur, tags, err)) in enumerate(_prefetch(todo, cfg), 1):
+        for n, ((p, st, was_known), prepared) in enumerate(prefetch(lambda t: _prepare(t[0], cfg), todo, 2, 3), 1):
             if stop():
                 break
+            windows, times, dur, tags, err = prepared.result()
             vectors = model.embed(windows) if err is None else None
             record(n, (p, st, was_known), FileEmbedding(str(p), vectors, times, dur, tags, err))
         return store, report
@@ -195,23 +196,6 @@ def embed_file(path: str, model_path: str | None, model_id: str) -> FileEmbeddin
     if err is not None:
         return FileEmbedding(path, None, None, error=err)
     return FileEmbedding(path, quantize(model.embed(windows), model.dim), times, dur, tags)
-
-
-def _prefetch(todo, cfg) -> Iterator:
-    """Yield (path, stat, was_known, prepared) in order, preparing up to 3 files ahead."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = []
-        it = iter(todo)
-        for item in it:
-            futures.append((item, pool.submit(_prepare, item[0], cfg)))
-            if len(futures) >= 3:
-                break
-        while futures:
-            (p, st, known), fut = futures.pop(0)
-            nxt = next(it, None)
-            if nxt is not None:
-                futures.append((nxt, pool.submit(_prepare, nxt[0], cfg)))
-            yield p, st, known, fut.result()
 
 
 def _is_under(path: str, root: Path) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 from tagmatch.errors import ModelError, TagmatchError
@@ -21,6 +22,20 @@ BACKENDS = ("auto", "local", "joblib", "dask")
 AUTO_MIN_FILES = 64  # "auto" starts worker processes from this many files (each costs ~3 s to start)
 
 _WORKER_MODELS: dict = {}  # per worker process: a model is loaded and compiled once, not per file
+
+
+def prefetch(fn: Callable, items: list, threads: int, ahead: int) -> Iterator[tuple[Any, Future]]:
+    """(item, future of fn(item)) in order, with `ahead` more items already started on `threads`
+    threads while the caller works on the one yielded: the next files decode meanwhile. Closing
+    it waits for what is in flight (a few files), then stops."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        it = iter(items)
+        pending = [(item, pool.submit(fn, item)) for item in itertools.islice(it, ahead)]
+        while pending:
+            item, fut = pending.pop(0)
+            for nxt in itertools.islice(it, 1):
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield item, fut
 
 
 def worker_model(model_path: str | None, model_id: str):

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,6 +19,7 @@ from tagmatch.audio import find_audio_files
 from tagmatch.fsutil import atomic_write_text
 from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file, read_query
 from tagmatch.modelio import LoadedModel
+from tagmatch.parallel import prefetch
 from tagmatch.store import Store
 
 SCAN_VERSION = 1
@@ -43,15 +43,10 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
 
         searcher = searcher_for(store)
     fc = model.feature_config
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(read_query, Path(paths[0]), fc, cfg) if paths else None
-        for i, p in enumerate(paths):
-            if should_stop and should_stop():
-                return
-            prepared = upcoming
-            if i + 1 < len(paths):
-                upcoming = pool.submit(read_query, Path(paths[i + 1]), fc, cfg)
-            yield match_file(p, store, model, cfg, searcher, prepared)
+    for p, prepared in prefetch(lambda p: read_query(Path(p), fc, cfg), paths, 1, 1):
+        if should_stop and should_stop():
+            return
+        yield match_file(p, store, model, cfg, searcher, prepared)
 
 
 _WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped) once, not per file
