@@ -40,6 +40,10 @@ class TrainConfig:
     # same composer, instruments and mix), so in-batch negatives include similar-sounding songs,
     # which is what unknown songs that look like library songs are. Needs `sources` in train().
     same_source_share: float = 0.0
+    # Distillation: with a teacher model (train(teacher=...)), add this weight times the cosine
+    # distance of both of the student's views to the teacher's embedding of the clean view. A
+    # smaller student learns the teacher's geometry in far fewer steps than from the views alone.
+    distill_weight: float = 0.0
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -120,8 +124,10 @@ def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | Non
     return signals
 
 
-def make_train_step(cfg: TrainConfig):
-    """Build the jitted step: augment both views, embed, loss, update. Returns (loss, top1)."""
+def make_train_step(cfg: TrainConfig, teacher=None):
+    """Build the jitted step: augment both views, embed, loss, update. Returns (loss, top1).
+    `teacher`: an encoder (nnx.Module) whose embedding of the clean view the student is pulled
+    towards (cfg.distill_weight); it is not trained."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -138,7 +144,7 @@ def make_train_step(cfg: TrainConfig):
         vb = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, 1.0))
         return va(jax.random.split(ka, n), crops, noise_a), vb(jax.random.split(kb, n), crops, noise_b)
 
-    def loss_fn(model, xa, xb):
+    def loss_fn(model, xa, xb, target):
         n = xa.shape[0]
         z = model.encoder(jnp.concatenate([xa, xb]))
         za, zb = z[:n], z[n:]
@@ -154,17 +160,23 @@ def make_train_step(cfg: TrainConfig):
             logits = jnp.concatenate([pos, neg])
             targets = jnp.concatenate([jnp.ones(n), jnp.zeros(n)])
             loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+        if target is not None:
+            loss = loss + cfg.distill_weight * (2.0 - (za * target).sum(-1).mean() - (zb * target).sum(-1).mean()) / 2
         top1 = (sim.argmax(axis=1) == labels).mean()
         return loss, top1
 
     @nnx.jit
-    def train_step(model, optimizer, crops, noise_a, noise_b, key):
+    def train_step(model, optimizer, crops, noise_a, noise_b, key, teacher=None):
         xa, xb = views(key, crops, noise_a, noise_b)
-        (loss, top1), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, xa, xb)
+        target = None if teacher is None else jax.lax.stop_gradient(teacher(xa))
+        (loss, top1), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, xa, xb, target)
         optimizer.update(model, grads)
         return loss, top1
 
-    return train_step
+    if teacher is None:
+        return train_step
+    return lambda model, optimizer, crops, noise_a, noise_b, key: train_step(
+        model, optimizer, crops, noise_a, noise_b, key, teacher)
 
 
 def make_optimizer(model, cfg: TrainConfig):
@@ -199,6 +211,7 @@ def train(
     meta: dict | None = None,
     init_from: Path | None = None,
     sources: list[str] | None = None,
+    teacher: Path | None = None,
 ) -> dict:
     """Train an encoder on decoded `music` and save it to `out` (atomically).
 
@@ -207,6 +220,8 @@ def train(
     encoder weights instead of random ones: fine-tuning, e.g. the default model on your library.
     `sources` names where each track of `music` comes from (an album, a soundtrack): with
     cfg.same_source_share > 0, that share of each batch is drawn from one source's tracks.
+    `teacher` (a model file with the same features and output dimension, any architecture):
+    distil it into this model, with weight cfg.distill_weight.
     Returns a summary (steps, final loss, history).
     """
     import jax
@@ -254,7 +269,7 @@ def train(
         names = np.array(sources)
         # sources with at least two long-enough tracks can give negatives of their own
         source_masks = [m for m in (names == u for u in np.unique(names)) if (m & (pool.lengths >= crop)).sum() >= 2]
-    step_fn = make_train_step(cfg)
+    step_fn = make_train_step(cfg, _teacher_encoder(Path(teacher), cfg) if teacher is not None else None)
     t_last, step = time.perf_counter(), start
     for step in range(start, cfg.steps):
         if should_stop and should_stop():
@@ -295,6 +310,26 @@ def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, cro
     mask = source_masks[rng.choice(len(source_masks), p=sizes / sizes.sum())]
     return np.concatenate([pool.crops(rng, n_hard, crop, min_rms=1e-3, tracks=mask),
                            pool.crops(rng, cfg.batch_pairs - n_hard, crop, min_rms=1e-3)])
+
+
+def _teacher_encoder(path: Path, cfg: TrainConfig):
+    """The encoder of the model file at `path`, as a module (its projection is not used: the
+    student learns the encoder's own output)."""
+    from flax import nnx
+
+    from tagmatch.model import Encoder
+    from tagmatch.modelio import load_model
+
+    if cfg.distill_weight <= 0:
+        raise TagmatchError("a teacher needs distill_weight > 0")
+    t = load_model(path)
+    if replace(t.feature_config, ref_hop_frames=0) != replace(cfg.features, ref_hop_frames=0):
+        raise TagmatchError(f"{path}: its features differ from this training's; it cannot teach this model")
+    if t.model_config.dim != cfg.model.dim:
+        raise TagmatchError(f"{path}: it embeds in {t.model_config.dim} dimensions, this model in {cfg.model.dim}")
+    enc = Encoder(t.feature_config, t.model_config, rngs=nnx.Rngs(0))
+    _restore(enc, t.params)
+    return enc
 
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tagmatch.augment import AugmentConfig
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.model import ModelConfig
 from tagmatch.train import TrainConfig, decode_folder, train
 
 
@@ -42,6 +43,10 @@ def main(argv=None) -> int:
                     help="override an AugmentConfig field, e.g. snr_db=-6,15 or reverb_p=0.8 (repeatable)")
     ap.add_argument("--same-source-share", type=float, default=0.0,
                     help="hard negatives: this share of each batch from one source package's tracks")
+    ap.add_argument("--teacher", type=Path, help="distil this model into the one trained (see --distill-weight)")
+    ap.add_argument("--distill-weight", type=float, default=1.0, help="with --teacher: weight of the distillation term")
+    ap.add_argument("--channels", help="encoder channels, e.g. 8,16,32,64,64 (default: ModelConfig's)")
+    ap.add_argument("--hidden", type=int, help="encoder hidden units (default: ModelConfig's)")
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
         print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
@@ -54,8 +59,14 @@ def main(argv=None) -> int:
     noise = decode_folder(corpus.train_noise, 8000)
     hours = sum(len(m) for m in music) / 8000 / 3600
     print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
+    model_cfg = ModelConfig()
+    if args.channels:
+        model_cfg = replace(model_cfg, channels=tuple(int(c) for c in args.channels.split(",")))
+    if args.hidden:
+        model_cfg = replace(model_cfg, hidden=args.hidden)
     cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate,
-                      augment=augment_config(args.augment), same_source_share=args.same_source_share)
+                      augment=augment_config(args.augment), same_source_share=args.same_source_share,
+                      model=model_cfg, distill_weight=args.distill_weight if args.teacher else 0.0)
     # a track's source: its Debian package folder (one game's soundtrack)
     sources = [p.resolve().relative_to(corpus.root.resolve()).parts[0] for p in decoded]
 
@@ -73,8 +84,11 @@ def main(argv=None) -> int:
         cfg = replace(cfg, features=replace(cfg.features, ref_hop_frames=start.feature_config.ref_hop_frames))
         meta["init_from"] = {"model_id": start.model_id, "steps": start.meta.get("steps"),
                              "init_from": start.meta.get("init_from")}
+    if args.teacher:
+        from tagmatch.modelio import load_model
+        meta["teacher"] = load_model(args.teacher).model_id
     summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta,
-                    init_from=args.init_from, sources=sources)
+                    init_from=args.init_from, sources=sources, teacher=args.teacher)
     print(f"saved {args.out} (model id {summary['model_id']}) after {summary['steps']} steps")
     return 0
 
