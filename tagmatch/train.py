@@ -269,7 +269,11 @@ def train(
         names = np.array(sources)
         # sources with at least two long-enough tracks can give negatives of their own
         source_masks = [m for m in (names == u for u in np.unique(names)) if (m & (pool.lengths >= crop)).sum() >= 2]
-    step_fn = make_train_step(cfg, _teacher_encoder(Path(teacher), cfg) if teacher is not None else None)
+    teacher_encoder = None
+    if teacher is not None:
+        teacher_encoder, teacher_id = _teacher_encoder(Path(teacher), cfg)
+        meta = {**(meta or {}), "teacher": teacher_id}  # recorded in the model file
+    step_fn = make_train_step(cfg, teacher_encoder)
     t_last, step = time.perf_counter(), start
     for step in range(start, cfg.steps):
         if should_stop and should_stop():
@@ -314,7 +318,7 @@ def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, cro
 
 def _teacher_encoder(path: Path, cfg: TrainConfig):
     """The encoder of the model file at `path`, as a module (its projection is not used: the
-    student learns the encoder's own output)."""
+    student learns the encoder's own output), and the model's id."""
     from flax import nnx
 
     from tagmatch.model import Encoder
@@ -329,7 +333,7 @@ def _teacher_encoder(path: Path, cfg: TrainConfig):
         raise TagmatchError(f"{path}: it embeds in {t.model_config.dim} dimensions, this model in {cfg.model.dim}")
     enc = Encoder(t.feature_config, t.model_config, rngs=nnx.Rngs(0))
     _restore(enc, t.params)
-    return enc
+    return enc, t.model_id
 
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:

@@ -162,6 +162,7 @@ def test_distillation_pulls_a_smaller_student_towards_its_teacher(tmp_path):
     agree = {name: float(np.mean(np.sum(load_model(tmp_path / f"{name}.joblib").embed(W) * t, axis=1)))
              for name in ("before", "student")}
     assert agree["student"] > agree["before"] + 0.2, agree
+    assert load_model(tmp_path / "student.joblib").meta["teacher"] == load_model(teacher).model_id
 
     with pytest.raises(TagmatchError, match="dimensions"):
         train(music, tmp_path / "x.joblib", tiny_config(model=ModelConfig(channels=(4, 8, 8), hidden=16, dim=8),

@@ -469,7 +469,7 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
         "tracks": len(store.tracks), "errors": report.errors, "audio_hours": round(hours, 3),
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "x_realtime": round(report.audio_seconds / wall, 1),
         "store_bytes": size, "store_mb_per_hour": round(size / 1e6 / hours, 3),
-        "vectors": int(len(store.vectors)), "vectors_per_hour": round(len(store.vectors) / hours),
+        "vectors": store.n_vectors, "vectors_per_hour": round(store.n_vectors / hours),
         "loadavg_after": loadavg(), "reused": False,
     }
     atomic_write_text(stats_path, json.dumps(stats, indent=1))

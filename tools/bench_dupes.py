@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         "partial_pairs": len(partial), "partial_pairs_true": len(partial & truth),
         "embed_wall_s": round(embed_wall, 1), "embed_cpu_s": round(embed_cpu, 1),
         "compare_wall_s": round(cmp_wall, 1), "compare_cpu_s": round(cmp_cpu, 1),
-        "vectors": len(store.vectors), "model": model.model_id,
+        "vectors": store.n_vectors, "model": model.model_id,
     }
     per_k = 1000 / n
     print(json.dumps({k: v for k, v in res.items() if not isinstance(v, list)}, indent=1))

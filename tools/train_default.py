@@ -84,9 +84,6 @@ def main(argv=None) -> int:
         cfg = replace(cfg, features=replace(cfg.features, ref_hop_frames=start.feature_config.ref_hop_frames))
         meta["init_from"] = {"model_id": start.model_id, "steps": start.meta.get("steps"),
                              "init_from": start.meta.get("init_from")}
-    if args.teacher:
-        from tagmatch.modelio import load_model
-        meta["teacher"] = load_model(args.teacher).model_id
     summary = train(music, args.out, cfg, noise=noise, checkpoint=args.checkpoint, progress=progress, meta=meta,
                     init_from=args.init_from, sources=sources, teacher=args.teacher)
     print(f"saved {args.out} (model id {summary['model_id']}) after {summary['steps']} steps")
