@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -24,7 +25,7 @@ AUDIO_EXTENSIONS = frozenset(
 )
 # libsndfile first for these (WAV 5x, MP3 1.3x faster than through PyAV); PyAV for the rest.
 _SOUNDFILE_FIRST = frozenset({".wav", ".wave", ".aif", ".aiff", ".aifc", ".mp3"})
-_FIFO_SAMPLES = 1 << 18  # decoded frames are gathered in FFmpeg up to this many, then mixed to mono
+_BLOCK_SAMPLES = 1 << 18  # decoded in blocks of this many samples (5.5 s at 48 kHz), each mixed to mono
 
 
 def is_audio_path(path: Path) -> bool:
@@ -55,24 +56,28 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1, dtype=np.float32)
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    """libsndfile decode. Integer PCM comes out as int16 (faster than float32; 16 bits are plenty
-    for a fingerprint); float files and MP3 as float32. (Lossy codecs must not go through int16:
-    libsndfile wraps their peaks above full scale around to the opposite sign.)"""
+def _blocks_soundfile(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """libsndfile decode, `_BLOCK_SAMPLES` frames at a time. Integer PCM is read as int16 (faster
+    than float32; 16 bits are plenty for a fingerprint); float files and MP3 as float32. (Lossy
+    codecs must not go through int16: libsndfile wraps their peaks above full scale around to the
+    opposite sign.)"""
     with sf.SoundFile(str(path)) as f:
         as_int = f.subtype not in ("FLOAT", "DOUBLE") and f.format != "MP3"
-        x = f.read(dtype="int16" if as_int else "float32", always_2d=False)
-        sr = f.samplerate
-    if as_int:
-        return _to_mono(x.astype(np.float32)) * np.float32(1 / 32768), sr
-    return _to_mono(x), sr
+        while True:
+            x = f.read(_BLOCK_SAMPLES, dtype="int16" if as_int else "float32", always_2d=False)
+            if len(x) == 0:
+                return
+            if as_int:
+                yield _to_mono(x.astype(np.float32)) * np.float32(1 / 32768), f.samplerate
+            else:
+                yield _to_mono(x), f.samplerate
 
 
-def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+def _blocks_pyav(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """FFmpeg decode at the stream's own rate (soxr resamples after: FFmpeg's resampler costs
     more than the decode). Frames are small (a few hundred samples), so converting each to numpy
-    cost as much as decoding it: they are queued in an `av.AudioFifo` (C) and mixed to mono in
-    large chunks instead."""
+    cost as much as decoding it: they are queued in an `av.AudioFifo` (C) and mixed to mono
+    `_BLOCK_SAMPLES` at a time instead."""
     import av  # imported lazily: ~0.1 s, and only some formats need it
 
     try:
@@ -80,7 +85,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
             if not container.streams.audio:
                 raise AudioReadError(path, "no audio stream")
             stream = container.streams.audio[0]
-            fifo, chunks, sr = av.AudioFifo(), [], None
+            fifo, sr = av.AudioFifo(), None
             for frame in container.decode(stream):
                 if sr is None:
                     sr = frame.sample_rate
@@ -88,17 +93,14 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
                     raise AudioReadError(path, "sample rate changes mid-stream (not supported)")
                 frame.pts = None  # the fifo would otherwise insist on gapless timestamps
                 fifo.write(frame)
-                if fifo.samples >= _FIFO_SAMPLES:
-                    chunks.append(_frame_mono(fifo.read()))
+                if fifo.samples >= _BLOCK_SAMPLES:
+                    yield _frame_mono(fifo.read()), sr
             if fifo.samples:
-                chunks.append(_frame_mono(fifo.read()))
+                yield _frame_mono(fifo.read()), sr
     except AudioReadError:
         raise
     except Exception as exc:  # PyAV raises many types (FFmpegError, ValueError...)
         raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
-    if not chunks:
-        return np.zeros(0, np.float32), 8000
-    return np.concatenate(chunks), sr
 
 
 def _frame_mono(frame) -> np.ndarray:
@@ -131,13 +133,7 @@ def _looks_like_mp3(path: Path) -> bool:
     return any(head[i] == 0xFF and head[i + 1] & 0xE0 == 0xE0 for i in range(len(head) - 1))
 
 
-def load_audio(path: Path | str, sr: int) -> np.ndarray:
-    """Decode `path` to mono float32 at `sr` Hz.
-
-    Returns y : np.ndarray [shape=(n,)]. Raises AudioReadError for missing, empty,
-    unreadable or undecodable files.
-    """
-    path = Path(path)
+def _check_readable(path: Path) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -148,19 +144,65 @@ def load_audio(path: Path | str, sr: int) -> np.ndarray:
         raise AudioReadError(path, "empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioReadError(path, "permission denied")
-    y = native_sr = None
+
+
+def _native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Mono float32 blocks at the file's own rate, from libsndfile when it takes the file (it
+    may refuse it on opening or at its first block: FFmpeg gets it then), else from PyAV."""
     suffix = path.suffix.lower()
     if suffix in _SOUNDFILE_FIRST and (suffix != ".mp3" or _looks_like_mp3(path)):
+        blocks = _blocks_soundfile(path)
         try:
-            y, native_sr = _read_soundfile(path)
+            first = next(blocks, None)
         except Exception:  # libsndfile refused it: FFmpeg may still know the format
-            y = None
-    if y is None:
-        y, native_sr = _read_pyav(path)
-    if not np.isfinite(y).all():  # corrupt frames can decode to NaN/inf
-        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    if native_sr != sr and len(y):
-        y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
-    if len(y) == 0:
+            first = None
+        if first is not None:
+            yield first
+            try:
+                yield from blocks
+            except Exception as exc:
+                raise AudioReadError(path, f"cannot decode (corrupt): {_one_line(exc)}") from exc
+            return
+    yield from _blocks_pyav(path)
+
+
+def stream_audio(path: Path | str, sr: int) -> Iterator[np.ndarray]:
+    """Decode `path` progressively: mono float32 blocks at `sr` Hz (a few seconds each), so a
+    caller that has heard enough (a scan already sure of its answer) stops decoding there.
+
+    The blocks joined are exactly what one-shot decoding and resampling give (soxr's stream).
+    Raises AudioReadError for missing, empty, unreadable or undecodable files, and for files that
+    hold no samples; a file damaged part-way raises when the damage is reached.
+    """
+    path = Path(path)
+    _check_readable(path)
+    resampler, native_sr, n = None, None, 0
+    for y, block_sr in _native_blocks(path):
+        if native_sr is None:
+            native_sr = block_sr
+            if native_sr != sr:
+                resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality="HQ")
+        if not np.isfinite(y).all():  # corrupt frames can decode to NaN/inf
+            y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+        if resampler is not None:
+            y = resampler.resample_chunk(np.ascontiguousarray(y, dtype=np.float32), last=False)
+        if len(y):
+            n += len(y)
+            yield y
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(tail):
+            n += len(tail)
+            yield tail
+    if n == 0:
         raise AudioReadError(path, "no audio samples (truncated or not audio)")
-    return y
+
+
+def load_audio(path: Path | str, sr: int) -> np.ndarray:
+    """Decode all of `path` to mono float32 at `sr` Hz.
+
+    Returns y : np.ndarray [shape=(n,)]. Raises AudioReadError for missing, empty,
+    unreadable or undecodable files.
+    """
+    blocks = list(stream_audio(path, sr))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

@@ -140,7 +140,7 @@ def cmd_scan(args) -> int:
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         res = scan_job(args.dir, _store_path(args.store), args.model, threshold=args.threshold,
                        json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
-                       n_jobs=args.jobs, scheduler=args.scheduler)
+                       n_jobs=args.jobs, scheduler=args.scheduler, whole_files=args.whole_files)
     results, store = res.results, res.store
     if res.search.startswith("exact:"):
         _err(f"search {res.search}")
@@ -524,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", type=Path)
     sp.add_argument("--json", type=Path, help="write the results as JSON to this file")
     sp.add_argument("--threshold", type=float, default=0.5, help="confidence below which a file is unknown")
+    sp.add_argument("--whole-files", action="store_true",
+                    help="read every file to its end (default: stop once the first 10 s fragments make the answer "
+                         "near-certain, confidence 0.999)")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_scan)

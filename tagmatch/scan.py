@@ -5,7 +5,8 @@
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
                     "fragments_agreeing": 4, "fragments_total": 5},
-   "alternatives": [<same shape as match>, ...]}]}
+   "alternatives": [<same shape as match>, ...],
+   "stopped_at_s": null | 10.0}]}     # where reading stopped, sure of the answer; null: read it all
 ```
 """
 
@@ -17,7 +18,7 @@ from typing import Callable, Iterator
 
 from tagmatch.audio import find_audio_files
 from tagmatch.fsutil import atomic_write_text
-from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file, read_query
+from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file, open_query
 from tagmatch.modelio import LoadedModel
 from tagmatch.parallel import prefetch
 from tagmatch.store import Store
@@ -34,7 +35,7 @@ def scan_paths(root: Path) -> list[Path]:
 def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
          should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
     """Match files one by one (a generator, so callers can show progress and stop early). The
-    next file is decoded in a thread while this one is embedded and searched.
+    start of the next file is decoded in a thread while this one is embedded and searched.
     `searcher`: default `tagmatch.ann.searcher_for(store)`: the store's saved approximate index
     when it has a current one, else exact."""
     store.check_model(model.model_id, model.feature_config)
@@ -43,7 +44,7 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
 
         searcher = searcher_for(store)
     fc = model.feature_config
-    for p, prepared in prefetch(lambda p: read_query(Path(p), fc, cfg), paths, 1, 1):
+    for p, prepared in prefetch(lambda p: open_query(Path(p), fc, cfg), paths, 1, 1):
         if should_stop and should_stop():
             return
         yield match_file(p, store, model, cfg, searcher, prepared)
@@ -86,7 +87,8 @@ def candidate_json(c: Candidate, store: Store) -> dict:
 def file_json(m: FileMatch, store: Store) -> dict:
     return {"path": str(Path(m.path).absolute()), "status": m.status, "error": m.error,
             "match": candidate_json(m.match, store) if m.match else None,
-            "alternatives": [candidate_json(a, store) for a in m.alternatives]}
+            "alternatives": [candidate_json(a, store) for a in m.alternatives],
+            "stopped_at_s": m.stopped_at_s}
 
 
 def scan_json(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> dict:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tagmatch.audio import load_audio
+from tagmatch.audio import load_audio, stream_audio
 from test_tags import FORMATS, make_tone  # one tone writer for every format
 
 SR = 8000
@@ -36,7 +36,7 @@ def test_stereo_pcm_of_any_sample_type_mixes_to_mono(tmp_path, subtype):
 
 @pytest.mark.parametrize("fmt", ["flac", "ogg"])
 def test_long_stereo_files_decoded_by_ffmpeg_keep_their_length_level_and_peaks(tmp_path, fmt):
-    """Ogg and FLAC go through PyAV, whose frames are gathered in chunks (audio._FIFO_SAMPLES):
+    """Ogg and FLAC go through PyAV, whose frames are gathered in blocks (audio._BLOCK_SAMPLES):
     a file of several chunks comes out whole. Peaks above full scale (lossy codecs make them)
     must not wrap around to the opposite sign, as libsndfile's int16 reading did."""
     rate, seconds = 44100, 8  # 352,800 samples: more than one chunk
@@ -50,3 +50,35 @@ def test_long_stereo_files_decoded_by_ffmpeg_keep_their_length_level_and_peaks(t
     assert abs(len(y) - seconds * SR) <= SR // 100
     assert _tone_level(y) == pytest.approx(level, rel=0.05)
     assert np.abs(y).max() == pytest.approx(level, rel=0.05)
+
+
+def test_streamed_blocks_join_to_exactly_the_one_shot_decode(tmp_path):
+    """A scan decodes progressively (so it can stop once sure). The blocks, resampled one at a
+    time by soxr's stream, must join to exactly what decoding and resampling the whole file give:
+    a per-block resampler would click and drift at every block edge."""
+    import soxr
+
+    rate, seconds = 44100, 15  # 661,500 samples: three blocks of audio._BLOCK_SAMPLES
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal((rate * seconds, 2))).clip(-1, 1)
+    path = tmp_path / "long.wav"
+    sf.write(str(path), x, rate, subtype="PCM_16")
+    blocks = list(stream_audio(path, SR))
+    assert len(blocks) >= 3
+    pcm = sf.read(str(path), dtype="int16")[0].astype(np.float32) * np.float32(1 / 32768)
+    whole = soxr.resample((pcm[:, 0] + pcm[:, 1]) * np.float32(0.5), rate, SR, quality="HQ")
+    joined = np.concatenate(blocks)
+    assert len(joined) == len(whole) and np.array_equal(joined, whole)
+    assert np.array_equal(load_audio(path, SR), whole)
+
+
+def test_a_stream_can_stop_after_its_first_block(tmp_path):
+    rate = 48000
+    t = np.arange(rate * 20) / rate
+    path = tmp_path / "long.ogg"
+    sf.write(str(path), np.sin(2 * np.pi * 440 * t) * 0.3, rate, format="OGG", subtype="VORBIS")
+    stream = stream_audio(path, SR)
+    first = next(stream)
+    stream.close()  # what a confident scan does: the rest is never decoded
+    assert 0 < len(first) < 10 * SR
+    assert len(load_audio(path, SR)) == pytest.approx(20 * SR, abs=SR // 100)

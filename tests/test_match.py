@@ -110,3 +110,67 @@ def test_a_coarser_query_hop_embeds_fewer_windows_and_still_matches(fixture_dir,
     assert len(coarse) <= len(fine) // 3 + 1
     fm = match_file(path, store, model, MatchConfig(query_hop_s=0.3))
     assert fm.match and store.tracks[fm.match.track].path == str(fixture_dir / item["reference"])
+
+
+@pytest.mark.parametrize("seconds", [3.5, 9.0, 12.99, 13.0, 13.5, 23.0, 31.0])
+def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tmp_path, seconds):
+    """QueryAudio decodes only as far as it must; what it cuts must be exactly what
+    fragment_bounds + query_windows give on the whole decoded file (short tails merged, silent
+    windows dropped), whatever the length."""
+    import soundfile as sf
+
+    from tagmatch.audio import load_audio
+    from tagmatch.features import FeatureConfig
+    from tagmatch.match import QueryAudio, query_windows
+
+    fc, cfg = FeatureConfig(), MatchConfig()
+    rate = 44100
+    rng = np.random.default_rng(int(seconds * 100))
+    x = 0.2 * rng.standard_normal(int(seconds * rate))
+    x[int(1.0 * rate) : int(4.5 * rate)] = 0.0  # a silent stretch: its windows are dropped
+    path = tmp_path / "q.wav"
+    sf.write(str(path), x, rate, subtype="FLOAT")
+    windows, starts, n_frames = query_windows(load_audio(path, fc.sample_rate), fc, cfg)
+    bounds = fragment_bounds(n_frames, 1000, 300)
+    query = QueryAudio(path, fc, cfg)
+    got = list(query.fragments())
+    assert [g[0] for g in got] == [a * fc.frame_seconds for a, _ in bounds]
+    assert [g[3] for g in got] == [False] * (len(bounds) - 1) + [True]
+    for (a, b), (_, w, s, _) in zip(bounds, got):
+        sel = (starts >= a) & (starts < b)
+        assert np.array_equal(s, starts[sel])
+        np.testing.assert_allclose(w, windows[sel], rtol=1e-5, atol=1e-5)
+    assert query.read_until_s == pytest.approx(n_frames * fc.frame_seconds)
+
+
+def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path, fixture_dir, manifest,
+                                                                       library_store, model, monkeypatch):
+    """A whole song is identified from its first fragment: the rest is neither decoded nor
+    searched. Reading it all (stop_confidence None, `scan --whole-files`) gives the same song."""
+    import soundfile as sf
+
+    import tagmatch.match as match_mod
+    from tagmatch.audio import load_audio
+
+    store, _ = library_store
+    ref = max((fixture_dir / "library").rglob("*.wav"), key=lambda p: sf.info(str(p)).duration)
+    y = load_audio(ref, 44100)  # 88 s, re-encoded as MP3 (a rip of the reference)
+    path = tmp_path / "rip.mp3"
+    sf.write(str(path), y, 44100, format="MP3")
+    decoded = []
+
+    def counting(p, sr):
+        for block in load_blocks(p, sr):
+            decoded.append(len(block))
+            yield block
+
+    load_blocks = match_mod.stream_audio
+    monkeypatch.setattr(match_mod, "stream_audio", counting)
+    early = match_file(path, store, model)
+    read_early, decoded[:] = sum(decoded), []
+    full = match_file(path, store, model, MatchConfig(stop_confidence=None))
+    assert early.status == full.status == "match"
+    assert store.tracks[early.match.track].path == store.tracks[full.match.track].path == str(ref)
+    assert early.match.confidence >= 0.999 and early.stopped_at_s == 10.0 and full.stopped_at_s is None
+    assert early.match.fragments_total == 1 and full.match.fragments_total >= 8
+    assert read_early < 20 * 8000 and sum(decoded) > 85 * 8000

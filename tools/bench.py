@@ -511,7 +511,7 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
             "score": best.score if best else None, "pred_offset_s": best.offset_s if best else None,
             "fragments": [best.fragments_agreeing, best.fragments_total] if best else None,
             "offset_s": q.meta.get("offset_s"), "duration_s": q.meta.get("duration_s"),
-            "wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1),
+            "wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1), "stopped_at_s": fm.stopped_at_s,
         })
         if i % 100 == 0 or i == len(queries):
             log(f"{label}: scanned {i}/{len(queries)} queries ({time.perf_counter() - t0:.0f} s, load {loadavg()})")
@@ -557,8 +557,14 @@ def speed_summary(records: list[dict]) -> dict:
 
     audio_s = sum(r["duration_s"] or 0.0 for r in records)
     wall_s = sum(r["wall_ms"] for r in records) / 1000
+    excerpts = [r["cpu_ms"] for r in records if r["condition"] != "whole_mp3_128k"]
+    whole = [r for r in records if r["condition"] == "whole_mp3_128k"]
     return {"queries": len(records), "audio_s": round(audio_s, 1), "wall_ms": stats("wall_ms"),
-            "cpu_ms": stats("cpu_ms"), "x_realtime": round(audio_s / wall_s, 1) if wall_s else None}
+            "cpu_ms": stats("cpu_ms"), "x_realtime": round(audio_s / wall_s, 1) if wall_s else None,
+            "excerpt_cpu_ms_median": round(statistics.median(excerpts), 1) if excerpts else None,
+            "whole_cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in whole), 1) if whole else None,
+            "stopped_early": sum(r.get("stopped_at_s") is not None for r in records),
+            "whole_stopped_early": sum(r.get("stopped_at_s") is not None for r in whole), "whole": len(whole)}
 
 
 def tradeoff(records: list[dict], calibration) -> list[dict]:
@@ -614,6 +620,11 @@ def print_speed(index: dict, query: dict, load: dict[str, list[float]], compile_
           f"{query['wall_ms']['mean']:.0f} ms, median {query['wall_ms']['median']:.0f} ms; CPU mean "
           f"{query['cpu_ms']['mean']:.0f} ms, median {query['cpu_ms']['median']:.0f} ms; "
           f"{query['x_realtime']}x realtime")
+    if query.get("excerpt_cpu_ms_median") is not None:
+        print(f"CPU median per 10-20 s excerpt {query['excerpt_cpu_ms_median']:.0f} ms"
+              + (f", per whole file {query['whole_cpu_ms_median']:.0f} ms" if query.get("whole") else "")
+              + f"; stopped early, sure after the first fragment(s): {query['stopped_early']} of {query['queries']} "
+              f"files ({query['whole_stopped_early']} of {query['whole']} whole files)")
     print(f"encoder compile (excluded above): {compile_s:.1f} s")
     print("load average (1/5/15 min): " + "; ".join(f"{k} {v}" for k, v in load.items())
           + f"  ({os.cpu_count()} cores)")

@@ -9,6 +9,10 @@ the cached hits into a best track and a raw score per query, is calibrated exact
 that fewer than 0.5% of the calibration sets' unknown-song queries reach), and is measured on
 seed 1: top-1 at that threshold per condition, and false matches on unknown songs.
 
+`--early-stop` studies instead when a scan may stop reading a file (`MatchConfig.stop_confidence`):
+the margins that the first 5, 10, 15... s of every query reach, for unknown songs (which must
+never look sure) and known ones, and what stopping at a margin costs and saves.
+
 Needs `make bench` first (its query files and reference links); builds the bench's store when
 it is missing.
 """
@@ -218,11 +222,77 @@ def evaluate(records: list[dict], v: Variant, frame_s: float) -> dict:
     return out
 
 
+# ---- stopping early -----------------------------------------------------------------------------
+def prefix_margins(r: dict, frame_s: float, window_frames: int, step_s: float = 5.0) -> list[tuple[float, int | None, float]]:
+    """(seconds read, best track, margin) after every `step_s` of a query shorter than its end,
+    scored as the shipped matcher scores a file of that length (top-10, 10 s fragments)."""
+    out, v = [], VARIANTS[0]
+    t = step_s
+    while t / frame_s < r["n_frames"] - 1:
+        frames = int(round(t / frame_s))
+        keep = r["starts"] + window_frames <= frames
+        cut = {**r, "n_frames": frames, "starts": r["starts"][keep], "sim": r["sim"][keep],
+               "track": r["track"][keep], "time": r["time"][keep]}
+        best, m = score(cut, v, frame_s) if keep.any() else (None, -math.inf)
+        out.append((t, best, m))
+        t += step_s
+    return out
+
+
+def early_stop_study(records: list[dict], fc, calibration) -> None:
+    frame_s = fc.frame_seconds
+
+    def right(r, best):
+        return r["kind"] == "known" and best is not None and r["track_group"][best] is not None \
+            and r["track_group"][best].group == r["group"]
+
+    rows = []
+    for r in records:
+        if r["error"] is None:
+            best, m = score(r, VARIANTS[0], frame_s)
+            rows.append((r, right(r, best), m, [(t, right(r, b), mm) for t, b, mm in prefix_margins(r, frame_s, fc.window_frames)]))
+    print("\nbest margin reached by the first N s of unknown-song queries (all seeds):")
+    print("| first | queries | max | 99.5th pct | whole queries' max |")
+    print("|---|---|---|---|---|")
+    whole_max = max(m for r, _, m, _ in rows if r["kind"] == "unknown")
+    for t in (5.0, 10.0, 15.0, 20.0):
+        ms = [mm for r, _, _, p in rows if r["kind"] == "unknown" for tt, _, mm in p if tt == t]
+        if ms:
+            print(f"| {t:g} s | {len(ms)} | {max(ms):.3f} | {np.quantile(ms, 0.995):.3f} | {whole_max:.3f} |")
+    thr = calibration.mid
+    print("\nstopping at the first whole fragment (10, 20, ... s) whose margin reaches E:")
+    print("| E (confidence) | seeds | audio read | files stopped | known right at threshold (reading all) "
+          "| known wrong | unknown false |")
+    print("|---|---|---|---|---|---|---|")
+    for e in (0.35, 0.40, 0.433, 0.50, 0.60):
+        conf = 1 / (1 + math.exp(-(e - calibration.mid) / calibration.width))
+        for label, sel in (("1001-3001", lambda r: r["seed"] != TEST_SEED), ("1", lambda r: r["seed"] == TEST_SEED)):
+            sub = [x for x in rows if sel(x[0])]
+            read = total = stopped = acc = acc_all = wrong = false = 0
+            n_known = sum(r["kind"] == "known" for r, *_ in sub)
+            for r, ok_all, m_all, parts in sub:
+                dur = r["n_frames"] * frame_s
+                stop = next(((t, ok, m) for t, ok, m in parts if t % 10 == 0 and m >= e), None)
+                ok, m = (stop[1], stop[2]) if stop else (ok_all, m_all)
+                read += stop[0] if stop else dur
+                total += dur
+                stopped += stop is not None
+                if r["kind"] == "known":
+                    acc += ok and m >= thr
+                    acc_all += ok_all and m_all >= thr
+                    wrong += (not ok) and m >= thr
+                else:
+                    false += m >= thr
+            print(f"| {e} ({conf:.4f}) | {label} | {100 * read / total:.0f}% | {stopped} of {len(sub)} | "
+                  f"{100 * acc / n_known:.1f}% ({100 * acc_all / n_known:.1f}%) | {wrong} | {false} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=bench.DEFAULT_CACHE)
     ap.add_argument("--only", default="", help="comma-separated variant numbers (default: all)")
     ap.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
+    ap.add_argument("--early-stop", action="store_true", help="study stopping early instead (see above)")
     args = ap.parse_args(argv)
     if not corpus_available(DEFAULT_ROOT):
         print("score_study: dev corpus not found; get it with ../shared/corpus/fetch-dev-corpus. Skipping.")
@@ -237,6 +307,9 @@ def main(argv=None) -> int:
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.model_id}.joblib")
     frame_s = model.feature_config.frame_seconds
+    if args.early_stop:
+        early_stop_study(records, model.feature_config, model.calibration)
+        return 0
     chosen = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else VARIANTS
     results = [evaluate(records, v, frame_s) for v in chosen]
     conds = list(results[0]["conditions"])
