@@ -51,12 +51,12 @@ class IVFSearch:
 ANN_META = "ann-ivfpq.json"
 ANN_PREFIX = "ann-ivfpq"  # index files: ann-ivfpq-<token>.faiss
 # Up to this many stored vectors `tagmatch index` keeps no index (search="auto") and the matcher
-# searches exactly. Exact costs ~0.3 us per stored vector per 10 s fragment here
-# (docs/benchmarks.md, "Scale": 2.8 s at 10M vectors, 27.5 s at 100M, on 2 cores), so ~70-150 ms
-# at 250k vectors (~17 h, ~250 tracks), small next to decoding and embedding a query file; below
-# it an index would also be trained on few vectors per cell. Above it the approximate index takes
-# 5-25 ms per fragment (measured at 1k-100k tracks).
-EXACT_MAX_VECTORS = 250_000
+# searches exactly: ~0.2 us per stored vector per query window on one thread, so ~10 ms for a
+# 10 s fragment at 50k vectors (~3.5 h, ~50 tracks), and an index would be trained on few vectors
+# per cell. Above it the approximate index costs less: at 107k vectors (the bench's 7.4 h) a
+# 10-20 s query took 70 ms of CPU against 84 ms exact, with the same answers at the threshold
+# (docs/benchmarks.md); 5-25 ms per fragment at 1k-100k tracks.
+EXACT_MAX_VECTORS = 50_000
 MIN_INDEX_VECTORS = 1_000  # fewer cannot train the coarse cells and the PQ codebooks
 GROW_LIMIT = 4  # an index trained for n vectors is rebuilt (new cells) once the store passes 4n
 SLOT_BITS = 32  # ids in the index: shard slot << 32 | row in the shard (shards are immutable)
@@ -67,8 +67,10 @@ def default_probe(n: int) -> tuple[int, int]:
     """(nprobe, refine) for an index of n vectors. Measured (docs/benchmarks.md, "Scale"): 32 : 8
     agreed with exact search on the recording for 298/300 files at 1M vectors and 60/60 at 10M;
     at 100M, where the cells are 8x fuller, 64 : 16 kept the match/unknown decision of exact
-    search on 95% of 200 files against 90.5% (same 198/200 recordings), at 30 ms a fragment."""
-    return (64, 16) if n > 30_000_000 else (32, 8)
+    search on 95% of 200 files against 90.5% (same 198/200 recordings), at 30 ms a fragment.
+    Small stores (up to 250k vectors, where a search is cheap either way) probe 64 : 16 too: at
+    107k, 32 : 8 lost 3 of 107 hardest (0 dB + reverb) queries at the threshold, 64 : 16 none."""
+    return (64, 16) if n > 30_000_000 or n <= 250_000 else (32, 8)
 
 
 def _slot_ids(slot: int, lo: int, n: int) -> np.ndarray:

@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ref_dir", type=Path)
     sp.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",
                     help="how scans search the store: auto (default) keeps an approximate index (faiss "
-                         "IVF-PQ) once the store passes 250,000 vectors (~17 h of audio); exact removes it")
+                         "IVF-PQ) once the store passes 50,000 vectors (~3.5 h of audio); exact removes it")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_index)

@@ -174,3 +174,16 @@ def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path,
     assert early.match.confidence >= 0.999 and early.stopped_at_s == 10.0 and full.stopped_at_s is None
     assert early.match.fragments_total == 1 and full.match.fragments_total >= 8
     assert read_early < 20 * 8000 and sum(decoded) > 85 * 8000
+
+
+def test_embedding_in_padded_batches_gives_each_window_its_own_vector(model):
+    """`embed` runs full batches of 32 and pads the rest to a multiple of 8: whatever the count,
+    every window gets the vector it gets alone, in order, and padding rows never leak out."""
+    fc = model.feature_config
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, fc.window_frames, fc.n_mels)).astype(np.float32)
+    alone = np.concatenate([model.embed(x[i : i + 1]) for i in range(len(x))])
+    for n in (1, 9, 24, 33, 50):
+        got = model.embed(x[:n])
+        assert got.shape == (n, alone.shape[1])
+        np.testing.assert_allclose(got, alone[:n], atol=2e-5)

@@ -405,7 +405,7 @@ def warm_up(model) -> float:
     """Compile the encoder for every batch shape it uses, so no timing below includes JIT."""
     t0 = time.perf_counter()
     fc = model.feature_config
-    for n in (8, 16, 32):  # every batch shape `embed` uses
+    for n in (8, 16, 24, 32):  # every batch shape `embed` uses
         model.embed(np.zeros((n, fc.window_frames, fc.n_mels), np.float32))
     return time.perf_counter() - t0
 
@@ -489,8 +489,10 @@ def queryable(corpus: DevCorpus, store, by_name: dict[str, Track]) -> DevCorpus:
 
 # ---- scanning -----------------------------------------------------------------------------
 
-def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], label: str) -> list[dict]:
-    """match_file on every query, one at a time so each file's wall and CPU time is its own."""
+def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], label: str,
+                searcher=None) -> list[dict]:
+    """match_file on every query, one at a time so each file's wall and CPU time is its own.
+    `searcher`: what `tagmatch scan` would search (default: the store, exact)."""
     from tagmatch.match import MatchConfig, match_file
 
     cfg = MatchConfig()  # the threshold is on the calibrated confidence: 0.5
@@ -498,7 +500,7 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
     t0 = time.perf_counter()
     for i, q in enumerate(queries, 1):
         w0, c0 = time.perf_counter(), time.process_time()
-        fm = match_file(q.path, store, model, cfg)
+        fm = match_file(q.path, store, model, cfg, searcher)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         best = fm.match
         pred = by_name.get(Path(store.tracks[best.track].path).name) if best else None
@@ -562,7 +564,8 @@ def speed_summary(records: list[dict]) -> dict:
     return {"queries": len(records), "audio_s": round(audio_s, 1), "wall_ms": stats("wall_ms"),
             "cpu_ms": stats("cpu_ms"), "x_realtime": round(audio_s / wall_s, 1) if wall_s else None,
             "excerpt_cpu_ms_median": round(statistics.median(excerpts), 1) if excerpts else None,
-            "whole_cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in whole), 1) if whole else None,
+            "whole_cpu_ms_median": {k: round(statistics.median(r["cpu_ms"] for r in whole if r["kind"] == k), 1)
+                                    for k in ("known", "unknown") if any(r["kind"] == k for r in whole)},
             "stopped_early": sum(r.get("stopped_at_s") is not None for r in records),
             "whole_stopped_early": sum(r.get("stopped_at_s") is not None for r in whole), "whole": len(whole)}
 
@@ -622,7 +625,7 @@ def print_speed(index: dict, query: dict, load: dict[str, list[float]], compile_
           f"{query['x_realtime']}x realtime")
     if query.get("excerpt_cpu_ms_median") is not None:
         print(f"CPU median per 10-20 s excerpt {query['excerpt_cpu_ms_median']:.0f} ms"
-              + (f", per whole file {query['whole_cpu_ms_median']:.0f} ms" if query.get("whole") else "")
+              + "".join(f", per whole {k} file {v:.0f} ms" for k, v in query["whole_cpu_ms_median"].items())
               + f"; stopped early, sure after the first fragment(s): {query['stopped_early']} of {query['queries']} "
               f"files ({query['whole_stopped_early']} of {query['whole']} whole files)")
     print(f"encoder compile (excluded above): {compile_s:.1f} s")
@@ -714,7 +717,7 @@ def fit_calibration(margin: np.ndarray, label: np.ndarray, unknown: np.ndarray,
 # ---- main ---------------------------------------------------------------------------------
 
 def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Namespace, store, model,
-              model_path: Path, by_name: dict[str, Track]) -> dict:
+              model_path: Path, by_name: dict[str, Track], searcher=None) -> dict:
     """Fit the calibration on a separate query set, write it into the model file and use it
     from here on. The fit set: known and unknown queries at seed + 1000, plus unknown-only ones
     at seed + 2000, + 3000... (--fit-unknown-sets): the threshold rests on the few highest
@@ -730,7 +733,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
     for seed in seeds[1:]:
         queries += make_queries(corpus, fit_conditions, seed, args.limit, args.whole_limit, args.cache,
                                 kinds=("unknown",))
-    records = run_queries(queries, store, model, by_name, "calibration set")
+    records = run_queries(queries, store, model, by_name, "calibration set", searcher)
     cal, facts = fit_calibration(*calibration_data(records))
     note = (f"tools/bench.py --calibrate, model {model.model_id}: seeds {', '.join(map(str, seeds))}, "
             f"{facts['n_queries']} queries; mid = margin reached by < {MAX_FALSE_MATCH:.1%} of "
@@ -774,6 +777,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-unknown-sets", type=int, default=3,
                     help="unknown-song query sets in the calibration fit (seeds +1000, +2000, ...)")
     ap.add_argument("--reuse-store", action="store_true", help="reuse the last reference store if still valid")
+    ap.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",
+                    help="search the queries as `tagmatch index --search` would have the scan search (auto: "
+                         "exact up to tagmatch.ann.EXACT_MAX_VECTORS, as a user's store of this size)")
+    ap.add_argument("--probe", default=None, metavar="NPROBE:REFINE",
+                    help="approximate search: cells probed and re-rank factor (default: tagmatch.ann.default_probe)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="work folder (default %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default CACHE/results.json)")
     args = ap.parse_args(argv)
@@ -801,6 +809,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"model {model_path} (id {model.model_id}, {model.calibration}); encoder compiled in {compile_s:.1f} s")
 
     store, index_stats, by_name = build_store(corpus, model, args.cache, args.reuse_store)
+    from tagmatch.ann import searcher_for, update_index
+
+    search = update_index(store, args.search)  # after the index timing, as `tagmatch index` reports it apart
+    searcher = searcher_for(store)
+    if args.probe and searcher is not store:
+        searcher.nprobe, searcher.refine = (int(v) for v in args.probe.split(":"))
+        search += f"; probing {searcher.nprobe} cells, re-rank {searcher.refine}x"
+    log(search)
     load["after index"] = loadavg()
     corpus = queryable(corpus, store, by_name)
 
@@ -808,14 +824,14 @@ def main(argv: list[str] | None = None) -> int:
     calib = None
     if args.calibrate:
         t0 = time.perf_counter()
-        calib = calibrate(corpus, conditions, args, store, model, model_path, by_name)
+        calib = calibrate(corpus, conditions, args, store, model, model_path, by_name, searcher)
         stages["calibration_s"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
     queries = make_queries(corpus, conditions, args.seed, args.limit, args.whole_limit, args.cache)
     stages["queries_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    records = run_queries(queries, store, model, by_name, "bench")
+    records = run_queries(queries, store, model, by_name, "bench", searcher)
     stages["scan_s"] = round(time.perf_counter() - t0, 1)
     load["end"] = loadavg()
 
@@ -826,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(queries)} queries ==")
     print_table(summary)
     print_speed(index_stats, speed, load, compile_s)
+    print(search)
     print_tradeoff(curve)
     if calib:
         print_calibration(calib)
@@ -837,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
                    "seed": args.seed, "limit": args.limit, "whole_limit": args.whole_limit,
                    "conditions": {c.name: c.codec for c in conditions}, "gen_version": GEN_VERSION,
                    "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
-        "summary": summary, "speed": {"index": index_stats, "query": speed, "encoder_compile_s": round(compile_s, 2)},
+        "summary": summary, "speed": {"index": index_stats, "query": speed, "encoder_compile_s": round(compile_s, 2),
+                                      "search": search},
         "loadavg": load, "tradeoff": curve, "calibration": calib, "stages": stages,
         "records": records,
     }

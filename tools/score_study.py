@@ -260,7 +260,7 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
         if ms:
             print(f"| {t:g} s | {len(ms)} | {max(ms):.3f} | {np.quantile(ms, 0.995):.3f} | {whole_max:.3f} |")
     thr = calibration.mid
-    print("\nstopping at the first whole fragment (10, 20, ... s) whose margin reaches E:")
+    print("\nstopping after the first whole fragment (10, 20, ... s; not the last) whose margin reaches E:")
     print("| E (confidence) | seeds | audio read | files stopped | known right at threshold (reading all) "
           "| known wrong | unknown false |")
     print("|---|---|---|---|---|---|---|")
@@ -272,7 +272,8 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
             n_known = sum(r["kind"] == "known" for r, *_ in sub)
             for r, ok_all, m_all, parts in sub:
                 dur = r["n_frames"] * frame_s
-                stop = next(((t, ok, m) for t, ok, m in parts if t % 10 == 0 and m >= e), None)
+                # as QueryAudio: after a whole fragment that is not the last (a tail < 3 s joins it)
+                stop = next(((t, ok, m) for t, ok, m in parts if t % 10 == 0 and t + 3.0 <= dur and m >= e), None)
                 ok, m = (stop[1], stop[2]) if stop else (ok_all, m_all)
                 read += stop[0] if stop else dur
                 total += dur
