@@ -147,23 +147,25 @@ def _check_readable(path: Path) -> None:
 
 
 def _native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
-    """Mono float32 blocks at the file's own rate, from libsndfile when it takes the file (it
-    may refuse it on opening or at its first block: FFmpeg gets it then), else from PyAV."""
+    """Mono float32 blocks at the file's own rate, from libsndfile when it takes the file, else
+    from PyAV. Should libsndfile give up part-way, FFmpeg (which resyncs past damage) goes on
+    from the same sample, so a file one of them can read is never lost to the other's error."""
+    done = 0
     suffix = path.suffix.lower()
     if suffix in _SOUNDFILE_FIRST and (suffix != ".mp3" or _looks_like_mp3(path)):
-        blocks = _blocks_soundfile(path)
         try:
-            first = next(blocks, None)
-        except Exception:  # libsndfile refused it: FFmpeg may still know the format
-            first = None
-        if first is not None:
-            yield first
-            try:
-                yield from blocks
-            except Exception as exc:
-                raise AudioReadError(path, f"cannot decode (corrupt): {_one_line(exc)}") from exc
+            for y, sr in _blocks_soundfile(path):
+                yield y, sr
+                done += len(y)
             return
-    yield from _blocks_pyav(path)
+        except Exception:  # libsndfile refused it, or stopped: FFmpeg may still know the format
+            pass
+    for y, sr in _blocks_pyav(path):
+        if done >= len(y):  # already given by libsndfile
+            done -= len(y)
+            continue
+        yield y[done:], sr
+        done = 0
 
 
 def stream_audio(path: Path | str, sr: int) -> Iterator[np.ndarray]:

@@ -82,3 +82,26 @@ def test_a_stream_can_stop_after_its_first_block(tmp_path):
     stream.close()  # what a confident scan does: the rest is never decoded
     assert 0 < len(first) < 10 * SR
     assert len(load_audio(path, SR)) == pytest.approx(20 * SR, abs=SR // 100)
+
+
+def test_ffmpeg_goes_on_where_libsndfile_gives_up(tmp_path, monkeypatch):
+    """libsndfile reads WAV/MP3 first; should it fail part-way, FFmpeg continues from the same
+    sample instead of the file becoming an error (before streaming, FFmpeg re-read it whole)."""
+    import tagmatch.audio as audio_mod
+
+    rate = 44100
+    t = np.arange(rate * 15) / rate
+    path = tmp_path / "long.wav"
+    sf.write(str(path), 0.3 * np.sin(2 * np.pi * 440 * t), rate, subtype="PCM_16")
+    whole = load_audio(path, SR)
+    real = audio_mod._blocks_soundfile
+
+    def fails_after_one_block(p):
+        blocks = real(p)
+        yield next(blocks)
+        raise RuntimeError("libsndfile: unexpected end of data")
+
+    monkeypatch.setattr(audio_mod, "_blocks_soundfile", fails_after_one_block)
+    resumed = load_audio(path, SR)
+    assert len(resumed) == len(whole)
+    np.testing.assert_allclose(resumed, whole, atol=1e-4)
