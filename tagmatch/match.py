@@ -148,25 +148,61 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
     fc = model.feature_config
     try:
         query = prepared.result() if prepared is not None else open_query(path, fc, cfg)
-        fragments: list[_Fragment] = []
+        hits: list[_Hits] = []  # per fragment with audible windows
         try:
-            for start_s, windows, starts, last in query.fragments():
-                if len(windows):
-                    fragments.append(_fragment_votes(start_s, model.embed(windows), starts, store, fc, cfg, searcher))
-                if not last and cfg.stop_confidence is not None and fragments:
-                    early = _decide(str(path), fragments, model, cfg)
+            for piece in query.fragments():
+                if len(piece.windows):
+                    # a tail under 3 s is part of the fragment before (which may have had no audio)
+                    start_s = piece.previous_s if piece.joins_previous else piece.start_s
+                    new = _search(start_s, piece.starts, model.embed(piece.windows), store, fc, cfg, searcher)
+                    if piece.joins_previous and hits and hits[-1].start_s == start_s:
+                        hits[-1] = hits[-1].joined(new)
+                    else:
+                        hits.append(new)
+                if not piece.last and cfg.stop_confidence is not None and hits:
+                    early = _decide(str(path), [h.votes(cfg) for h in hits], model, cfg)
                     if early.match and early.match.confidence >= cfg.stop_confidence:
                         early.stopped_at_s = round(query.read_until_s, 2)
                         return early
         finally:
             query.close()
-        if not fragments:
+        if not hits:
             raise TagmatchError("silent: no audible audio")
-        return _decide(str(path), fragments, model, cfg)
+        return _decide(str(path), [h.votes(cfg) for h in hits], model, cfg)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
         return FileMatch(str(path), "error", error=str(exc))
+
+
+@dataclass
+class _Hits:
+    """One fragment's windows' nearest stored vectors (kept, so a short tail can join them)."""
+
+    start_s: float
+    track: np.ndarray  # [shape=(w, k)]
+    ref_time: np.ndarray  # [shape=(w, k)]
+    sim: np.ndarray  # [shape=(w, k)]
+    q_time: np.ndarray  # [shape=(w,)]
+    _votes: _Fragment | None = None
+
+    def joined(self, tail: "_Hits") -> "_Hits":
+        return _Hits(self.start_s, *(np.concatenate([a, b]) for a, b in (
+            (self.track, tail.track), (self.ref_time, tail.ref_time), (self.sim, tail.sim), (self.q_time, tail.q_time))))
+
+    def votes(self, cfg: MatchConfig) -> _Fragment:
+        if self._votes is None:
+            self._votes = _Fragment(self.start_s, _vote(self.track, self.ref_time, self.sim, self.q_time,
+                                                        cfg.offset_bin_s))
+        return self._votes
+
+
+def _search(start_s: float, starts: np.ndarray, vectors: np.ndarray, store: Store, fc: FeatureConfig,
+            cfg: MatchConfig, searcher: Searcher | None) -> _Hits:
+    """A fragment's embedded windows (start frames `starts`) -> their top-k stored vectors."""
+    idx, sim = (searcher or store).search(vectors, cfg.top_k)
+    track, ref_time = store.lookup(idx)
+    return _Hits(start_s, track, ref_time, sim, starts * fc.frame_seconds)
 
 
 def open_query(path: Path, fc: FeatureConfig, cfg: MatchConfig) -> "QueryAudio":
@@ -180,12 +216,25 @@ def open_query(path: Path, fc: FeatureConfig, cfg: MatchConfig) -> "QueryAudio":
     return query
 
 
+@dataclass
+class QueryPiece:
+    """A fragment of a query as it is read: its audible windows and their start frames."""
+
+    start_s: float
+    windows: np.ndarray  # [shape=(w, window_frames, n_mels)]
+    starts: np.ndarray  # [shape=(w,)], frames from the start of the file
+    last: bool  # nothing audible can follow
+    joins_previous: bool = False  # a tail under 3 s: part of the fragment before (fragment_bounds)
+    previous_s: float = 0.0  # where that fragment starts
+
+
 class QueryAudio:
     """A query file read fragment by fragment, decoding only as far as matching goes.
 
-    The fragments and windows are exactly those of `fragment_bounds` and `query_windows` over the
-    whole decoded file: a fragment is cut once the audio 3 s past its end is decoded (or the file
-    ended), since a shorter tail joins it.
+    A fragment is cut as soon as the audio under its windows is decoded (10 s and one window);
+    a tail under 3 s at the end comes as a piece that joins the fragment before it, so the
+    fragments are those of `fragment_bounds` and the windows those of `query_windows` over the
+    whole decoded file.
     """
 
     def __init__(self, path: Path, fc: FeatureConfig, cfg: MatchConfig):
@@ -195,7 +244,7 @@ class QueryAudio:
         self._buf_at = 0
         self._ended = False
         self._next_frame = 0  # where the next fragment starts
-        self._first = None  # the first fragment, cut by prepare()
+        self._first: QueryPiece | None = None  # cut by prepare()
         self._hop = max(1, int(round(cfg.query_hop_s / fc.frame_seconds)))
         self._per_frag = int(round(cfg.fragment_s / fc.frame_seconds))
         self._min_frag = int(3.0 / fc.frame_seconds)
@@ -206,14 +255,14 @@ class QueryAudio:
         if self._first is None:
             self._first = self._cut()
 
-    def fragments(self) -> Iterator[tuple[float, np.ndarray, np.ndarray, bool]]:
-        """(start in s, windows, their start frames, is it the last) per fragment; a fragment
-        with no audible window comes with none. Raises TagmatchError when the file is too short."""
+    def fragments(self) -> Iterator[QueryPiece]:
+        """The pieces in order; one with no audible window comes with none. Raises
+        TagmatchError when the file is too short, AudioReadError when it cannot be decoded."""
         self.prepare()
-        frag, self._first = self._first, None
-        while frag is not None:
-            yield frag
-            frag = None if frag[3] else self._cut()
+        piece, self._first = self._first, None
+        while piece is not None:
+            yield piece
+            piece = None if piece.last else self._cut()
 
     def close(self) -> None:
         self._blocks.close()
@@ -235,16 +284,18 @@ class QueryAudio:
                 n += len(y)
         self._buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def _cut(self) -> tuple[float, np.ndarray, np.ndarray, bool]:
+    def _cut(self) -> QueryPiece:
         fc, a = self.fc, self._next_frame
-        self._decode_to(a + self._per_frag + self._min_frag)
+        # the windows starting before a + per_frag, and one frame more: is there audio after them?
+        self._decode_to(a + self._per_frag + fc.window_frames)
         n = self._n_frames()
         if a == 0 and self._ended:
             duration = (self._buf_at + len(self._buf)) / fc.sample_rate
             if duration < self.cfg.min_duration_s:
                 raise TagmatchError(f"too short: {duration:.1f} s (at least {self.cfg.min_duration_s:g} s needed)")
-        last = self._ended and n < a + self._per_frag + self._min_frag
-        b = n if last else a + self._per_frag
+        b = min(a + self._per_frag, n)
+        last = self._ended and n - fc.window_frames + 1 <= b  # no window can start after this fragment
+        joins = a > 0 and self._ended and n - a < self._min_frag
         first_start = -(-a // self._hop) * self._hop
         starts = np.arange(first_start, min(b, n - fc.window_frames + 1), self._hop)
         windows = np.zeros((0, fc.window_frames, fc.n_mels), np.float32)
@@ -259,9 +310,10 @@ class QueryAudio:
         drop = b * fc.hop_length - self._buf_at  # the next fragment starts at frame b
         if drop > 0:
             self._buf, self._buf_at = self._buf[drop:].copy(), self._buf_at + drop
+        previous_s = max(0, a - self._per_frag) * fc.frame_seconds
         self._next_frame = b
         self.read_until_s = b * fc.frame_seconds
-        return a * fc.frame_seconds, windows, starts, last
+        return QueryPiece(a * fc.frame_seconds, windows, starts, last, joins, previous_s)
 
 
 def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, int]:
@@ -291,16 +343,9 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     for a, b in fragment_bounds(n_frames, per_frag, int(3.0 / fc.frame_seconds)):
         sel = (starts >= a) & (starts < b)
         if sel.any():
-            fragments.append(_fragment_votes(a * fc.frame_seconds, vectors[sel], starts[sel], store, fc, cfg, searcher))
+            fragments.append(_search(a * fc.frame_seconds, starts[sel], vectors[sel], store, fc, cfg,
+                                     searcher).votes(cfg))
     return _decide(name, fragments, model, cfg)
-
-
-def _fragment_votes(start_s: float, vectors: np.ndarray, starts: np.ndarray, store: Store, fc: FeatureConfig,
-                    cfg: MatchConfig, searcher: Searcher | None) -> _Fragment:
-    """One fragment's embedded windows -> its offset-consistent votes per track."""
-    idx, sim = (searcher or store).search(vectors, cfg.top_k)
-    track, ref_time = store.lookup(idx)
-    return _Fragment(start_s, _vote(track, ref_time, sim, starts * fc.frame_seconds, cfg.offset_bin_s))
 
 
 def _decide(name: str, fragments: list[_Fragment], model: LoadedModel, cfg: MatchConfig) -> FileMatch:

@@ -112,7 +112,7 @@ def test_a_coarser_query_hop_embeds_fewer_windows_and_still_matches(fixture_dir,
     assert fm.match and store.tracks[fm.match.track].path == str(fixture_dir / item["reference"])
 
 
-@pytest.mark.parametrize("seconds", [3.5, 9.0, 12.99, 13.0, 13.5, 23.0, 31.0])
+@pytest.mark.parametrize("seconds", [3.5, 9.0, 10.5, 11.0, 12.99, 13.0, 13.5, 20.9, 23.0, 31.0])
 def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tmp_path, seconds):
     """QueryAudio decodes only as far as it must; what it cuts must be exactly what
     fragment_bounds + query_windows give on the whole decoded file (short tails merged, silent
@@ -133,14 +133,23 @@ def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tm
     windows, starts, n_frames = query_windows(load_audio(path, fc.sample_rate), fc, cfg)
     bounds = fragment_bounds(n_frames, 1000, 300)
     query = QueryAudio(path, fc, cfg)
-    got = list(query.fragments())
-    assert [g[0] for g in got] == [a * fc.frame_seconds for a, _ in bounds]
-    assert [g[3] for g in got] == [False] * (len(bounds) - 1) + [True]
-    for (a, b), (_, w, s, _) in zip(bounds, got):
+    got = []  # (start frame, windows, starts), a short tail joined to the fragment before
+    for piece in query.fragments():
+        start = int(round(piece.start_s / fc.frame_seconds))
+        if piece.joins_previous:
+            assert got[-1][0] == int(round(piece.previous_s / fc.frame_seconds))
+            got[-1] = (got[-1][0], np.concatenate([got[-1][1], piece.windows]),
+                       np.concatenate([got[-1][2], piece.starts]))
+        else:
+            got.append((start, piece.windows, piece.starts))
+    assert piece.last
+    got = [g for g in got if g[0] < n_frames - fc.window_frames + 1]  # no window can start in the rest
+    assert [g[0] for g in got] == [a for a, _ in bounds]
+    for (a, b), (_, w, s) in zip(bounds, got):
         sel = (starts >= a) & (starts < b)
         assert np.array_equal(s, starts[sel])
         np.testing.assert_allclose(w, windows[sel], rtol=1e-5, atol=1e-5)
-    assert query.read_until_s == pytest.approx(n_frames * fc.frame_seconds)
+    assert query.read_until_s <= n_frames * fc.frame_seconds + 1e-9
 
 
 def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path, fixture_dir, manifest,
@@ -187,3 +196,27 @@ def test_embedding_in_padded_batches_gives_each_window_its_own_vector(model):
         got = model.embed(x[:n])
         assert got.shape == (n, alone.shape[1])
         np.testing.assert_allclose(got, alone[:n], atol=2e-5)
+
+
+@pytest.mark.parametrize("seconds", [12.5, 21.5, 26.0])
+def test_reading_fragment_by_fragment_scores_as_the_whole_file(tmp_path, fixture_dir, library_store, model, seconds):
+    """Without stopping, the progressive matcher (fragments cut at 10 s, a short tail joined
+    back) must score exactly as match_vectors over the whole file's windows."""
+    import soundfile as sf
+
+    from tagmatch.audio import load_audio
+    from tagmatch.match import match_vectors, query_windows
+
+    store, _ = library_store
+    ref = max((fixture_dir / "library").rglob("*.wav"), key=lambda p: sf.info(str(p)).duration)
+    y = load_audio(ref, 44100)[int(7.3 * 44100) : int((7.3 + seconds) * 44100)]
+    path = tmp_path / "excerpt.wav"
+    sf.write(str(path), y, 44100)
+    cfg = MatchConfig(stop_confidence=None)
+    fc = model.feature_config
+    windows, starts, n_frames = query_windows(load_audio(path, fc.sample_rate), fc, cfg)
+    whole = match_vectors(str(path), model.embed(windows), starts, n_frames, store, model, cfg)
+    read = match_file(path, store, model, cfg)
+    for a, b in zip([whole.match] + whole.alternatives, [read.match] + read.alternatives):
+        assert a.track == b.track and a.fragments_total == b.fragments_total
+        assert a.score == pytest.approx(b.score, abs=1e-5) and a.offset_s == pytest.approx(b.offset_s, abs=0.011)

@@ -225,12 +225,13 @@ def evaluate(records: list[dict], v: Variant, frame_s: float) -> dict:
 # ---- stopping early -----------------------------------------------------------------------------
 def prefix_margins(r: dict, frame_s: float, window_frames: int, step_s: float = 5.0) -> list[tuple[float, int | None, float]]:
     """(seconds read, best track, margin) after every `step_s` of a query shorter than its end,
-    scored as the shipped matcher scores a file of that length (top-10, 10 s fragments)."""
+    from the windows that start before then, scored as the shipped matcher scores them (top-10,
+    10 s fragments)."""
     out, v = [], VARIANTS[0]
     t = step_s
     while t / frame_s < r["n_frames"] - 1:
         frames = int(round(t / frame_s))
-        keep = r["starts"] + window_frames <= frames
+        keep = r["starts"] < frames  # the windows that start in it, as a fragment's
         cut = {**r, "n_frames": frames, "starts": r["starts"][keep], "sim": r["sim"][keep],
                "track": r["track"][keep], "time": r["time"][keep]}
         best, m = score(cut, v, frame_s) if keep.any() else (None, -math.inf)
@@ -260,7 +261,7 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
         if ms:
             print(f"| {t:g} s | {len(ms)} | {max(ms):.3f} | {np.quantile(ms, 0.995):.3f} | {whole_max:.3f} |")
     thr = calibration.mid
-    print("\nstopping after the first whole fragment (10, 20, ... s; not the last) whose margin reaches E:")
+    print("\nstopping after the first whole fragment (10, 20, ... s; audio follows) whose margin reaches E:")
     print("| E (confidence) | seeds | audio read | files stopped | known right at threshold (reading all) "
           "| known wrong | unknown false |")
     print("|---|---|---|---|---|---|---|")
@@ -272,8 +273,9 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
             n_known = sum(r["kind"] == "known" for r, *_ in sub)
             for r, ok_all, m_all, parts in sub:
                 dur = r["n_frames"] * frame_s
-                # as QueryAudio: after a whole fragment that is not the last (a tail < 3 s joins it)
-                stop = next(((t, ok, m) for t, ok, m in parts if t % 10 == 0 and t + 3.0 <= dur and m >= e), None)
+                # as QueryAudio: after a whole fragment, if a window can start after it
+                stop = next(((t, ok, m) for t, ok, m in parts
+                             if t % 10 == 0 and t / frame_s + fc.window_frames <= r["n_frames"] and m >= e), None)
                 ok, m = (stop[1], stop[2]) if stop else (ok_all, m_all)
                 read += stop[0] if stop else dur
                 total += dur
