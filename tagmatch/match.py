@@ -50,8 +50,8 @@ class MatchConfig:
     same_audio_ratio: float = 0.8  # a runner-up this close to the best shares its audio
     # Stop reading a file once its fragments so far give this confidence (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
-    # margin of a first 10 s never passed 0.29, under the 0.43 that 0.999 means, but a first 5 s
-    # reached 0.59 once (docs/benchmarks.md, "Stopping early").
+    # margin of a first 10 s never passed 0.27, under the 0.43 that 0.999 means, but a first 5 s
+    # reached 0.49 once (docs/benchmarks.md, "Stopping early").
     stop_confidence: float | None = 0.999
 
 
