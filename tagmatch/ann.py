@@ -330,7 +330,7 @@ def describe_search(store: Store, searcher=None) -> str:
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
     if store.n_vectors > EXACT_MAX_VECTORS:
-        return "exact: no approximate index, slow at this size (`tagmatch index` builds one)"
+        return "exact: no approximate index, slower at this size (`tagmatch index` builds one)"
     return "exact"
 
 

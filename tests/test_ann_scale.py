@@ -178,5 +178,5 @@ def test_a_big_store_without_its_index_says_so(synthetic, tmp_path, monkeypatch)
     store = _store_of(walk, range(3), tmp_path / "store")
     assert describe_search(store) == "exact"
     monkeypatch.setattr(ann_mod, "EXACT_MAX_VECTORS", 100)  # as if it were big
-    assert describe_search(store).startswith("exact: no approximate index, slow at this size")
+    assert describe_search(store).startswith("exact: no approximate index, slower at this size")
     assert "index built" in update_index(store, "auto")  # auto builds one past the size

@@ -1,9 +1,11 @@
 """Where the CPU time goes (`make profile`): per stage of the index path and of the query path.
 
 Index: decode (+ resample to 8 kHz), log-mel, window cutting, embedding, on a sample of the
-bench's reference tracks. Query: decode, windows, embedding, search + votes, on a sample of the
-bench's cached queries against the bench's store (run `make bench` first). CPU seconds of this
-process (all threads), one file at a time; run it on a quiet machine.
+bench's reference tracks. Query: decode, windows, embedding, search + votes of each whole file,
+on a sample of the bench's cached queries against the bench's store, searched as a scan searches
+it (its approximate index when `make bench` kept one); then the same files through `match_file`
+as a scan runs them (fragment by fragment, stopping once sure). Run `make bench` first. CPU
+seconds of this process (all threads), one file at a time; run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import bench  # noqa: E402
 
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.features import cut_windows, log_mel, window_starts  # noqa: E402
-from tagmatch.match import MatchConfig, match_vectors, query_windows  # noqa: E402
+from tagmatch.match import MatchConfig, match_file, match_vectors, query_windows  # noqa: E402
 from tagmatch.modelio import load_model  # noqa: E402
 from tagmatch.store import Store  # noqa: E402
 from tagmatch.threads import one_compute_thread  # noqa: E402
@@ -50,14 +52,22 @@ def profile_index(files: list[Path], model) -> tuple[dict[str, float], float]:
     return clock.cpu, seconds
 
 
-def profile_queries(files: list[Path], store: Store, model, cfg: MatchConfig) -> dict[str, float]:
+def profile_queries(files: list[Path], store: Store, model, cfg: MatchConfig, searcher) -> dict[str, float]:
     fc, clock = model.feature_config, Clock()
     for p in files:
         y = clock("decode", load_audio, p, fc.sample_rate)
         w, starts, n = clock("windows", query_windows, y, fc, cfg)
         v = clock("embed", model.embed, w)
-        clock("search + votes", match_vectors, str(p), v, starts, n, store, model, cfg)
+        clock("search + votes", match_vectors, str(p), v, starts, n, store, model, cfg, searcher)
     return clock.cpu
+
+
+def profile_scan(files: list[Path], store: Store, model, cfg: MatchConfig, searcher) -> tuple[float, int]:
+    """CPU seconds of `match_file` over the files, and how many stopped reading early."""
+    c, stopped = time.process_time(), 0
+    for p in files:
+        stopped += match_file(p, store, model, cfg, searcher).stopped_at_s is not None
+    return time.process_time() - c, stopped
 
 
 def main(argv=None) -> int:
@@ -91,13 +101,18 @@ def main(argv=None) -> int:
     queries = sorted(p for p in (args.cache / "queries").glob("g*-seed1/*_*s/*")
                      if not p.name.endswith(".json"))
     queries = queries[:: max(1, len(queries) // args.queries)][: args.queries]
-    cfg = MatchConfig()
-    cpu = profile_queries(queries, store, model, cfg)
+    from tagmatch.ann import describe_search, searcher_for
+
+    cfg, searcher = MatchConfig(), searcher_for(store)
+    cpu = profile_queries(queries, store, model, cfg, searcher)
     total = sum(cpu.values())
-    print(f"query: {len(queries)} excerpt files (10-20 s) against {store.n_vectors:,} vectors, "
-          f"{1000 * total / len(queries):.0f} ms CPU per file")
+    print(f"query: {len(queries)} excerpt files (10-20 s) against {store.n_vectors:,} vectors, search "
+          f"{describe_search(store, searcher)}; whole files: {1000 * total / len(queries):.0f} ms CPU per file")
     for k, v in cpu.items():
         print(f"  {k:<16} {1000 * v / len(queries):6.1f} ms  {100 * v / total:4.0f}%")
+    scan_s, stopped = profile_scan(queries, store, model, cfg, searcher)
+    print(f"  as a scan runs them (fragment by fragment, stopping once sure): {1000 * scan_s / len(queries):.0f} ms "
+          f"CPU per file, {stopped} of {len(queries)} stopped early")
     return 0
 
 
