@@ -51,9 +51,9 @@ class IVFSearch:
 ANN_META = "ann-ivfpq.json"
 ANN_PREFIX = "ann-ivfpq"  # index files: ann-ivfpq-<token>.faiss
 # Up to this many stored vectors `tagmatch index` keeps no index (search="auto") and the matcher
-# searches exactly: ~0.2 us per stored vector per query window on one thread, so ~10 ms for a
-# 10 s fragment at 50k vectors (~3.5 h, ~50 tracks), and an index would be trained on few vectors
-# per cell. Above it the approximate index costs less: at 107k vectors (the bench's 7.4 h) a
+# searches exactly: ~0.2 us per stored vector per 10 s fragment (50 query windows) on one thread,
+# so ~10 ms a fragment at 50k vectors (~3.5 h, ~50 tracks), and an index would be trained on few
+# vectors per cell. Above it the approximate index costs less: at 107k vectors (the bench's 7.4 h) a
 # 10-20 s query took 70 ms of CPU against 84 ms exact, with the same answers at the threshold
 # (docs/benchmarks.md); 5-25 ms per fragment at 1k-100k tracks.
 EXACT_MAX_VECTORS = 50_000

@@ -126,8 +126,11 @@ def _one_line(exc: BaseException) -> str:
 def _looks_like_mp3(path: Path) -> bool:
     """An ID3 header or an MPEG frame sync near the start. libmpg123 (inside libsndfile) prints
     resync notes to stderr for non-MP3 data, so such files go straight to PyAV's clean error."""
-    with open(path, "rb") as f:
-        head = f.read(8192)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError as exc:
+        raise AudioReadError(path, f"cannot read: {exc.strerror or exc}") from exc
     if head.startswith(b"ID3"):
         return True
     return any(head[i] == 0xFF and head[i + 1] & 0xE0 == 0xE0 for i in range(len(head) - 1))
@@ -184,6 +187,8 @@ def stream_audio(path: Path | str, sr: int) -> Iterator[np.ndarray]:
             native_sr = block_sr
             if native_sr != sr:
                 resampler = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality="HQ")
+        elif block_sr != native_sr:  # FFmpeg took over from libsndfile and reads it otherwise
+            raise AudioReadError(path, "sample rate changes mid-stream (not supported)")
         if not np.isfinite(y).all():  # corrupt frames can decode to NaN/inf
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
         if resampler is not None:

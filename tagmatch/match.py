@@ -48,7 +48,8 @@ class MatchConfig:
     threshold: float = 0.5  # on the calibrated confidence
     alternatives: int = 3
     same_audio_ratio: float = 0.8  # a runner-up this close to the best shares its audio
-    # Stop reading a file once its fragments so far give this confidence (None: read all of it).
+    # Stop reading a file once its fragments so far give this confidence, and at least the
+    # threshold (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
     # margin of a first 10 s never passed 0.27, under the 0.43 that 0.999 means, but a first 5 s
     # reached 0.49 once (docs/benchmarks.md, "Stopping early").
@@ -161,7 +162,7 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                         hits.append(new)
                 if not piece.last and cfg.stop_confidence is not None and hits:
                     early = _decide(str(path), [h.votes(cfg) for h in hits], model, cfg)
-                    if early.match and early.match.confidence >= cfg.stop_confidence:
+                    if early.match and early.match.confidence >= max(cfg.stop_confidence, cfg.threshold):
                         early.stopped_at_s = round(query.read_until_s, 2)
                         return early
         finally:
@@ -223,7 +224,7 @@ class QueryPiece:
     start_s: float
     windows: np.ndarray  # [shape=(w, window_frames, n_mels)]
     starts: np.ndarray  # [shape=(w,)], frames from the start of the file
-    last: bool  # nothing audible can follow
+    last: bool  # no window can start after this fragment
     joins_previous: bool = False  # a tail under 3 s: part of the fragment before (fragment_bounds)
     previous_s: float = 0.0  # where that fragment starts
 

@@ -24,18 +24,26 @@ AUTO_MIN_FILES = 64  # "auto" starts worker processes from this many files (each
 _WORKER_MODELS: dict = {}  # per worker process: a model is loaded and compiled once, not per file
 
 
-def prefetch(fn: Callable, items: list, threads: int, ahead: int) -> Iterator[tuple[Any, Future]]:
+def prefetch(fn: Callable, items: list, threads: int, ahead: int,
+             discard: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, Future]]:
     """(item, future of fn(item)) in order, with `ahead` more items already started on `threads`
     threads while the caller works on the one yielded: the next files decode meanwhile. Closing
-    it waits for what is in flight (a few files), then stops."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        it = iter(items)
-        pending = [(item, pool.submit(fn, item)) for item in itertools.islice(it, ahead)]
-        while pending:
-            item, fut = pending.pop(0)
-            for nxt in itertools.islice(it, 1):
-                pending.append((nxt, pool.submit(fn, nxt)))
-            yield item, fut
+    it waits for what is in flight (a few files), then stops, passing the results never handed
+    out to `discard` (e.g. to close the files they hold open)."""
+    pending: list[tuple[Any, Future]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            it = iter(items)
+            pending = [(item, pool.submit(fn, item)) for item in itertools.islice(it, ahead)]
+            while pending:
+                item, fut = pending.pop(0)
+                for nxt in itertools.islice(it, 1):
+                    pending.append((nxt, pool.submit(fn, nxt)))
+                yield item, fut
+    finally:  # leaving the pool waited for what was in flight
+        for _, fut in pending if discard is not None else ():
+            if not fut.cancelled() and fut.exception() is None:
+                discard(fut.result())
 
 
 def worker_model(model_path: str | None, model_id: str):

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from tagmatch.audio import find_audio_files
 from tagmatch.fsutil import atomic_write_text
-from tagmatch.match import Candidate, FileMatch, MatchConfig, match_file, open_query
+from tagmatch.match import Candidate, FileMatch, MatchConfig, QueryAudio, match_file, open_query
 from tagmatch.modelio import LoadedModel
 from tagmatch.parallel import prefetch
 from tagmatch.store import Store
@@ -44,8 +44,10 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
 
         searcher = searcher_for(store)
     fc = model.feature_config
-    for p, prepared in prefetch(lambda p: open_query(Path(p), fc, cfg), paths, 1, 1):
+    for p, prepared in prefetch(lambda p: open_query(Path(p), fc, cfg), paths, 1, 1, discard=QueryAudio.close):
         if should_stop and should_stop():
+            if prepared.exception() is None:
+                prepared.result().close()  # the files opened ahead are closed, not left to the GC
             return
         yield match_file(p, store, model, cfg, searcher, prepared)
 

@@ -183,6 +183,8 @@ def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path,
     assert early.match.confidence >= 0.999 and early.stopped_at_s == 10.0 and full.stopped_at_s is None
     assert early.match.fragments_total == 1 and full.match.fragments_total >= 8
     assert read_early < 20 * 8000 and sum(decoded) > 85 * 8000
+    strict = match_file(path, store, model, MatchConfig(threshold=1.01))  # never sure enough: read it all
+    assert strict.status == "unknown" and strict.stopped_at_s is None
 
 
 def test_embedding_in_padded_batches_gives_each_window_its_own_vector(model):

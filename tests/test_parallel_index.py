@@ -166,3 +166,17 @@ def test_workers_load_the_file_the_model_came_from(tmp_path, monkeypatch):
     copy = tmp_path / "m.joblib"
     shutil.copy(default_model_path(), copy)
     assert model_path_for_workers(load_model(copy).path) == str(copy.resolve())
+
+
+def test_prefetch_hands_what_it_started_but_never_yielded_to_discard():
+    """A scan stopped early must close the files it opened ahead (prefetch's `discard`), not
+    leave them to the garbage collector."""
+    from tagmatch.parallel import prefetch
+
+    discarded = []
+    gen = prefetch(lambda x: x * 10, [1, 2, 3, 4, 5], threads=1, ahead=2, discard=discarded.append)
+    first, fut = next(gen)
+    assert (first, fut.result()) == (1, 10)
+    gen.close()
+    assert sorted(discarded) == [20, 30]  # started ahead while 1 was worked on
+    assert [x for x, _ in prefetch(lambda x: x, [1, 2, 3], 2, 2)] == [1, 2, 3]

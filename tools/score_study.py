@@ -229,7 +229,7 @@ def prefix_margins(r: dict, frame_s: float, window_frames: int, step_s: float = 
     10 s fragments)."""
     out, v = [], VARIANTS[0]
     t = step_s
-    while t / frame_s < r["n_frames"] - 1:
+    while round(t / frame_s) < r["n_frames"] - 1:
         frames = int(round(t / frame_s))
         keep = r["starts"] < frames  # the windows that start in it, as a fragment's
         cut = {**r, "n_frames": frames, "starts": r["starts"][keep], "sim": r["sim"][keep],
@@ -275,7 +275,8 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
                 dur = r["n_frames"] * frame_s
                 # as QueryAudio: after a whole fragment, if a window can start after it
                 stop = next(((t, ok, m) for t, ok, m in parts
-                             if t % 10 == 0 and t / frame_s + fc.window_frames <= r["n_frames"] and m >= e), None)
+                             if t % 10 == 0 and round(t / frame_s) + fc.window_frames <= r["n_frames"]
+                             and m >= e), None)
                 ok, m = (stop[1], stop[2]) if stop else (ok_all, m_all)
                 read += stop[0] if stop else dur
                 total += dur

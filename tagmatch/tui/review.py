@@ -323,7 +323,8 @@ class ReviewScreen(TableKeys, Screen):
             t.append(f"{label}: ", style="dim")
             t.append(name_of(cand), style="bold")
             t.append(f"  {cand.get('confidence', 0):.2f}\n", style=conf_style(cand.get("confidence")))
-            sure = f", sure after {entry['stopped_at_s']:g} s" if entry.get("stopped_at_s") else ""
+            sure = (f", sure after {entry['stopped_at_s']:g} s"
+                    if entry.get("stopped_at_s") and choice == 0 and entry.get("status") == "match" else "")
             t.append(f"evidence: {cand.get('fragments_agreeing', '?')}/{cand.get('fragments_total', '?')} "
                      f"fragments agree, offset {cand.get('offset_s') or 0:+.1f} s{sure}\n", style="dim")
         d = entry.get("decision") or {}
