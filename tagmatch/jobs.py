@@ -132,9 +132,9 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
              whole_files: bool = False) -> ScanResult:
     """Match every audio file under `target`; write the scan JSON to `json_path` when given
     (a stopped scan writes the files done so far). Each file is read only until its answer is
-    near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`. `backend` "joblib" or "dask" matches whole
-    files on worker processes (tagmatch.parallel), each opening the store memory-mapped; the
-    results are the same as the local run's, in the same order."""
+    near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`. `backend`
+    "joblib" or "dask" matches whole files on worker processes (tagmatch.parallel), each opening
+    the store memory-mapped; the results are the same as the local run's, in the same order."""
     import contextlib
 
     from tagmatch.ann import describe_search, searcher_for

@@ -188,8 +188,9 @@ class _Hits:
     _votes: _Fragment | None = None
 
     def joined(self, tail: "_Hits") -> "_Hits":
-        return _Hits(self.start_s, *(np.concatenate([a, b]) for a, b in (
-            (self.track, tail.track), (self.ref_time, tail.ref_time), (self.sim, tail.sim), (self.q_time, tail.q_time))))
+        pairs = ((self.track, tail.track), (self.ref_time, tail.ref_time), (self.sim, tail.sim),
+                 (self.q_time, tail.q_time))
+        return _Hits(self.start_s, *(np.concatenate(pair) for pair in pairs))
 
     def votes(self, cfg: MatchConfig) -> _Fragment:
         if self._votes is None:
