@@ -43,6 +43,7 @@ class MatchConfig:
     # hop, at half the CPU (the trade-off study in docs/benchmarks.md measured no loss).
     query_hop_s: float = 0.2
     min_duration_s: float = 3.0  # below this a file is reported as too short
+    min_fragment_s: float = 3.0  # a tail shorter than this joins the fragment before it
     top_k: int = 10  # reference neighbours per query window
     offset_bin_s: float = 0.5
     threshold: float = 0.5  # on the calibrated confidence
@@ -81,6 +82,14 @@ class FileMatch:
 class _Fragment:
     start_s: float
     scores: dict[int, tuple[float, float]]  # track -> (score per window, offset_s)
+
+
+def _frame_grid(fc: FeatureConfig, cfg: MatchConfig) -> tuple[int, int, int]:
+    """(query hop, fragment length, shortest fragment) in log-mel frames."""
+    def frames(seconds: float) -> int:
+        return int(round(seconds / fc.frame_seconds))
+
+    return max(1, frames(cfg.query_hop_s)), frames(cfg.fragment_s), frames(cfg.min_fragment_s)
 
 
 def fragment_bounds(n_frames: int, frames_per_fragment: int, min_frames: int) -> list[tuple[int, int]]:
@@ -247,9 +256,7 @@ class QueryAudio:
         self._ended = False
         self._next_frame = 0  # where the next fragment starts
         self._first: QueryPiece | None = None  # cut by prepare()
-        self._hop = max(1, int(round(cfg.query_hop_s / fc.frame_seconds)))
-        self._per_frag = int(round(cfg.fragment_s / fc.frame_seconds))
-        self._min_frag = int(3.0 / fc.frame_seconds)
+        self._hop, self._per_frag, self._min_frag = _frame_grid(fc, cfg)
         self.read_until_s = 0.0  # audio matched so far: the end of the last fragment given out
 
     def prepare(self) -> None:
@@ -324,7 +331,7 @@ def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[n
     Returns (windows, start frames, number of log-mel frames). Raises TagmatchError when silent.
     """
     S = log_mel(y, fc)
-    hop = max(1, int(round(cfg.query_hop_s / fc.frame_seconds)))
+    hop = _frame_grid(fc, cfg)[0]
     starts = window_starts(len(S), hop, fc)
     loud = window_rms(y, starts, fc) > SILENT_RMS
     if not loud.any():
@@ -340,9 +347,9 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     `searcher` finds each window's top-k stored vectors (global numbers into the store): the
     store itself (exact, the default) or an approximate index over it (tagmatch.ann)."""
     fc = model.feature_config
-    per_frag = int(round(cfg.fragment_s / fc.frame_seconds))
+    _, per_frag, min_frag = _frame_grid(fc, cfg)
     fragments = []
-    for a, b in fragment_bounds(n_frames, per_frag, int(3.0 / fc.frame_seconds)):
+    for a, b in fragment_bounds(n_frames, per_frag, min_frag):
         sel = (starts >= a) & (starts < b)
         if sel.any():
             fragments.append(_search(a * fc.frame_seconds, starts[sel], vectors[sel], store, fc, cfg,
