@@ -34,9 +34,9 @@ class AugmentConfig:
     codec_p: float = 0.3
     preroll_s: float = 0.5  # audio before the window, so reverb tails come from real music
 
-    def crop_samples(self, feat: FeatureConfig) -> int:
-        """Length of the raw crop that `degrade` needs for one window."""
-        body = int(feat.window_samples * (1 + self.max_speed)) + 2 * self.shift_samples(feat)
+    def crop_samples(self, feat: FeatureConfig, context_frames: int = 0) -> int:
+        """Length of the raw crop that `degrade` needs for one window (and `context_frames`)."""
+        body = int(view_samples(feat, context_frames) * (1 + self.max_speed)) + 2 * self.shift_samples(feat)
         return self.preroll_samples(feat) + body + 16
 
     def shift_samples(self, feat: FeatureConfig) -> int:
@@ -46,12 +46,18 @@ class AugmentConfig:
         return int(self.preroll_s * feat.sample_rate)
 
 
+def view_samples(feat: FeatureConfig, context_frames: int = 0) -> int:
+    """Samples of audio under one training view: a window and the frames of context after it."""
+    return feat.window_samples + context_frames * feat.hop_length
+
+
 def log_mel_jax(y: jax.Array, feat: FeatureConfig, power_gain: jax.Array | None = None) -> jax.Array:
-    """y [shape=(..., window_samples)] -> [shape=(..., window_frames, n_mels)].
+    """y [shape=(..., n_fft + (frames - 1) * hop_length)] -> [shape=(..., frames, n_mels)].
 
     `power_gain` [shape=(..., n_fft//2+1)] multiplies the power spectrum (EQ, band limits).
     """
-    idx = np.arange(feat.window_frames)[:, None] * feat.hop_length + np.arange(feat.n_fft)[None]
+    n_frames = (y.shape[-1] - feat.n_fft) // feat.hop_length + 1
+    idx = np.arange(n_frames)[:, None] * feat.hop_length + np.arange(feat.n_fft)[None]
     frames = y[..., idx] * stft_window(feat)
     spec = jnp.fft.rfft(frames, axis=-1)
     power = spec.real**2 + spec.imag**2
@@ -100,15 +106,17 @@ def _band_limit(key, feat: FeatureConfig):
     return jax.nn.sigmoid((freqs - lo) / 40.0) * jax.nn.sigmoid((hi - freqs) / 80.0)
 
 
-def degrade(key, crop, noise, feat: FeatureConfig, cfg: AugmentConfig, strength: float = 1.0):
-    """One raw crop [shape=(crop_samples,)] -> one degraded log-mel window.
+def degrade(key, crop, noise, feat: FeatureConfig, cfg: AugmentConfig, strength: float = 1.0,
+            context_frames: int = 0):
+    """One raw crop [shape=(crop_samples,)] -> one degraded log-mel window
+    [shape=(window_frames + context_frames, n_mels)].
 
     `noise` is a background crop of the same length (real ambience when available).
     `strength` scales every probability (0 = shift only: the clean reference view).
     """
     keys = jax.random.split(key, 12)
     pre, shift = cfg.preroll_samples(feat), cfg.shift_samples(feat)
-    n_out = feat.window_samples
+    n_out = view_samples(feat, context_frames)
 
     def coin(k, p):
         return jax.random.uniform(k) < p * strength

@@ -106,7 +106,7 @@ def cmd_train(args) -> int:
     req = TrainRequest(music=_expand_sources(args.sources), out=args.out,
                        noise=_expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
                        steps=args.steps, batch_pairs=args.batch, learning_rate=args.lr, loss=args.loss,
-                       seed=args.seed)
+                       seed=args.seed, kind=args.kind)
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         summary = train_job(req, on_step=on_step, should_stop=stopped)
     print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
@@ -507,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--loss", choices=("ntxent", "pair-bce"), help="ntxent (default, contrastive) or "
                     "pair-bce (the seed's distance + sigmoid formulation)")
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--kind", choices=("window", "shared"), help="encoder: each window on its own (window) or "
+                    "convolutions shared by overlapping windows (shared: ~3x cheaper to index)")
     sp.add_argument("--checkpoint", type=Path, help="checkpoint file: saved periodically, resumed if present")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=cmd_train)

@@ -188,7 +188,7 @@ def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window
     values, counts = np.unique(votes[:, 0], return_counts=True)
     best = values[int(np.argmax(counts))]
     near = np.abs(bins - best) <= 1
-    sel = np.unique(i[near])  # windows of a, sorted by time (reference_windows order)
+    sel = np.unique(i[near])  # windows of a, sorted by time (reference_frames order)
     breaks = np.flatnonzero(np.diff(ta[sel]) > cfg.max_gap_s) + 1
     sel = max(np.split(sel, breaks), key=len)
     lo, hi = ta[sel].min(), ta[sel].max()

@@ -22,7 +22,7 @@ import numpy as np
 
 from tagmatch.audio import find_audio_files, load_audio
 from tagmatch.errors import TagmatchError
-from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
+from tagmatch.features import FeatureConfig, log_mel, window_starts
 from tagmatch.modelio import LoadedModel
 from tagmatch.parallel import (check_backend, model_path_for_workers, ordered_map, prefetch, resolve_backend,
                                worker_model)
@@ -50,20 +50,20 @@ class Progress:
     error: str | None = None
 
 
-def reference_windows(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Windows every `ref_hop_frames` of a decoded track, silent ones dropped.
+def reference_frames(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded track's log-mel and the start frames of its audible windows, every
+    `ref_hop_frames` (a track shorter than one window is padded with silence to one).
 
-    Returns (windows [shape=(n, window_frames, n_mels)], start times in seconds [shape=(n,)]).
+    Returns (S [shape=(frames, n_mels)], starts [shape=(n,)]); `LoadedModel.embed_at` embeds them.
     """
     S = log_mel(y, cfg)
     starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
-    if len(starts) == 0 and len(S) > 0:  # a track shorter than one window: pad with silence
+    if len(starts) == 0 and len(S) > 0:
         y = np.concatenate([y, np.zeros(cfg.window_samples - len(y) + 1, np.float32)])
         S = log_mel(y, cfg)
         starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
     loud = window_rms(y, starts, cfg) > SILENT_RMS
-    starts = starts[loud]
-    return cut_windows(S, starts, cfg), starts * cfg.frame_seconds
+    return S, starts[loud]
 
 
 def window_rms(y: np.ndarray, starts: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -78,14 +78,14 @@ def _prepare(path: Path, cfg: FeatureConfig):
     """Decode + features + tags for one file (runs in a worker thread)."""
     try:
         y = load_audio(path, cfg.sample_rate)
-        windows, times = reference_windows(y, cfg)
-        if len(windows) == 0:
+        S, starts = reference_frames(y, cfg)
+        if len(starts) == 0:
             raise TagmatchError("no audible audio (silent or too short)")
         try:
             tags = read_tags(path)
         except TagmatchError:
             tags = {}
-        return windows, times, len(y) / cfg.sample_rate, tags, None
+        return S, starts, len(y) / cfg.sample_rate, tags, None
     except TagmatchError as exc:
         return None, None, 0.0, {}, str(exc)
 
@@ -156,8 +156,8 @@ def index_library(
         for n, ((p, st, was_known), prepared) in enumerate(prefetch(lambda t: _prepare(t[0], cfg), todo, 2, 3), 1):
             if stop():
                 break
-            windows, times, dur, tags, err = prepared.result()
-            vectors = model.embed(windows) if err is None else None
+            S, starts, dur, tags, err = prepared.result()
+            vectors, times = (None, None) if err else (model.embed_at(S, starts), starts * cfg.frame_seconds)
             record(n, (p, st, was_known), FileEmbedding(str(p), vectors, times, dur, tags, err))
         return store, report
 
@@ -192,10 +192,11 @@ def embed_file(path: str, model_path: str | None, model_id: str) -> FileEmbeddin
     `model_path` (None: the worker's shipped default; never its environment) once per process
     and must have id `model_id`, or the run fails: vectors of another model would be garbage."""
     model = worker_model(model_path, model_id)
-    windows, times, dur, tags, err = _prepare(Path(path), model.feature_config)
+    fc = model.feature_config
+    S, starts, dur, tags, err = _prepare(Path(path), fc)
     if err is not None:
         return FileEmbedding(path, None, None, error=err)
-    return FileEmbedding(path, quantize(model.embed(windows), model.dim), times, dur, tags)
+    return FileEmbedding(path, quantize(model.embed_at(S, starts), model.dim), starts * fc.frame_seconds, dur, tags)
 
 
 def _is_under(path: str, root: Path) -> bool:

@@ -9,7 +9,7 @@ done, atomically, so nothing is ever half-written: a re-run goes on from there.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -308,6 +308,7 @@ class TrainRequest:
     learning_rate: float | None = None
     loss: str | None = None
     seed: int | None = None
+    kind: str | None = None  # encoder kind: model.ModelConfig's default, or "window" / "shared"
 
 
 def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict:
@@ -321,6 +322,8 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
     given = {"steps": req.steps, "batch_pairs": req.batch_pairs, "learning_rate": req.learning_rate,
              "loss": req.loss, "seed": req.seed}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    if req.kind is not None:
+        cfg = replace(cfg, model=replace(cfg.model, kind=req.kind))
     total, done = len(req.music) + len(req.noise), 0
 
     def on_file(p, err) -> None:

@@ -1,7 +1,7 @@
 """Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
 
-The file is cut into 10 s fragments. Every 0.2 s a window is embedded and its nearest reference
-windows are found; each hit votes for (track, offset = reference time - query time). Within a
+The file is cut into 10 s fragments. Every 0.2 s (0.08 s with a shared-kind model) a window is
+embedded and its nearest reference windows are found; each hit votes for (track, offset = reference time - query time). Within a
 fragment, votes are counted only when they agree on the track AND on the offset (0.5 s bins,
 +-1 bin), so chance neighbours scattered over a library do not add up. A track's score is the
 mean over fragments of its best aligned vote mass per window. The raw evidence is the margin
@@ -23,7 +23,7 @@ import numpy as np
 
 from tagmatch.audio import stream_audio
 from tagmatch.errors import AudioReadError, TagmatchError
-from tagmatch.features import FeatureConfig, cut_windows, log_mel, window_starts
+from tagmatch.features import FeatureConfig, log_mel, window_starts
 from tagmatch.index import SILENT_RMS, window_rms
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
@@ -38,10 +38,11 @@ class Searcher(Protocol):
 @dataclass(frozen=True)
 class MatchConfig:
     fragment_s: float = 10.0
-    # A query window every 0.2 s: against a reference grid of 0.5 s (or 0.25 s) the phases cycle
-    # through all five 0.1 s (0.05 s) steps, so as many windows per second align as with a 0.1 s
-    # hop, at half the CPU (the trade-off study in docs/benchmarks.md measured no loss).
-    query_hop_s: float = 0.2
+    # None: the model's own (LoadedModel.default_query_hop_frames). For the window kind a window
+    # every 0.2 s: against a reference grid of 0.5 s (or 0.25 s) the phases cycle through all
+    # five 0.1 s (0.05 s) steps, so as many windows per second align as with a 0.1 s hop, at half
+    # the CPU (the trade-off study in docs/benchmarks.md measured no loss).
+    query_hop_s: float | None = None
     min_duration_s: float = 3.0  # below this a file is reported as too short
     min_fragment_s: float = 3.0  # a tail shorter than this joins the fragment before it
     top_k: int = 10  # reference neighbours per query window
@@ -84,12 +85,13 @@ class _Fragment:
     scores: dict[int, tuple[float, float]]  # track -> (score per window, offset_s)
 
 
-def _frame_grid(fc: FeatureConfig, cfg: MatchConfig) -> tuple[int, int, int]:
+def _frame_grid(model: LoadedModel, cfg: MatchConfig) -> tuple[int, int, int]:
     """(query hop, fragment length, shortest fragment) in log-mel frames."""
     def frames(seconds: float) -> int:
-        return int(round(seconds / fc.frame_seconds))
+        return int(round(seconds / model.feature_config.frame_seconds))
 
-    return max(1, frames(cfg.query_hop_s)), frames(cfg.fragment_s), frames(cfg.min_fragment_s)
+    hop = model.default_query_hop_frames() if cfg.query_hop_s is None else max(1, frames(cfg.query_hop_s))
+    return hop, frames(cfg.fragment_s), frames(cfg.min_fragment_s)
 
 
 def fragment_bounds(n_frames: int, frames_per_fragment: int, min_frames: int) -> list[tuple[int, int]]:
@@ -157,14 +159,15 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
     path = Path(path)
     fc = model.feature_config
     try:
-        query = prepared.result() if prepared is not None else open_query(path, fc, cfg)
+        query = prepared.result() if prepared is not None else open_query(path, model, cfg)
         hits: list[_Hits] = []  # per fragment with audible windows
         try:
             for piece in query.fragments():
-                if len(piece.windows):
+                if len(piece.starts):
                     # a tail under 3 s is part of the fragment before (which may have had no audio)
                     start_s = piece.previous_s if piece.joins_previous else piece.start_s
-                    new = _search(start_s, piece.starts, model.embed(piece.windows), store, fc, cfg, searcher)
+                    vectors = model.embed_at(piece.mel, piece.starts - piece.mel_at)
+                    new = _search(start_s, piece.starts, vectors, store, fc, cfg, searcher)
                     if piece.joins_previous and hits and hits[-1].start_s == start_s:
                         hits[-1] = hits[-1].joined(new)
                     else:
@@ -216,9 +219,9 @@ def _search(start_s: float, starts: np.ndarray, vectors: np.ndarray, store: Stor
     return _Hits(start_s, track, ref_time, sim, starts * fc.frame_seconds)
 
 
-def open_query(path: Path, fc: FeatureConfig, cfg: MatchConfig) -> "QueryAudio":
+def open_query(path: Path, model: LoadedModel, cfg: MatchConfig) -> "QueryAudio":
     """Start reading a query file: its first fragment is decoded and cut (raises for bad input)."""
-    query = QueryAudio(path, fc, cfg)
+    query = QueryAudio(path, model, cfg)
     try:
         query.prepare()
     except BaseException:
@@ -229,10 +232,12 @@ def open_query(path: Path, fc: FeatureConfig, cfg: MatchConfig) -> "QueryAudio":
 
 @dataclass
 class QueryPiece:
-    """A fragment of a query as it is read: its audible windows and their start frames."""
+    """A fragment of a query as it is read: the start frames of its audible windows and the
+    log-mel under them (and the model's context after them, where the audio has it)."""
 
     start_s: float
-    windows: np.ndarray  # [shape=(w, window_frames, n_mels)]
+    mel: np.ndarray  # [shape=(frames, n_mels)], from frame `mel_at` of the file
+    mel_at: int
     starts: np.ndarray  # [shape=(w,)], frames from the start of the file
     last: bool  # no window can start after this fragment
     joins_previous: bool = False  # a tail under 3 s: part of the fragment before (fragment_bounds)
@@ -242,21 +247,24 @@ class QueryPiece:
 class QueryAudio:
     """A query file read fragment by fragment, decoding only as far as matching goes.
 
-    A fragment is cut as soon as the audio under its windows is decoded (10 s and one window);
+    A fragment is cut as soon as the audio under its windows is decoded (10 s, one window and the
+    model's context after it);
     a tail under 3 s at the end comes as a piece that joins the fragment before it, so the
-    fragments are those of `fragment_bounds` and the windows those of `query_windows` over the
+    fragments are those of `fragment_bounds` and the windows those of `query_frames` over the
     whole decoded file.
     """
 
-    def __init__(self, path: Path, fc: FeatureConfig, cfg: MatchConfig):
+    def __init__(self, path: Path, model: LoadedModel, cfg: MatchConfig):
+        fc = model.feature_config
         self.path, self.fc, self.cfg = Path(path), fc, cfg
+        self._context = model.context_frames
         self._blocks = stream_audio(self.path, fc.sample_rate)
         self._buf = np.zeros(0, np.float32)  # decoded audio from sample self._buf_at on
         self._buf_at = 0
         self._ended = False
         self._next_frame = 0  # where the next fragment starts
         self._first: QueryPiece | None = None  # cut by prepare()
-        self._hop, self._per_frag, self._min_frag = _frame_grid(fc, cfg)
+        self._hop, self._per_frag, self._min_frag = _frame_grid(model, cfg)
         self.read_until_s = 0.0  # audio matched so far: the end of the last fragment given out
 
     def prepare(self) -> None:
@@ -295,8 +303,9 @@ class QueryAudio:
 
     def _cut(self) -> QueryPiece:
         fc, a = self.fc, self._next_frame
-        # the windows starting before a + per_frag, and one frame more: is there audio after them?
-        self._decode_to(a + self._per_frag + fc.window_frames)
+        # the windows starting before a + per_frag and their context, and one frame more: is there
+        # audio after them?
+        self._decode_to(a + self._per_frag + fc.window_frames + self._context)
         n = self._n_frames()
         if a == 0 and self._ended:
             duration = (self._buf_at + len(self._buf)) / fc.sample_rate
@@ -307,37 +316,38 @@ class QueryAudio:
         joins = a > 0 and self._ended and n - a < self._min_frag
         first_start = -(-a // self._hop) * self._hop
         starts = np.arange(first_start, min(b, n - fc.window_frames + 1), self._hop)
-        windows = np.zeros((0, fc.window_frames, fc.n_mels), np.float32)
+        mel = np.zeros((0, fc.n_mels), np.float32)
         if len(starts):
             s0 = a * fc.hop_length - self._buf_at
-            s1 = (starts[-1] + fc.window_frames - 1) * fc.hop_length + fc.n_fft - self._buf_at
+            s1 = (starts[-1] + fc.window_frames + self._context - 1) * fc.hop_length + fc.n_fft - self._buf_at
             y = self._buf[s0:s1]
             loud = window_rms(y, starts - a, fc) > SILENT_RMS
             starts = starts[loud]
             if len(starts):
-                windows = cut_windows(log_mel(y, fc), starts - a, fc)
+                mel = log_mel(y, fc)
         drop = b * fc.hop_length - self._buf_at  # the next fragment starts at frame b
         if drop > 0:
             self._buf, self._buf_at = self._buf[drop:].copy(), self._buf_at + drop
         previous_s = max(0, a - self._per_frag) * fc.frame_seconds
         self._next_frame = b
         self.read_until_s = b * fc.frame_seconds
-        return QueryPiece(a * fc.frame_seconds, windows, starts, last, joins, previous_s)
+        return QueryPiece(a * fc.frame_seconds, mel, a, starts, last, joins, previous_s)
 
 
-def query_windows(y: np.ndarray, fc: FeatureConfig, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """The audible windows of a decoded query, every `cfg.query_hop_s`.
+def query_frames(y: np.ndarray, model: LoadedModel, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A whole decoded query's log-mel and the start frames of its audible windows, every query
+    hop (`LoadedModel.embed_at` embeds them; `len(S)` is what `match_vectors` wants as n_frames).
 
-    Returns (windows, start frames, number of log-mel frames). Raises TagmatchError when silent.
+    Returns (S [shape=(frames, n_mels)], starts). Raises TagmatchError when silent.
     """
+    fc = model.feature_config
     S = log_mel(y, fc)
-    hop = _frame_grid(fc, cfg)[0]
+    hop = _frame_grid(model, cfg)[0]
     starts = window_starts(len(S), hop, fc)
     loud = window_rms(y, starts, fc) > SILENT_RMS
     if not loud.any():
         raise TagmatchError("silent: no audible audio")
-    starts = starts[loud]
-    return cut_windows(S, starts, fc), starts, len(S)
+    return S, starts[loud]
 
 
 def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: int, store: Store,
@@ -347,7 +357,7 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     `searcher` finds each window's top-k stored vectors (global numbers into the store): the
     store itself (exact, the default) or an approximate index over it (tagmatch.ann)."""
     fc = model.feature_config
-    _, per_frag, min_frag = _frame_grid(fc, cfg)
+    _, per_frag, min_frag = _frame_grid(model, cfg)
     fragments = []
     for a, b in fragment_bounds(n_frames, per_frag, min_frag):
         sel = (starts >= a) & (starts < b)

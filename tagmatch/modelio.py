@@ -20,7 +20,7 @@ import joblib
 import numpy as np
 
 from tagmatch.errors import ModelError
-from tagmatch.features import FeatureConfig
+from tagmatch.features import LOG_EPS, FeatureConfig, cut_windows
 from tagmatch.fsutil import atomic_joblib_dump
 
 if TYPE_CHECKING:
@@ -66,14 +66,40 @@ class LoadedModel:
         """Dimension of the vectors `embed` returns (and a store built with this model holds)."""
         return self.model_config.dim if self.projection is None else int(self.projection.shape[1])
 
+    @property
+    def context_frames(self) -> int:
+        """Log-mel frames after a window that its embedding reads (0 for the window kind)."""
+        return self.model_config.context_frames
+
+    def default_query_hop_frames(self) -> int:
+        """The query hop this model is meant for: 0.2 s for the window kind (against a 0.25 s
+        reference grid its phases cycle through 0.05 s steps); a quarter of the stride for the
+        shared kind, whose windows sit on a grid of `stride` frames, one pass per phase."""
+        if self.model_config.kind == "shared":
+            return self.model_config.stride // 4
+        return int(round(0.2 / self.feature_config.frame_seconds))
+
     def embed(self, windows: np.ndarray, batch: int = 32) -> np.ndarray:
         """windows [shape=(n, window_frames, n_mels)] log-mel -> [shape=(n, dim)] float32.
+        The window kind only (a shared-kind model reads context after each window: `embed_at`).
 
         Small batches are the fastest on a CPU: at 32 windows a batch's activations stay in cache
         (0.35 ms a window on one thread; 0.54-0.62 ms at 256, docs/benchmarks.md)."""
+        if self.model_config.kind != "window":
+            raise ModelError(f"a {self.model_config.kind}-kind model embeds log-mel with embed_at")
         if self._embedder is None:
             self._embedder = _make_embedder(self)
         return self._embedder(windows, batch)
+
+    def embed_at(self, S: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """The windows of log-mel `S` [shape=(frames, n_mels)] that start at frames `starts`
+        -> [shape=(len(starts), dim)] float32. Each window must lie inside `S`; the context after
+        it that `S` lacks is read as silence (the end of the audio)."""
+        if self.model_config.kind == "window":
+            return self.embed(cut_windows(S, np.asarray(starts, np.int64), self.feature_config))
+        if self._embedder is None:
+            self._embedder = _make_shared_embedder(self)
+        return self._embedder(S, np.asarray(starts, np.int64))
 
 
 def default_model_path() -> Path:
@@ -153,14 +179,15 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
     )
 
 
-def _make_embedder(m: LoadedModel):
-    """A jitted encoder at a fixed batch shape (one compile), padding the last batch."""
+def _jitted_encoder(m: LoadedModel):
+    """(run, params): the model's encoder and projection as one jitted function of its params
+    and an input batch."""
     import jax
     from flax import nnx
 
-    from tagmatch.model import Encoder
+    from tagmatch.model import make_encoder
 
-    enc = nnx.eval_shape(lambda: Encoder(m.feature_config, m.model_config, rngs=nnx.Rngs(0)))
+    enc = nnx.eval_shape(lambda: make_encoder(m.feature_config, m.model_config, rngs=nnx.Rngs(0)))
     state = nnx.state(enc, nnx.Param)
     nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
     graphdef, params = nnx.split(enc, nnx.Param)[0], state
@@ -175,6 +202,12 @@ def _make_embedder(m: LoadedModel):
             z = z / (jax.numpy.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
         return z
 
+    return run, params
+
+
+def _make_embedder(m: LoadedModel):
+    """A jitted encoder at a fixed batch shape (one compile), padding the last batch."""
+    run, params = _jitted_encoder(m)
     fc = m.feature_config
 
     def embed(windows: np.ndarray, batch: int) -> np.ndarray:
@@ -195,6 +228,76 @@ def _make_embedder(m: LoadedModel):
         return np.concatenate(out)
 
     return embed
+
+
+# Windows a shared-kind pass embeds at most (at a 32-frame stride, 41 s of log-mel): long
+# tracks go in several passes, and a few input shapes (32, 64, 128 windows) are compiled.
+_SHARED_MAX_WINDOWS = 128
+
+
+def _make_shared_embedder(m: LoadedModel):
+    """embed_at for the shared kind. Windows on the stride grid (a reference track) take one pass
+    of the stack. Windows on several phases of it (a query every stride / 4 frames) share the
+    first convolutions: phases 8 frames apart share the three whose positions are 8 frames apart,
+    and only the last two and the head run once per phase. Long inputs go in chunks of at most
+    `_SHARED_MAX_WINDOWS` windows, overlapping by what a window reads past its start. Every
+    window gets the vector a pass over it alone (with its context) would give (tested)."""
+    import math
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from tagmatch.model import make_encoder
+
+    fc, mc = m.feature_config, m.model_config
+    enc = nnx.eval_shape(lambda: make_encoder(fc, mc, rngs=nnx.Rngs(0)))
+    state = nnx.state(enc, nnx.Param)
+    nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
+    graphdef, params = nnx.split(enc, nnx.Param)[0], state
+    proj = None if m.projection is None else np.asarray(m.projection, np.float32)
+    stride, span = mc.stride, fc.window_frames // mc.stride
+    silence = np.float32(np.log(LOG_EPS))
+
+    @partial(jax.jit, static_argnums=(2, 3, 4))
+    def run(p, x, offsets: tuple[int, ...], layers: int, width: int):
+        """x [shape=(1, frames, n_mels)] -> [shape=(len(offsets), width, dim)]: the windows of
+        each phase (`offsets` frames after x's start, multiples of 2**layers)."""
+        e = nnx.merge(graphdef, p)
+        h, level = e.bottom(x, layers)
+        g, length = 2**layers, (width + span) * stride
+        z = jnp.concatenate([e.top(h[:, o // g : (o + length) // g], level[:, o : o + length], layers)
+                             for o in offsets])
+        if proj is not None:
+            z = z @ proj
+            z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
+        return z
+
+    def embed_at(S: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(starts), m.dim), np.float32)
+        if len(starts) == 0:
+            return out
+        phases = np.unique(starts % stride)
+        base = int(phases[0])
+        offsets = tuple(int(p - base) for p in phases)
+        g = math.gcd(stride, *offsets)  # a power of two: phases g frames apart share log2(g) layers
+        layers = g.bit_length() - 1
+        pos = (starts - base) // stride  # window positions on the stride grid from `base`
+        which = np.searchsorted(phases, starts % stride)  # the phase of each start
+        for j0 in range(int(pos.min()), int(pos.max()) + 1, _SHARED_MAX_WINDOWS):
+            n = min(_SHARED_MAX_WINDOWS, int(pos.max()) + 1 - j0)
+            width = max(32, 1 << (n - 1).bit_length())  # 32, 64 or 128 windows
+            a = base + j0 * stride
+            x = np.full(((width + span + (len(offsets) > 1)) * stride, fc.n_mels), silence, np.float32)
+            part = S[a : a + len(x)]
+            x[: len(part)] = part
+            z = np.asarray(run(params, x[None], offsets, layers, width))
+            here = np.flatnonzero((pos >= j0) & (pos < j0 + n))
+            out[here] = z[which[here], pos[here] - j0]
+        return out
+
+    return embed_at
 
 
 def _model_dict(path: Path) -> dict:

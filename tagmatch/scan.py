@@ -43,8 +43,7 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
         from tagmatch.ann import searcher_for
 
         searcher = searcher_for(store)
-    fc = model.feature_config
-    for p, prepared in prefetch(lambda p: open_query(Path(p), fc, cfg), paths, 1, 1, discard=QueryAudio.close):
+    for p, prepared in prefetch(lambda p: open_query(Path(p), model, cfg), paths, 1, 1, discard=QueryAudio.close):
         if should_stop and should_stop():
             if prepared.exception() is None:
                 prepared.result().close()  # the files opened ahead are closed, not left to the GC

@@ -124,10 +124,11 @@ def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | Non
     return signals
 
 
-def make_train_step(cfg: TrainConfig, teacher=None):
+def make_train_step(cfg: TrainConfig, teacher=None, teacher_context: int = 0):
     """Build the jitted step: augment both views, embed, loss, update. Returns (loss, top1).
-    `teacher`: an encoder (nnx.Module) whose embedding of the clean view the student is pulled
-    towards (cfg.distill_weight); it is not trained."""
+    `teacher`: a model (a `Siamese` wrapper) whose embedding of the clean view the student is
+    pulled towards (cfg.distill_weight); it is not trained. It reads `teacher_context` frames
+    after the window (no more than the student's views hold)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -136,17 +137,18 @@ def make_train_step(cfg: TrainConfig, teacher=None):
     from tagmatch.augment import degrade
 
     feat, aug = cfg.features, cfg.augment
+    ctx = cfg.model.context_frames
 
     def views(key, crops, noise_a, noise_b):
         n = crops.shape[0]
         ka, kb = jax.random.split(key)
-        va = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, cfg.clean_view_strength))
-        vb = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, 1.0))
+        va = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, cfg.clean_view_strength, ctx))
+        vb = jax.vmap(lambda k, c, z: degrade(k, c, z, feat, aug, 1.0, ctx))
         return va(jax.random.split(ka, n), crops, noise_a), vb(jax.random.split(kb, n), crops, noise_b)
 
     def loss_fn(model, xa, xb, target):
         n = xa.shape[0]
-        z = model.encoder(jnp.concatenate([xa, xb]))
+        z = model.embed_views(jnp.concatenate([xa, xb]))
         za, zb = z[:n], z[n:]
         sim = za @ zb.T
         labels = jnp.arange(n)
@@ -168,7 +170,8 @@ def make_train_step(cfg: TrainConfig, teacher=None):
     @nnx.jit
     def train_step(model, optimizer, crops, noise_a, noise_b, key, teacher=None):
         xa, xb = views(key, crops, noise_a, noise_b)
-        target = None if teacher is None else jax.lax.stop_gradient(teacher(xa))
+        target = None if teacher is None else jax.lax.stop_gradient(
+            teacher.embed_views(xa[:, : feat.window_frames + teacher_context]))
         (loss, top1), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, xa, xb, target)
         optimizer.update(model, grads)
         return loss, top1
@@ -237,7 +240,7 @@ def train(
     pool = AudioPool.from_signals(music)
     rng0 = np.random.default_rng(cfg.seed)
     noise_pool = AudioPool.from_signals(noise) if noise else synthetic_noise(rng0, 120, feat.sample_rate)
-    crop = cfg.augment.crop_samples(feat)
+    crop = cfg.augment.crop_samples(feat, cfg.model.context_frames)
     if noise_pool.lengths.max() < crop:
         noise_pool = synthetic_noise(rng0, 120, feat.sample_rate)
 
@@ -254,11 +257,14 @@ def train(
         _restore(optimizer, ck["optimizer"])
         start, history = ck["step"], ck["history"]
 
+    # A shared-kind model's reference windows sit on its stride grid: one pass over each track.
+    saved_feat = replace(feat, ref_hop_frames=cfg.model.stride) if cfg.model.kind == "shared" else feat
+
     def export(done: int) -> dict:
         params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model.encoder, nnx.Param)))
         summary = {"steps": done, "loss": cfg.loss, "final_loss": history[-1][1] if history else None,
                    "history": history[-200:], "train_config": _config_key(cfg), **(meta or {})}
-        summary["model_id"] = save_model(out, feature_config=feat, model_config=cfg.model,
+        summary["model_id"] = save_model(out, feature_config=saved_feat, model_config=cfg.model,
                                          params=params, meta=summary)
         return summary
 
@@ -269,11 +275,11 @@ def train(
         names = np.array(sources)
         # sources with at least two long-enough tracks can give negatives of their own
         source_masks = [m for m in (names == u for u in np.unique(names)) if (m & (pool.lengths >= crop)).sum() >= 2]
-    teacher_encoder = None
+    teacher_model, teacher_context = None, 0
     if teacher is not None:
-        teacher_encoder, teacher_id = _teacher_encoder(Path(teacher), cfg)
+        teacher_model, teacher_context, teacher_id = _teacher(Path(teacher), cfg)
         meta = {**(meta or {}), "teacher": teacher_id}  # recorded in the model file
-    step_fn = make_train_step(cfg, teacher_encoder)
+    step_fn = make_train_step(cfg, teacher_model, teacher_context)
     t_last, step = time.perf_counter(), start
     for step in range(start, cfg.steps):
         if should_stop and should_stop():
@@ -316,12 +322,13 @@ def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, cro
                            pool.crops(rng, cfg.batch_pairs - n_hard, crop, min_rms=1e-3)])
 
 
-def _teacher_encoder(path: Path, cfg: TrainConfig):
-    """The encoder of the model file at `path`, as a module (its projection is not used: the
-    student learns the encoder's own output), and the model's id."""
+def _teacher(path: Path, cfg: TrainConfig):
+    """The model file at `path` as a `Siamese` wrapper (its projection is not used: the student
+    learns the encoder's own output), the context it reads, and its id. Any kind teaches any
+    kind whose training views carry at least that context."""
     from flax import nnx
 
-    from tagmatch.model import Encoder
+    from tagmatch.model import Siamese
     from tagmatch.modelio import load_model
 
     if cfg.distill_weight <= 0:
@@ -331,9 +338,11 @@ def _teacher_encoder(path: Path, cfg: TrainConfig):
         raise TagmatchError(f"{path}: its features differ from this training's; it cannot teach this model")
     if t.model_config.dim != cfg.model.dim:
         raise TagmatchError(f"{path}: it embeds in {t.model_config.dim} dimensions, this model in {cfg.model.dim}")
-    enc = Encoder(t.feature_config, t.model_config, rngs=nnx.Rngs(0))
-    _restore(enc, t.params)
-    return enc, t.model_id
+    if t.model_config.context_frames > cfg.model.context_frames:
+        raise TagmatchError(f"{path}: it reads more context than this model's training views hold")
+    wrapper = Siamese(t.feature_config, t.model_config, rngs=nnx.Rngs(0))
+    _restore(wrapper.encoder, t.params)
+    return wrapper, t.model_config.context_frames, t.model_id
 
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:

@@ -127,3 +127,20 @@ def test_index_keeps_an_approximate_index_on_request_and_scans_use_it(cli_run, f
     exact = run("index", fixture_dir / "library", "--store", store, "--search", "exact", "--quiet")
     assert "search: exact" in exact.stdout and not list(store.glob("ann-ivfpq*"))
     assert "search  exact" in run("info", "--store", store).stdout
+
+
+def test_a_shared_kind_model_trains_indexes_and_scans_from_the_cli(tmp_path, fixture_dir, manifest):
+    """`train --kind shared` makes a model whose store and scan run through the shared paths
+    (whole tracks in one pass, queries on four phases) on the real fixture files."""
+    model, store, out = tmp_path / "shared.joblib", tmp_path / "store", tmp_path / "scan.json"
+    trained = run("train", fixture_dir / "library", "--out", model, "--steps", "2", "--batch", "4",
+                  "--kind", "shared", "--quiet")
+    assert "2 steps" in trained.stdout
+    run("index", fixture_dir / "library", "--store", store, "--model", model, "--quiet")
+    scan = run("scan", fixture_dir / "messy", "--store", store, "--model", model, "--json", out, "--quiet",
+               check=False)
+    assert scan.returncode in (0, 1) and "Traceback" not in scan.stderr, scan.stderr
+    files = json.loads(out.read_text())["files"]
+    assert len(files) == len(list((fixture_dir / "messy").rglob("*.*")))
+    decodable = sum(e["expect"] != "error" for e in manifest["messy"])
+    assert sum(f["status"] != "error" for f in files) == decodable  # each one matched or not

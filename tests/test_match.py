@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import untrained_model
 
 from tagmatch.match import MatchConfig, _margins, _vote, fragment_bounds, match_file
 
@@ -99,49 +100,61 @@ def test_fragments_merge_a_short_tail():
 
 def test_a_coarser_query_hop_embeds_fewer_windows_and_still_matches(fixture_dir, manifest, library_store, model):
     from tagmatch.audio import load_audio
-    from tagmatch.match import query_windows
+    from tagmatch.match import query_frames
 
     store, _ = library_store
     item = _messy(manifest, "match")[0]
     path = fixture_dir / item["path"]
     y = load_audio(path, model.feature_config.sample_rate)
-    fine = query_windows(y, model.feature_config, MatchConfig(query_hop_s=0.1))[0]
-    coarse = query_windows(y, model.feature_config, MatchConfig(query_hop_s=0.3))[0]
+    fine = query_frames(y, model, MatchConfig(query_hop_s=0.1))[1]
+    coarse = query_frames(y, model, MatchConfig(query_hop_s=0.3))[1]
     assert len(coarse) <= len(fine) // 3 + 1
     fm = match_file(path, store, model, MatchConfig(query_hop_s=0.3))
     assert fm.match and store.tracks[fm.match.track].path == str(fixture_dir / item["reference"])
 
 
+@pytest.mark.parametrize("kind", ["window", "shared"])
 @pytest.mark.parametrize("seconds", [3.5, 9.0, 10.5, 11.0, 12.99, 13.0, 13.5, 20.9, 23.0, 31.0])
-def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tmp_path, seconds):
+def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tmp_path, seconds, kind):
     """QueryAudio decodes only as far as it must; what it cuts must be exactly what
-    fragment_bounds + query_windows give on the whole decoded file (short tails merged, silent
-    windows dropped), whatever the length."""
+    fragment_bounds + query_frames give on the whole decoded file (short tails merged, silent
+    windows dropped), whatever the length; with the log-mel of the whole file under each window
+    and the context after it that the model reads (the shared kind's)."""
     import soundfile as sf
 
     from tagmatch.audio import load_audio
-    from tagmatch.features import FeatureConfig
-    from tagmatch.match import QueryAudio, query_windows
+    from tagmatch.features import cut_windows
+    from tagmatch.match import QueryAudio, query_frames
 
-    fc, cfg = FeatureConfig(), MatchConfig()
+    model = untrained_model(kind)
+    fc, cfg = model.feature_config, MatchConfig()
+    ctx = model.context_frames
     rate = 44100
     rng = np.random.default_rng(int(seconds * 100))
     x = 0.2 * rng.standard_normal(int(seconds * rate))
     x[int(1.0 * rate) : int(4.5 * rate)] = 0.0  # a silent stretch: its windows are dropped
     path = tmp_path / "q.wav"
     sf.write(str(path), x, rate, subtype="FLOAT")
-    windows, starts, n_frames = query_windows(load_audio(path, fc.sample_rate), fc, cfg)
+    S, starts = query_frames(load_audio(path, fc.sample_rate), model, cfg)
+    n_frames = len(S)
+    windows = cut_windows(S, starts, fc)
     bounds = fragment_bounds(n_frames, 1000, 300)
-    query = QueryAudio(path, fc, cfg)
+    query = QueryAudio(path, model, cfg)
     got = []  # (start frame, windows, starts), a short tail joined to the fragment before
     for piece in query.fragments():
         start = int(round(piece.start_s / fc.frame_seconds))
+        if len(piece.starts):
+            end = min(n_frames, piece.starts[-1] + fc.window_frames + ctx)  # what the model reads
+            assert piece.mel_at + len(piece.mel) >= end
+            np.testing.assert_allclose(piece.mel, S[piece.mel_at : piece.mel_at + len(piece.mel)],
+                                       rtol=1e-5, atol=1e-5)
+        piece_windows = cut_windows(piece.mel, piece.starts - piece.mel_at, fc)
         if piece.joins_previous:
             assert got[-1][0] == int(round(piece.previous_s / fc.frame_seconds))
-            got[-1] = (got[-1][0], np.concatenate([got[-1][1], piece.windows]),
+            got[-1] = (got[-1][0], np.concatenate([got[-1][1], piece_windows]),
                        np.concatenate([got[-1][2], piece.starts]))
         else:
-            got.append((start, piece.windows, piece.starts))
+            got.append((start, piece_windows, piece.starts))
     assert piece.last
     got = [g for g in got if g[0] < n_frames - fc.window_frames + 1]  # no window can start in the rest
     assert [g[0] for g in got] == [a for a, _ in bounds]
@@ -207,7 +220,7 @@ def test_reading_fragment_by_fragment_scores_as_the_whole_file(tmp_path, fixture
     import soundfile as sf
 
     from tagmatch.audio import load_audio
-    from tagmatch.match import match_vectors, query_windows
+    from tagmatch.match import match_vectors, query_frames
 
     store, _ = library_store
     ref = max((fixture_dir / "library").rglob("*.wav"), key=lambda p: sf.info(str(p)).duration)
@@ -216,8 +229,8 @@ def test_reading_fragment_by_fragment_scores_as_the_whole_file(tmp_path, fixture
     sf.write(str(path), y, 44100)
     cfg = MatchConfig(stop_confidence=None)
     fc = model.feature_config
-    windows, starts, n_frames = query_windows(load_audio(path, fc.sample_rate), fc, cfg)
-    whole = match_vectors(str(path), model.embed(windows), starts, n_frames, store, model, cfg)
+    S, starts = query_frames(load_audio(path, fc.sample_rate), model, cfg)
+    whole = match_vectors(str(path), model.embed_at(S, starts), starts, len(S), store, model, cfg)
     read = match_file(path, store, model, cfg)
     for a, b in zip([whole.match] + whole.alternatives, [read.match] + read.alternatives):
         assert a.track == b.track and a.fragments_total == b.fragments_total

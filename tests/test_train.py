@@ -142,26 +142,29 @@ def test_same_source_share_draws_that_part_of_the_batch_from_one_source():
     assert uniform.shape == (16, 1000)
 
 
-def test_distillation_pulls_a_smaller_student_towards_its_teacher(tmp_path):
+@pytest.mark.parametrize("kind", ["window", "shared"])
+def test_distillation_pulls_a_smaller_student_towards_its_teacher(tmp_path, kind):
     from tagmatch.errors import TagmatchError
-    from tagmatch.features import cut_windows, log_mel, window_starts
+    from tagmatch.features import log_mel, window_starts
     from tagmatch.modelio import load_model
 
     music = [melody(5), melody(6)]
     teacher = tmp_path / "teacher.joblib"
     train(music, teacher, tiny_config(steps=20, learning_rate=3e-3))
-    small = ModelConfig(channels=(4, 8, 8), hidden=16, dim=16)
+    small = ModelConfig(channels=(4, 8, 8), hidden=16, dim=16, kind=kind)
     cfg = tiny_config(model=small, distill_weight=1.0, learning_rate=3e-3, steps=40)
     train(music, tmp_path / "before.joblib", tiny_config(model=small, steps=0))  # the same initial weights
     train(music, tmp_path / "student.joblib", cfg, teacher=teacher)
 
     fc = FeatureConfig()
     S = log_mel(melody(5), fc)
-    W = cut_windows(S, window_starts(len(S), 25, fc), fc)
-    t = load_model(teacher).embed(W)
-    agree = {name: float(np.mean(np.sum(load_model(tmp_path / f"{name}.joblib").embed(W) * t, axis=1)))
+    starts = window_starts(len(S), 24, fc)  # on the shared kind's stride grid (8 frames here)
+    t = load_model(teacher).embed_at(S, starts)
+    agree = {name: float(np.mean(np.sum(load_model(tmp_path / f"{name}.joblib").embed_at(S, starts) * t, axis=1)))
              for name in ("before", "student")}
     assert agree["student"] > agree["before"] + 0.2, agree
+    if kind == "shared":  # its reference windows sit on its stride grid
+        assert load_model(tmp_path / "student.joblib").feature_config.ref_hop_frames == small.stride
     assert load_model(tmp_path / "student.joblib").meta["teacher"] == load_model(teacher).model_id
 
     with pytest.raises(TagmatchError, match="dimensions"):

@@ -402,11 +402,16 @@ def link_reference(corpus: DevCorpus, ref_dir: Path) -> dict[str, Track]:
 
 
 def warm_up(model) -> float:
-    """Compile the encoder for every batch shape it uses, so no timing below includes JIT."""
+    """Compile the encoder for every input shape it uses, so no timing below includes JIT."""
     t0 = time.perf_counter()
     fc = model.feature_config
-    for n in (8, 16, 24, 32):  # every batch shape `embed` uses
-        model.embed(np.zeros((n, fc.window_frames, fc.n_mels), np.float32))
+    if model.model_config.kind == "window":
+        for n in (8, 16, 24, 32):  # every batch shape `embed` uses
+            model.embed(np.zeros((n, fc.window_frames, fc.n_mels), np.float32))
+    else:
+        stride = model.model_config.stride
+        for n in (32, 64, 128):  # every chunk `embed_at` uses
+            model.embed_at(np.zeros(((n + 3) * stride, fc.n_mels), np.float32), np.arange(n) * stride)
     return time.perf_counter() - t0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from tagmatch.audio import load_audio
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
 from tagmatch.errors import TagmatchError
-from tagmatch.index import reference_windows
+from tagmatch.index import reference_frames
 from tagmatch.modelio import default_model_path, load_model, set_projection
 
 
@@ -42,10 +42,10 @@ def main(argv=None) -> int:
     vectors = []
     for i, t in enumerate(load_corpus(args.corpus).known, 1):
         try:
-            windows, _ = reference_windows(load_audio(t.path, fc.sample_rate), fc)
+            S, starts = reference_frames(load_audio(t.path, fc.sample_rate), fc)
         except TagmatchError:
             continue
-        vectors.append(model.embed(windows))
+        vectors.append(model.embed_at(S, starts))
         if i % 20 == 0:
             print(f"embedded {i} tracks", flush=True)
     v = np.concatenate(vectors)

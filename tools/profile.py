@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench  # noqa: E402
 
 from tagmatch.audio import load_audio  # noqa: E402
-from tagmatch.features import cut_windows, log_mel, window_starts  # noqa: E402
-from tagmatch.match import MatchConfig, match_file, match_vectors, query_windows  # noqa: E402
+from tagmatch.features import log_mel, window_starts  # noqa: E402
+from tagmatch.match import MatchConfig, match_file, match_vectors, query_frames  # noqa: E402
 from tagmatch.modelio import load_model  # noqa: E402
 from tagmatch.store import Store  # noqa: E402
 from tagmatch.threads import one_compute_thread  # noqa: E402
@@ -47,8 +47,8 @@ def profile_index(files: list[Path], model) -> tuple[dict[str, float], float]:
         y = clock("decode", load_audio, p, fc.sample_rate)
         seconds += len(y) / fc.sample_rate
         S = clock("log-mel", log_mel, y, fc)
-        W = clock("windows", lambda: cut_windows(S, window_starts(len(S), fc.ref_hop_frames, fc), fc))
-        clock("embed", model.embed, W)
+        starts = clock("windows", window_starts, len(S), fc.ref_hop_frames, fc)
+        clock("embed", model.embed_at, S, starts)
     return clock.cpu, seconds
 
 
@@ -56,9 +56,9 @@ def profile_queries(files: list[Path], store: Store, model, cfg: MatchConfig, se
     fc, clock = model.feature_config, Clock()
     for p in files:
         y = clock("decode", load_audio, p, fc.sample_rate)
-        w, starts, n = clock("windows", query_windows, y, fc, cfg)
-        v = clock("embed", model.embed, w)
-        clock("search + votes", match_vectors, str(p), v, starts, n, store, model, cfg, searcher)
+        S, starts = clock("windows", query_frames, y, model, cfg)
+        v = clock("embed", model.embed_at, S, starts)
+        clock("search + votes", match_vectors, str(p), v, starts, len(S), store, model, cfg, searcher)
     return clock.cpu
 
 

@@ -164,7 +164,7 @@ def query_set(model, base: dict, limit: int) -> list[dict]:
     from tagmatch.audio import load_audio
     from tagmatch.devcorpus import DEFAULT_ROOT
     from tagmatch.errors import TagmatchError
-    from tagmatch.match import MatchConfig, query_windows
+    from tagmatch.match import MatchConfig, query_frames
 
     key_to_track = {}
     for i, t in enumerate(base["tracks"]):
@@ -187,12 +187,12 @@ def query_set(model, base: dict, limit: int) -> list[dict]:
     for p in order[:limit]:
         try:
             y = load_audio(p, fc.sample_rate)
-            windows, starts, n_frames = query_windows(y, fc, cfg)
+            S, starts = query_frames(y, model, cfg)
         except TagmatchError:
             continue
         kind, h = p.name.split("-")[:2]
         qs.append({"name": f"{p.parent.name}/{p.name}", "kind": kind, "truth": key_to_track.get(h) if kind == "known" else None,
-                   "vectors": model.embed(windows), "starts": starts, "n_frames": n_frames})
+                   "vectors": model.embed_at(S, starts), "starts": starts, "n_frames": len(S)})
     CACHE.mkdir(parents=True, exist_ok=True)
     joblib.dump(qs, out)
     return qs

@@ -36,7 +36,7 @@ import bench  # noqa: E402
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.match import MatchConfig, _margins, _vote, fragment_bounds, query_windows  # noqa: E402
+from tagmatch.match import MatchConfig, _margins, _vote, fragment_bounds, query_frames  # noqa: E402
 
 K = 32  # neighbours cached per window (the matcher uses 10)
 TEST_SEED = 1
@@ -71,8 +71,9 @@ def hits_for(queries, store, model, by_name, cache_file: Path) -> list[dict]:
             rec = {"error": None}
             try:
                 y = load_audio(q.path, fc.sample_rate)
-                windows, starts, n_frames = query_windows(y, fc, cfg)
-                idx, sim = store.search(model.embed(windows), K)
+                S, starts = query_frames(y, model, cfg)
+                n_frames = len(S)
+                idx, sim = store.search(model.embed_at(S, starts), K)
                 track, when = store.lookup(idx)
                 rec.update(track=track.astype(np.int32), time=when.astype(np.float32), sim=sim.astype(np.float32),
                            starts=starts, n_frames=n_frames)

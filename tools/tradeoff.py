@@ -29,8 +29,8 @@ import bench  # noqa: E402  (the benchmark's corpus split, query cache and refer
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.index import reference_windows  # noqa: E402
-from tagmatch.match import MatchConfig, match_vectors, query_windows  # noqa: E402
+from tagmatch.index import reference_frames  # noqa: E402
+from tagmatch.match import MatchConfig, match_vectors, query_frames  # noqa: E402
 from tagmatch.store import Store, TrackInfo, quantize  # noqa: E402
 
 BASE_QUERY_HOP = 0.1
@@ -65,11 +65,10 @@ def embed_reference(ref_files: list[Path], model, hop_frames: int) -> dict:
             y = load_audio(p, fc.sample_rate)
         except TagmatchError:
             continue
-        windows, times = reference_windows(y, replace(fc, ref_hop_frames=hop_frames))
-        if not len(windows):
+        S, st = reference_frames(y, replace(fc, ref_hop_frames=hop_frames))
+        if not len(st):
             continue
-        st = np.rint(times / fc.frame_seconds).astype(np.int64)
-        vecs.append(model.embed(windows))
+        vecs.append(model.embed_at(S, st))
         track.append(np.full(len(st), len(durs), np.int32))
         frames.append(st)
         durs.append((p.name, len(y) / fc.sample_rate))
@@ -85,10 +84,11 @@ def embed_queries(queries, model) -> list[dict]:
     out = []
     for i, q in enumerate(queries):
         try:
-            windows, starts, n_frames = query_windows(load_audio(q.path, fc.sample_rate), fc, cfg)
+            S, starts = query_frames(load_audio(q.path, fc.sample_rate), model, cfg)
+            vectors = model.embed_at(S, starts)
         except TagmatchError:
-            windows, starts, n_frames = np.zeros((0, fc.window_frames, fc.n_mels), np.float32), np.zeros(0, int), 0
-        out.append({"vectors": model.embed(windows), "starts": starts, "n_frames": n_frames,
+            S, starts, vectors = np.zeros((0, fc.n_mels), np.float32), np.zeros(0, int), np.zeros((0, model.dim), np.float32)
+        out.append({"vectors": vectors, "starts": starts, "n_frames": len(S),
                     "condition": q.condition, "kind": q.kind, "group": q.group,
                     "seconds": q.meta.get("duration_s", 0.0)})
         if (i + 1) % 100 == 0:

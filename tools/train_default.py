@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--distill-weight", type=float, default=1.0, help="with --teacher: weight of the distillation term")
     ap.add_argument("--channels", help="encoder channels, e.g. 8,16,32,64,64 (default: ModelConfig's)")
     ap.add_argument("--hidden", type=int, help="encoder hidden units (default: ModelConfig's)")
+    ap.add_argument("--kind", choices=["window", "shared"], help="encoder kind (default: ModelConfig's; see tagmatch/model.py)")
+    ap.add_argument("--batch-pairs", type=int, default=TrainConfig.batch_pairs)
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
         print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
@@ -64,7 +66,9 @@ def main(argv=None) -> int:
         model_cfg = replace(model_cfg, channels=tuple(int(c) for c in args.channels.split(",")))
     if args.hidden:
         model_cfg = replace(model_cfg, hidden=args.hidden)
-    cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate,
+    if args.kind:
+        model_cfg = replace(model_cfg, kind=args.kind)
+    cfg = TrainConfig(steps=args.steps, loss=args.loss, learning_rate=args.learning_rate, batch_pairs=args.batch_pairs,
                       augment=augment_config(args.augment), same_source_share=args.same_source_share,
                       model=model_cfg, distill_weight=args.distill_weight if args.teacher else 0.0)
     # a track's source: its Debian package folder (one game's soundtrack)
