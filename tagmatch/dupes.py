@@ -17,13 +17,14 @@ one song do not align over time, so they are neither.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from tagmatch.errors import TagmatchError
+from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store, dequantize
 
 DUPES_VERSION = 1
@@ -32,7 +33,7 @@ APPROX_ABOVE = 2_000_000  # stored vectors (~140 h of audio) above which stage 1
 
 @dataclass(frozen=True)
 class DupesConfig:
-    probe_stride: int = 4  # windows between probes: 1 s on the 0.25 s reference grid
+    probe_every_s: float = 1.0  # seconds between probe windows
     top_k: int = 16
     min_similarity: float = 0.6  # a window "matches" at this cosine or above
     offset_bin_s: float = 0.5
@@ -66,6 +67,23 @@ class LibraryHit:
     track: int  # in the folder store
     library_track: int  # in the reference store
     overlap: Overlap
+
+
+def model_for_dupes(model: LoadedModel) -> LoadedModel:
+    """The model with the reference hop that file-to-file comparison needs. Two copies of a
+    recording sit on unrelated window grids: on a shared-kind model's 0.32 s grid their windows
+    can be 0.16 s apart, beyond the 50 ms shifts it was trained for (recall of duplicate pairs
+    fell from 99.2% to 94.7%, docs/benchmarks.md); at half its stride they are at most 0.08 s
+    apart. The window kind keeps its own (0.25 s). Same weights and id."""
+    if model.model_config.kind != "shared":
+        return model
+    return replace(model, feature_config=replace(model.feature_config, ref_hop_frames=model.model_config.stride // 2))
+
+
+def _probe_stride(store: Store, cfg: DupesConfig) -> int:
+    """Stored windows between probes."""
+    fc = store.feature_config
+    return max(1, int(round(cfg.probe_every_s / (fc.ref_hop_frames * fc.frame_seconds))))
 
 
 # ---- per-track views of a store ------------------------------------------------------------------
@@ -137,7 +155,8 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
     several files go to the search together (`batch` rows), so big stores are scanned less often."""
     tracks = _Tracks(store)
     target = searcher(against if against is not None else store, search)
-    k = cfg.top_k + (0 if against is not None else cfg.probe_stride)  # own neighbours take slots
+    stride = _probe_stride(store, cfg)
+    k = cfg.top_k + (0 if against is not None else stride)  # own neighbours take slots
     pairs: set[tuple[int, int]] = set()
     pending: list[tuple[int, np.ndarray]] = []
 
@@ -155,7 +174,7 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
 
     n_tracks, queued = len(store.tracks), 0
     for a in range(n_tracks):
-        rows = tracks.rows(a)[:: cfg.probe_stride]
+        rows = tracks.rows(a)[::stride]
         if len(rows):
             pending.append((a, rows))
             queued += len(rows)

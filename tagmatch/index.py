@@ -14,7 +14,7 @@ adding results in file order as they come, so every backend builds the same stor
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -165,7 +165,9 @@ def index_library(
         return store, report
     paths = [str(p) for p, _, _ in todo]
     model_path = model_path_for_workers(model_path or model.path)
-    results = ordered_map(embed_file, [(p, model_path, model.model_id) for p in paths], backend, n_jobs, scheduler)
+    hop = cfg.ref_hop_frames  # the workers' model file may have another (dupes.model_for_dupes)
+    results = ordered_map(embed_file, [(p, model_path, model.model_id, hop) for p in paths], backend, n_jobs,
+                          scheduler)
     with contextlib.closing(results):  # closing cancels what is still in flight
         for n, (i, fe) in enumerate(results, 1):
             record(n, todo[i], fe)
@@ -187,12 +189,15 @@ class FileEmbedding:
     error: str | None = None  # one line; the other fields are empty then
 
 
-def embed_file(path: str, model_path: str | None, model_id: str) -> FileEmbedding:
+def embed_file(path: str, model_path: str | None, model_id: str, ref_hop_frames: int | None = None) -> FileEmbedding:
     """Decode, window and embed one file (in a worker process). The model is loaded from
     `model_path` (None: the worker's shipped default; never its environment) once per process
-    and must have id `model_id`, or the run fails: vectors of another model would be garbage."""
+    and must have id `model_id`, or the run fails: vectors of another model would be garbage.
+    `ref_hop_frames`: windows this far apart (default: the model's reference hop)."""
     model = worker_model(model_path, model_id)
     fc = model.feature_config
+    if ref_hop_frames is not None:
+        fc = replace(fc, ref_hop_frames=ref_hop_frames)
     S, starts, dur, tags, err = _prepare(Path(path), fc)
     if err is not None:
         return FileEmbedding(path, None, None, error=err)

@@ -252,11 +252,13 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
     and return the report (dupes.dupes_doc). With `library_path`, also the files already in that
     store. Returns None when stopped during embedding (what was embedded is cached)."""
-    from tagmatch.dupes import DupesConfig, against_library, dupes_doc, file_facts, find_duplicates, restrict
+    from tagmatch.dupes import (DupesConfig, against_library, dupes_doc, file_facts, find_duplicates,
+                                model_for_dupes, restrict)
     from tagmatch.index import index_library
     from tagmatch.modelio import load_model
 
-    model = load_model(model_path)
+    base = load_model(model_path)
+    model = model_for_dupes(base)  # the folders' windows on the grid that comparing files needs
     roots = []
     for d in dirs:
         if not Path(d).is_dir():
@@ -289,7 +291,7 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
                              progress=progress)
     library, hits = None, []
     if library_path is not None:
-        library = open_store(library_path, model, must_exist=True)
+        library = open_store(library_path, base, must_exist=True)
         hits = against_library(store, library, window_s, cfg)
     return dupes_doc(groups, store, infos, roots, hits, library)
 

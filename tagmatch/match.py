@@ -1,11 +1,12 @@
 """Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
 
 The file is cut into 10 s fragments. Every 0.2 s (0.08 s with a shared-kind model) a window is
-embedded and its nearest reference windows are found; each hit votes for (track, offset = reference time - query time). Within a
-fragment, votes are counted only when they agree on the track AND on the offset (0.5 s bins,
-+-1 bin), so chance neighbours scattered over a library do not add up. A track's score is the
-mean over fragments of its best aligned vote mass per window. The raw evidence is the margin
-between the best track and its best competitor, which a per-model calibration maps to 0..1.
+embedded and its nearest reference windows are found; each hit votes for (track, offset =
+reference time - query time). Within a fragment, votes are counted only when they agree on the
+track AND on the offset (0.5 s bins, +-1 bin), so chance neighbours scattered over a library do
+not add up. A track's score is the mean over fragments of its best aligned vote mass per window.
+The raw evidence is the margin between the best track and its best competitor, which a
+per-model calibration maps to 0..1.
 
 A file is decoded and matched one fragment at a time, and reading stops once the fragments so far
 give a near-certain answer (`MatchConfig.stop_confidence`): a whole song is usually identified
@@ -248,10 +249,9 @@ class QueryAudio:
     """A query file read fragment by fragment, decoding only as far as matching goes.
 
     A fragment is cut as soon as the audio under its windows is decoded (10 s, one window and the
-    model's context after it);
-    a tail under 3 s at the end comes as a piece that joins the fragment before it, so the
-    fragments are those of `fragment_bounds` and the windows those of `query_frames` over the
-    whole decoded file.
+    model's context after it); a tail under 3 s at the end comes as a piece that joins the
+    fragment before it, so the fragments are those of `fragment_bounds` and the windows those of
+    `query_frames` over the whole decoded file.
     """
 
     def __init__(self, path: Path, model: LoadedModel, cfg: MatchConfig):

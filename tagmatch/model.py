@@ -51,6 +51,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
         d["channels"] = tuple(d["channels"])
+        d.setdefault("kind", "window")  # files from before there were two kinds
         return cls(**d)
 
 

@@ -99,3 +99,27 @@ def test_a_shared_kind_store_finds_an_excerpt_of_a_library_track(tmp_path, fixtu
     assert fm.status != "error", fm.error
     assert store.tracks[fm.match.track].path == str(ref)
     assert fm.match.offset_s == pytest.approx(start_s, abs=0.1)
+
+
+def test_dupes_compare_files_on_half_the_stride_in_worker_processes_too(tmp_path, fixture_dir):
+    """Two copies of a recording sit on unrelated grids: a shared-kind model's folders are
+    embedded every half stride (0.16 s) for dupes, by worker processes as well, which load the
+    model file (whose own hop is the stride)."""
+    from tagmatch.dupes import model_for_dupes
+    from tagmatch.index import index_library
+    from tagmatch.modelio import load_model, save_model
+
+    m = untrained_model("shared")
+    path = tmp_path / "shared.joblib"
+    save_model(path, feature_config=m.feature_config, model_config=m.model_config, params=m.params)
+    model = load_model(path)
+    dupes_model = model_for_dupes(model)
+    assert dupes_model.model_id == model.model_id
+    assert dupes_model.feature_config.ref_hop_frames == model.model_config.stride // 2
+    assert model_for_dupes(untrained_model("window")).feature_config == untrained_model("window").feature_config
+    hop_s = dupes_model.feature_config.ref_hop_frames * dupes_model.feature_config.frame_seconds
+    for backend in ("local", "joblib"):
+        store, report = index_library(fixture_dir / "library", None, dupes_model, backend=backend, n_jobs=2)
+        assert not report.errors
+        steps = np.diff(store.vec_time[store.vec_track == 0])
+        assert np.allclose(steps[steps > 0].min(), hop_s, atol=1e-3), (backend, steps[:5])

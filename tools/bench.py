@@ -495,12 +495,13 @@ def queryable(corpus: DevCorpus, store, by_name: dict[str, Track]) -> DevCorpus:
 # ---- scanning -----------------------------------------------------------------------------
 
 def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], label: str,
-                searcher=None) -> list[dict]:
+                searcher=None, query_hop_s: float | None = None) -> list[dict]:
     """match_file on every query, one at a time so each file's wall and CPU time is its own.
-    `searcher`: what `tagmatch scan` would search (default: the store, exact)."""
+    `searcher`: what `tagmatch scan` would search (default: the store, exact). `query_hop_s`:
+    None for the model's own."""
     from tagmatch.match import MatchConfig, match_file
 
-    cfg = MatchConfig()  # the threshold is on the calibrated confidence: 0.5
+    cfg = MatchConfig(query_hop_s=query_hop_s)  # the threshold is on the calibrated confidence: 0.5
     records = []
     t0 = time.perf_counter()
     for i, q in enumerate(queries, 1):
@@ -738,7 +739,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
     for seed in seeds[1:]:
         queries += make_queries(corpus, fit_conditions, seed, args.limit, args.whole_limit, args.cache,
                                 kinds=("unknown",))
-    records = run_queries(queries, store, model, by_name, "calibration set", searcher)
+    records = run_queries(queries, store, model, by_name, "calibration set", searcher, args.query_hop)
     cal, facts = fit_calibration(*calibration_data(records))
     note = (f"tools/bench.py --calibrate, model {model.model_id}: seeds {', '.join(map(str, seeds))}, "
             f"{facts['n_queries']} queries; mid = margin reached by < {MAX_FALSE_MATCH:.1%} of "
@@ -787,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
                          "exact up to tagmatch.ann.EXACT_MAX_VECTORS, as a user's store of this size)")
     ap.add_argument("--probe", default=None, metavar="NPROBE:REFINE",
                     help="approximate search: cells probed and re-rank factor (default: tagmatch.ann.default_probe)")
+    ap.add_argument("--query-hop", type=float, default=None, metavar="S",
+                    help="seconds between query windows (default: the model's own, as `tagmatch scan`)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="work folder (default %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default CACHE/results.json)")
     args = ap.parse_args(argv)
@@ -836,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = make_queries(corpus, conditions, args.seed, args.limit, args.whole_limit, args.cache)
     stages["queries_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    records = run_queries(queries, store, model, by_name, "bench", searcher)
+    records = run_queries(queries, store, model, by_name, "bench", searcher, args.query_hop)
     stages["scan_s"] = round(time.perf_counter() - t0, 1)
     load["end"] = loadavg()
 
@@ -856,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"corpus": str(corpus.root), "model": str(model_path), "model_id": model.model_id,
                    "calibration": {"mid": model.calibration.mid, "width": model.calibration.width},
-                   "seed": args.seed, "limit": args.limit, "whole_limit": args.whole_limit,
+                   "seed": args.seed, "limit": args.limit, "query_hop_s": args.query_hop, "whole_limit": args.whole_limit,
                    "conditions": {c.name: c.codec for c in conditions}, "gen_version": GEN_VERSION,
                    "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
         "summary": summary, "speed": {"index": index_stats, "query": speed, "encoder_compile_s": round(compile_s, 2),

@@ -26,7 +26,7 @@ from bench import cpu_seconds, write_av, write_mp3  # noqa: E402  (tools/ is not
 
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
-from tagmatch.dupes import DupesConfig, file_facts, find_duplicates  # noqa: E402
+from tagmatch.dupes import DupesConfig, file_facts, find_duplicates, model_for_dupes  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
 from tagmatch.index import index_library  # noqa: E402
 from tagmatch.modelio import load_model  # noqa: E402
@@ -88,10 +88,10 @@ def main(argv=None) -> int:
     print(f"folder: {len(source)} files ({time.perf_counter() - t0:.0f} s to prepare)", flush=True)
 
     one_compute_thread()  # as `tagmatch dupes` runs
-    model = load_model(args.model)
+    model = model_for_dupes(load_model(args.model))  # as `tagmatch dupes` embeds the folders
     fc = model.feature_config
     c0, w0 = cpu_seconds(), time.perf_counter()  # embedding runs on worker processes (auto backend)
-    saved = args.out / f"store-{model.model_id}"
+    saved = args.out / f"store-{model.model_id}-hop{fc.ref_hop_frames}"
     if args.reuse_store and saved.exists():
         from tagmatch.store import Store
 
