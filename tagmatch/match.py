@@ -1,6 +1,6 @@
 """Matching: a query file -> one suggestion with a calibrated confidence and alternatives.
 
-The file is cut into 10 s fragments. Every 0.2 s (0.08 s with a shared-kind model) a window is
+The file is cut into 10 s fragments. Every 0.2 s (0.16 s with a shared-kind model) a window is
 embedded and its nearest reference windows are found; each hit votes for (track, offset =
 reference time - query time). Within a fragment, votes are counted only when they agree on the
 track AND on the offset (0.5 s bins, +-1 bin), so chance neighbours scattered over a library do

@@ -73,10 +73,11 @@ class LoadedModel:
 
     def default_query_hop_frames(self) -> int:
         """The query hop this model is meant for: 0.2 s for the window kind (against a 0.25 s
-        reference grid its phases cycle through 0.05 s steps); a quarter of the stride for the
-        shared kind, whose windows sit on a grid of `stride` frames, one pass per phase."""
+        reference grid its phases cycle through 0.05 s steps); half the stride for the shared
+        kind (0.16 s: two phases of its 32-frame grid, which share four convolutions; a quarter,
+        0.08 s, was as accurate on the bench and searched twice the windows: docs/benchmarks.md)."""
         if self.model_config.kind == "shared":
-            return self.model_config.stride // 4
+            return self.model_config.stride // 2
         return int(round(0.2 / self.feature_config.frame_seconds))
 
     def embed(self, windows: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -200,9 +200,11 @@ def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path,
     assert strict.status == "unknown" and strict.stopped_at_s is None
 
 
-def test_embedding_in_padded_batches_gives_each_window_its_own_vector(model):
-    """`embed` runs full batches of 32 and pads the rest to a multiple of 8: whatever the count,
-    every window gets the vector it gets alone, in order, and padding rows never leak out."""
+def test_embedding_in_padded_batches_gives_each_window_its_own_vector():
+    """A window-kind model's `embed` runs full batches of 32 and pads the rest to a multiple of
+    8: whatever the count, every window gets the vector it gets alone, in order, and padding rows
+    never leak out."""
+    model = untrained_model("window", channels=(16, 32, 64, 128, 128))
     fc = model.feature_config
     rng = np.random.default_rng(3)
     x = rng.standard_normal((50, fc.window_frames, fc.n_mels)).astype(np.float32)

@@ -72,7 +72,7 @@ def test_gain_does_not_change_the_vectors(kind):
 def test_the_shared_kind_reads_context_and_queries_on_its_stride_phases():
     window, shared = untrained_model("window"), untrained_model("shared")
     assert window.context_frames == 0 and window.default_query_hop_frames() == 20
-    assert shared.context_frames == 32 and shared.default_query_hop_frames() == 8
+    assert shared.context_frames == 32 and shared.default_query_hop_frames() == 16
     with pytest.raises(Exception, match="embed_at"):
         shared.embed(np.zeros((1, 96, 64), np.float32))
 

@@ -4,8 +4,8 @@ speed does not depend on them), on the reference grid and on a query grid.
 
 The window kind embeds each 0.96 s window on its own (reference every `ref_hop_frames`, query
 every 0.2 s), so every log-mel frame goes through the convolutions ~4-5 times. The shared kind
-runs them once over a stretch of log-mel (reference: a window every 0.32 s), and a query's four
-phases 0.08 s apart share the first three convolutions (tagmatch/modelio.py).
+runs them once over a stretch of log-mel (reference: a window every 0.32 s), and a query's two
+phases 0.16 s apart share the first four convolutions (tagmatch/modelio.py).
 """
 
 from __future__ import annotations
