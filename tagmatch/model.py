@@ -62,18 +62,22 @@ def standardise(x: jax.Array) -> jax.Array:
     return (x - mean) / (std + 1e-3)
 
 
+def conv_stack(cfg: ModelConfig, rngs: nnx.Rngs) -> tuple[nnx.List, nnx.List]:
+    """The stride-2 3x3 convolutions and their LayerNorms, shared by both kinds."""
+    convs, norms, c_in = [], [], 1
+    for c_out in cfg.channels:
+        convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs))
+        norms.append(nnx.LayerNorm(c_out, rngs=rngs))
+        c_in = c_out
+    return nnx.List(convs), nnx.List(norms)
+
+
 class Encoder(nnx.Module):
     """x [shape=(batch, window_frames, n_mels)] log-mel -> [shape=(batch, dim)], unit norm."""
 
     def __init__(self, feat: FeatureConfig, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        convs, norms = [], []
-        c_in = 1
-        for c_out in cfg.channels:
-            convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs))
-            norms.append(nnx.LayerNorm(c_out, rngs=rngs))
-            c_in = c_out
-        self.convs = nnx.List(convs)
-        self.norms = nnx.List(norms)
+        self.convs, self.norms = conv_stack(cfg, rngs)
+        c_in = cfg.channels[-1]
         t, f = feat.window_frames, feat.n_mels
         for _ in cfg.channels:
             t, f = -(-t // 2), -(-f // 2)
@@ -107,14 +111,8 @@ class SharedEncoder(nnx.Module):
     def __init__(self, feat: FeatureConfig, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if feat.window_frames % cfg.stride or feat.n_mels % cfg.stride:
             raise ValueError(f"window_frames and n_mels must be multiples of {cfg.stride}")
-        convs, norms = [], []
-        c_in = 1
-        for c_out in cfg.channels:
-            convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs))
-            norms.append(nnx.LayerNorm(c_out, rngs=rngs))
-            c_in = c_out
-        self.convs = nnx.List(convs)
-        self.norms = nnx.List(norms)
+        self.convs, self.norms = conv_stack(cfg, rngs)
+        c_in = cfg.channels[-1]
         self.stride = cfg.stride
         self.span = feat.window_frames // cfg.stride  # positions per window
         contour = feat.window_frames // self.CONTOUR_POOL
