@@ -77,7 +77,8 @@ def model_for_dupes(model: LoadedModel) -> LoadedModel:
     apart. The window kind keeps its own (0.25 s). Same weights and id."""
     if model.model_config.kind != "shared":
         return model
-    return replace(model, feature_config=replace(model.feature_config, ref_hop_frames=model.model_config.stride // 2))
+    half = model.model_config.stride // 2
+    return replace(model, feature_config=replace(model.feature_config, ref_hop_frames=half))
 
 
 def _probe_stride(store: Store, cfg: DupesConfig) -> int:

@@ -189,7 +189,8 @@ class FileEmbedding:
     error: str | None = None  # one line; the other fields are empty then
 
 
-def embed_file(path: str, model_path: str | None, model_id: str, ref_hop_frames: int | None = None) -> FileEmbedding:
+def embed_file(path: str, model_path: str | None, model_id: str,
+               ref_hop_frames: int | None = None) -> FileEmbedding:
     """Decode, window and embed one file (in a worker process). The model is loaded from
     `model_path` (None: the worker's shipped default; never its environment) once per process
     and must have id `model_id`, or the run fails: vectors of another model would be garbage.
@@ -201,7 +202,8 @@ def embed_file(path: str, model_path: str | None, model_id: str, ref_hop_frames:
     S, starts, dur, tags, err = _prepare(Path(path), fc)
     if err is not None:
         return FileEmbedding(path, None, None, error=err)
-    return FileEmbedding(path, quantize(model.embed_at(S, starts), model.dim), starts * fc.frame_seconds, dur, tags)
+    vectors = quantize(model.embed_at(S, starts), model.dim)
+    return FileEmbedding(path, vectors, starts * fc.frame_seconds, dur, tags)
 
 
 def _is_under(path: str, root: Path) -> bool:

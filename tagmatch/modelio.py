@@ -180,10 +180,11 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
     )
 
 
-def _jitted_encoder(m: LoadedModel):
-    """(run, params): the model's encoder and projection as one jitted function of its params
-    and an input batch."""
+def _encoder_parts(m: LoadedModel):
+    """(graphdef, params, project): the model's encoder split for jax.jit, and its output
+    projection as a function of the encoder's vectors (re-normalised; identity without one)."""
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from tagmatch.model import make_encoder
@@ -191,24 +192,24 @@ def _jitted_encoder(m: LoadedModel):
     enc = nnx.eval_shape(lambda: make_encoder(m.feature_config, m.model_config, rngs=nnx.Rngs(0)))
     state = nnx.state(enc, nnx.Param)
     nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
-    graphdef, params = nnx.split(enc, nnx.Param)[0], state
-
     proj = None if m.projection is None else np.asarray(m.projection, np.float32)
 
-    @jax.jit
-    def run(p, x):
-        z = nnx.merge(graphdef, p)(x)
-        if proj is not None:
-            z = z @ proj
-            z = z / (jax.numpy.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
-        return z
+    def project(z):
+        if proj is None:
+            return z
+        z = z @ proj
+        return z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
 
-    return run, params
+    return nnx.split(enc, nnx.Param)[0], state, project
 
 
 def _make_embedder(m: LoadedModel):
     """A jitted encoder at a fixed batch shape (one compile), padding the last batch."""
-    run, params = _jitted_encoder(m)
+    import jax
+    from flax import nnx
+
+    graphdef, params, project = _encoder_parts(m)
+    run = jax.jit(lambda p, x: project(nnx.merge(graphdef, p)(x)))
     fc = m.feature_config
 
     def embed(windows: np.ndarray, batch: int) -> np.ndarray:
@@ -238,9 +239,9 @@ _SHARED_MAX_WINDOWS = 128
 
 def _make_shared_embedder(m: LoadedModel):
     """embed_at for the shared kind. Windows on the stride grid (a reference track) take one pass
-    of the stack. Windows on several phases of it (a query every stride / 4 frames) share the
-    first convolutions: phases 8 frames apart share the three whose positions are 8 frames apart,
-    and only the last two and the head run once per phase. Long inputs go in chunks of at most
+    of the stack. Windows on several phases of it (a query every stride / 2 frames) share the
+    first convolutions: phases 16 frames apart share the four whose positions are 16 frames
+    apart, and only the last one and the head run once per phase. Long inputs go in chunks of at most
     `_SHARED_MAX_WINDOWS` windows, overlapping by what a window reads past its start. Every
     window gets the vector a pass over it alone (with its context) would give (tested)."""
     import math
@@ -250,14 +251,8 @@ def _make_shared_embedder(m: LoadedModel):
     import jax.numpy as jnp
     from flax import nnx
 
-    from tagmatch.model import make_encoder
-
     fc, mc = m.feature_config, m.model_config
-    enc = nnx.eval_shape(lambda: make_encoder(fc, mc, rngs=nnx.Rngs(0)))
-    state = nnx.state(enc, nnx.Param)
-    nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, m.params))
-    graphdef, params = nnx.split(enc, nnx.Param)[0], state
-    proj = None if m.projection is None else np.asarray(m.projection, np.float32)
+    graphdef, params, project = _encoder_parts(m)
     stride, span = mc.stride, fc.window_frames // mc.stride
     silence = np.float32(np.log(LOG_EPS))
 
@@ -268,12 +263,8 @@ def _make_shared_embedder(m: LoadedModel):
         e = nnx.merge(graphdef, p)
         h, level = e.bottom(x, layers)
         g, length = 2**layers, (width + span) * stride
-        z = jnp.concatenate([e.top(h[:, o // g : (o + length) // g], level[:, o : o + length], layers)
-                             for o in offsets])
-        if proj is not None:
-            z = z @ proj
-            z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-12)
-        return z
+        return project(jnp.concatenate([e.top(h[:, o // g : (o + length) // g], level[:, o : o + length], layers)
+                                        for o in offsets]))
 
     def embed_at(S: np.ndarray, starts: np.ndarray) -> np.ndarray:
         out = np.zeros((len(starts), m.dim), np.float32)
