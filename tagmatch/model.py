@@ -171,6 +171,7 @@ class Siamese(nnx.Module):
         self.encoder = make_encoder(feat, cfg, rngs=rngs)
         self.pair_head = nnx.Linear(cfg.dim, 1, rngs=rngs)
         self.shared = cfg.kind == "shared"
+        self.context_frames = cfg.context_frames  # read after the window: a teacher's crops end there
 
     def embed_views(self, x: jax.Array) -> jax.Array:
         """Training crops [shape=(batch, window_frames + context_frames, n_mels)] -> one

@@ -180,6 +180,21 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
     )
 
 
+def untrained_model(feature_config: FeatureConfig, model_config: ModelConfig, seed: int = 0,
+                    projection: np.ndarray | None = None) -> LoadedModel:
+    """A model of random weights, in memory: for what depends on the architecture, not on what
+    a model learnt (speed, windows, context, chunking). Its id says it is untrained."""
+    import jax
+    from flax import nnx
+
+    from tagmatch.model import make_encoder
+
+    enc = make_encoder(feature_config, model_config, rngs=nnx.Rngs(seed))
+    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(enc, nnx.Param)))
+    return LoadedModel(feature_config, model_config, params, projection=projection,
+                       model_id=f"untrained-{model_config.kind}-{seed}")
+
+
 def _encoder_parts(m: LoadedModel):
     """(graphdef, params, project): the model's encoder split for jax.jit, and its output
     projection as a function of the encoder's vectors (re-normalised; identity without one)."""

@@ -124,11 +124,11 @@ def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | Non
     return signals
 
 
-def make_train_step(cfg: TrainConfig, teacher=None, teacher_context: int = 0):
+def make_train_step(cfg: TrainConfig, teacher=None):
     """Build the jitted step: augment both views, embed, loss, update. Returns (loss, top1).
     `teacher`: a model (a `Siamese` wrapper) whose embedding of the clean view the student is
-    pulled towards (cfg.distill_weight); it is not trained. It reads `teacher_context` frames
-    after the window (no more than the student's views hold)."""
+    pulled towards (cfg.distill_weight); it is not trained. It reads its own context after the
+    window (no more than the student's views hold)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -171,7 +171,7 @@ def make_train_step(cfg: TrainConfig, teacher=None, teacher_context: int = 0):
     def train_step(model, optimizer, crops, noise_a, noise_b, key, teacher=None):
         xa, xb = views(key, crops, noise_a, noise_b)
         target = None if teacher is None else jax.lax.stop_gradient(
-            teacher.embed_views(xa[:, : feat.window_frames + teacher_context]))
+            teacher.embed_views(xa[:, : feat.window_frames + teacher.context_frames]))
         (loss, top1), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, xa, xb, target)
         optimizer.update(model, grads)
         return loss, top1
@@ -275,11 +275,11 @@ def train(
         names = np.array(sources)
         # sources with at least two long-enough tracks can give negatives of their own
         source_masks = [m for m in (names == u for u in np.unique(names)) if (m & (pool.lengths >= crop)).sum() >= 2]
-    teacher_model, teacher_context = None, 0
+    teacher_model = None
     if teacher is not None:
-        teacher_model, teacher_context, teacher_id = _teacher(Path(teacher), cfg)
+        teacher_model, teacher_id = _teacher(Path(teacher), cfg)
         meta = {**(meta or {}), "teacher": teacher_id}  # recorded in the model file
-    step_fn = make_train_step(cfg, teacher_model, teacher_context)
+    step_fn = make_train_step(cfg, teacher_model)
     t_last, step = time.perf_counter(), start
     for step in range(start, cfg.steps):
         if should_stop and should_stop():
@@ -324,7 +324,7 @@ def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, cro
 
 def _teacher(path: Path, cfg: TrainConfig):
     """The model file at `path` as a `Siamese` wrapper (its projection is not used: the student
-    learns the encoder's own output), the context it reads, and its id. Any kind teaches any
+    learns the encoder's own output) and its id. Any kind teaches any
     kind whose training views carry at least that context."""
     from flax import nnx
 
@@ -342,7 +342,7 @@ def _teacher(path: Path, cfg: TrainConfig):
         raise TagmatchError(f"{path}: it reads more context than this model's training views hold")
     wrapper = Siamese(t.feature_config, t.model_config, rngs=nnx.Rngs(0))
     _restore(wrapper.encoder, t.params)
-    return wrapper, t.model_config.context_frames, t.model_id
+    return wrapper, t.model_id
 
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:

@@ -90,18 +90,11 @@ GROUPS = [
 
 
 def untrained_model(kind: str = "window", channels: tuple[int, ...] = (4, 8, 8, 8, 8), seed: int = 0):
-    """A LoadedModel of random weights (no file): for what depends on the architecture, not on
-    what the model learnt (windows, context, chunking)."""
-    import jax
-    import numpy as np
-    from flax import nnx
-
+    """A small LoadedModel of random weights (no file), of either kind."""
     from tagmatch.features import FeatureConfig
-    from tagmatch.model import ModelConfig, make_encoder
-    from tagmatch.modelio import LoadedModel
+    from tagmatch.model import ModelConfig
+    from tagmatch import modelio
 
     mc = ModelConfig(channels=channels, hidden=32, dim=16, kind=kind)
     fc = FeatureConfig(ref_hop_frames=mc.stride if kind == "shared" else FeatureConfig.ref_hop_frames)
-    enc = make_encoder(fc, mc, rngs=nnx.Rngs(seed))
-    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(enc, nnx.Param)))
-    return LoadedModel(feature_config=fc, model_config=mc, params=params, model_id=f"untrained-{kind}")
+    return modelio.untrained_model(fc, mc, seed)

@@ -33,17 +33,10 @@ def best_cpu(fn, reps: int) -> float:
 
 def untrained_shared(like):
     """A shared-kind model with `like`'s channels and random weights."""
-    import jax
-    from flax import nnx
-
-    from tagmatch.model import make_encoder
-    from tagmatch.modelio import LoadedModel
+    from tagmatch.modelio import untrained_model
 
     mc = replace(like.model_config, kind="shared")
-    fc = replace(like.feature_config, ref_hop_frames=mc.stride)
-    enc = make_encoder(fc, mc, rngs=nnx.Rngs(0))
-    params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(enc, nnx.Param)))
-    return LoadedModel(fc, mc, params, projection=like.projection, model_id="untrained-shared")
+    return untrained_model(replace(like.feature_config, ref_hop_frames=mc.stride), mc, projection=like.projection)
 
 
 def per_second(model, S: np.ndarray, hop: int, reps: int) -> float:
