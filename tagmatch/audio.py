@@ -114,7 +114,11 @@ def _frame_mono(frame) -> np.ndarray:
     elif np.issubdtype(a.dtype, np.integer):
         a = a.astype(np.float32) * np.float32(1.0 / (np.iinfo(a.dtype).max + 1.0))
     a = a.astype(np.float32, copy=False)
-    return a[0] if channels == 1 else _to_mono(a.T)
+    if channels == 1:
+        return a[0]
+    if channels == 2:  # rows: one channel each, contiguous when planar (the usual decoders' output)
+        return (a[0] + a[1]) * np.float32(0.5)
+    return _to_mono(a.T)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -53,13 +53,32 @@ class FeatureConfig:
 
 @lru_cache(maxsize=8)
 def mel_basis(cfg: FeatureConfig) -> np.ndarray:
-    """Mel filterbank [shape=(n_fft // 2 + 1, n_mels)], float32 (librosa's Slaney mel)."""
-    import librosa  # the only librosa user; imported lazily (first import costs seconds)
+    """Mel filterbank [shape=(n_fft // 2 + 1, n_mels)], float32: librosa's default (Slaney's mel
+    scale and area normalisation), written out here because importing librosa costs every
+    process ~1 s (each index worker and each scan paid it); tests/test_features.py checks it
+    against `librosa.filters.mel`."""
+    fft_hz = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    triangles = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)  # rounded as librosa does
+    weights = triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return np.ascontiguousarray(weights.T, dtype=np.float32)
 
-    fb = librosa.filters.mel(
-        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-    )
-    return np.ascontiguousarray(fb.T, dtype=np.float32)
+
+# Slaney's mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above.
+_HZ_PER_MEL, _BREAK_HZ, _LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+_BREAK_MEL = _BREAK_HZ / _HZ_PER_MEL
+
+
+def _hz_to_mel(hz: float) -> float:
+    return hz / _HZ_PER_MEL if hz < _BREAK_HZ else _BREAK_MEL + np.log(hz / _BREAK_HZ) / _LOG_STEP
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return np.where(mel < _BREAK_MEL, mel * _HZ_PER_MEL, _BREAK_HZ * np.exp(_LOG_STEP * (mel - _BREAK_MEL)))
 
 
 @lru_cache(maxsize=8)

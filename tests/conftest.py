@@ -13,6 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_compile_cache(tmp_path_factory):
+    """Compiled encoders are kept in the user cache dir: a folder of the test run's own instead
+    (worker processes inherit it)."""
+    import os
+
+    os.environ["TAGMATCH_XLA_CACHE"] = str(tmp_path_factory.mktemp("xla"))
+
+
 @pytest.fixture(autouse=True)
 def _own_scans_folder(tmp_path_factory, monkeypatch):
     """Scans without --json are kept in the user's data dir, keys come from the user's config:

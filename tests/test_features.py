@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from tagmatch.features import FeatureConfig, cut_windows, log_mel, mel_basis, window_starts
 
@@ -70,3 +71,30 @@ def test_log_mel_in_blocks_equals_the_whole_signal_at_once():
     S = log_mel(y, cfg)
     assert S.shape == expected.shape == (2 * MEL_BLOCK_FRAMES + 78, cfg.n_mels)
     np.testing.assert_allclose(S, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(fmin=100.0, fmax=900.0, n_mels=8),
+                                 FeatureConfig(sample_rate=16000, n_fft=1024, n_mels=40, fmin=0.0, fmax=8000.0)])
+def test_mel_basis_is_librosas(cfg):
+    """Our filterbank (written out to spare each process librosa's import) is librosa's, bit for bit:
+    models trained with librosa's give the same features."""
+    import librosa
+
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    assert np.array_equal(mel_basis(cfg), ref.T)
+
+
+@pytest.mark.parametrize("n", [80, 8111, 8112, 8113, 20_000, 123_457])
+def test_window_rms_is_the_rms_of_each_windows_samples(n):
+    """From hop energies plus a tail: the same as the definition, also for windows cut short by
+    the end of the audio."""
+    from tagmatch.index import window_rms
+
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(n)
+    y = (rng.standard_normal(n) * rng.uniform(0, 1, n) ** 3).astype(np.float32)
+    starts = np.arange(0, n // cfg.hop_length, 3)
+    want = [np.sqrt(np.mean(y[s * cfg.hop_length : s * cfg.hop_length + cfg.window_samples].astype(np.float64) ** 2))
+            for s in starts]
+    np.testing.assert_allclose(window_rms(y, starts, cfg), want, rtol=1e-5)
+    assert window_rms(y, starts[:0], cfg).shape == (0,)

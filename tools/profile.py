@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     store.check_model(model.model_id, model.feature_config, store_path)
     bench.warm_up(model)
     load_audio(next(p for p in (args.cache / "ref").iterdir()), 8000)
-    log_mel(np.zeros(8000, np.float32), model.feature_config)  # librosa's mel basis: first call only
+    log_mel(np.zeros(8000, np.float32), model.feature_config)  # the mel basis: first call only
     store.search(np.zeros((1, store.dim), np.float32), 10)
 
     refs = sorted((args.cache / "ref").iterdir())[:: max(1, len(list((args.cache / "ref").iterdir())) // args.tracks)]
