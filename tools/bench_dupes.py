@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     print(f"\nprecision {res['precision']:.2%}, recall {res['recall']:.2%} over {len(truth)} true pairs; "
           f"per 1,000 files ({hours / n * 1000:.0f} h of audio): embed {embed_wall * per_k / 60:.1f} min wall, "
           f"compare {cmp_wall * per_k:.1f} s wall")
-    (args.out / f"results-{args.search}.json").write_text(json.dumps(res, indent=1))
+    (args.out / f"results-{model.model_id}-{args.search}.json").write_text(json.dumps(res, indent=1))  # per model
     return 0
 
 
