@@ -11,7 +11,8 @@ stages, none of which compares every file with every other:
 
 A pair whose overlap covers most of the shorter file is a duplicate (one is a copy or an excerpt
 of the other); a shorter shared stretch (an intro, a medley) is a partial overlap. Duplicates are
-grouped transitively (union-find); partial overlaps are reported as pairs. Different recordings of
+grouped transitively (union-find, the most similar pairs first), but two groups join only when
+their longest files are duplicates themselves; partial overlaps are reported as pairs. Different recordings of
 one song do not align over time, so they are neither.
 """
 
@@ -53,6 +54,7 @@ class Overlap:
     overlap_s: float
     offset_s: float
     kind: str  # "duplicate" | "partial"
+    similarity: float = 0.0  # mean cosine of the aligned windows: which pairs group first
 
 
 @dataclass
@@ -189,9 +191,9 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
 
 # ---- stage 2: verification -------------------------------------------------------------------------
 def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window_s: float,
-          cfg: DupesConfig) -> tuple[float, float] | None:
-    """The stretch of `a` that `b` also holds: (overlap_s, offset_s with b time = a time + offset),
-    or None. Every pair of windows at min_similarity or above votes for its offset (bins of
+          cfg: DupesConfig) -> tuple[float, float, float] | None:
+    """The stretch of `a` that `b` also holds: (overlap_s, offset_s with b time = a time + offset,
+    mean cosine of its aligned windows), or None. Every pair of windows at min_similarity or above votes for its offset (bins of
     offset_bin_s, +-1); the offset with the most distinct windows of `a` wins. Taking all matches,
     not each window's single best, matters for music that repeats itself: a window of a loop
     matches every repetition about equally, and its best match is as often a repetition as the
@@ -199,7 +201,8 @@ def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window
     max_gap_s, if they fill at least min_density of it."""
     if len(va) == 0 or len(vb) == 0:
         return None
-    i, j = np.nonzero(va @ vb.T >= cfg.min_similarity)
+    sim = va @ vb.T
+    i, j = np.nonzero(sim >= cfg.min_similarity)
     if len(i) == 0:
         return None
     off = tb[j] - ta[i]
@@ -216,7 +219,7 @@ def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window
     if len(sel) / inside < cfg.min_density:
         return None
     in_run = near & (ta[i] >= lo) & (ta[i] <= hi)
-    return float(hi - lo + window_s), float(np.median(off[in_run]))
+    return float(hi - lo + window_s), float(np.median(off[in_run])), float(sim[i[in_run], j[in_run]].mean())
 
 
 def verify(tracks_a: _Tracks, a: int, tracks_b: _Tracks, b: int, window_s: float,
@@ -225,7 +228,7 @@ def verify(tracks_a: _Tracks, a: int, tracks_b: _Tracks, b: int, window_s: float
     got = align(tracks_a.vectors(a), tracks_a.times(a), tracks_b.vectors(b), tracks_b.times(b), window_s, cfg)
     if got is None:
         return None
-    overlap_s, offset_s = got
+    overlap_s, offset_s, similarity = got
     shorter = min(tracks_a.extent(a, window_s), tracks_b.extent(b, window_s))
     overlap_s = min(overlap_s, shorter)
     if overlap_s >= cfg.duplicate_fraction * shorter:
@@ -234,27 +237,38 @@ def verify(tracks_a: _Tracks, a: int, tracks_b: _Tracks, b: int, window_s: float
         kind = "partial"
     else:
         return None
-    return Overlap(a, b, round(overlap_s, 2), round(offset_s, 2), kind)
+    return Overlap(a, b, round(overlap_s, 2), round(offset_s, 2), kind, round(similarity, 4))
 
 
 # ---- grouping and keepers ----------------------------------------------------------------------------
-def _components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
+def _duplicate_groups(pairs: dict[tuple[int, int], Overlap], length: Callable[[int], float],
+                      duplicates: Callable[[int, int], bool]) -> list[list[int]]:
+    """Duplicate pairs -> groups (union-find), the most similar pairs first. Two groups join only
+    when their longest members are duplicates of each other (`duplicates(a, b)`): an excerpt of a
+    passage that two different recordings share is contained in both, and joining through it
+    would make copies of them. It goes with the recording it matches best (its own source: the
+    copy aligns at a higher cosine than the look-alike passage)."""
+    parent: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
 
     def root(x: int) -> int:
+        parent.setdefault(x, x)
+        members.setdefault(x, [x])
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    for a, b in edges:
+    for (a, b), _ in sorted(pairs.items(), key=lambda kv: (-kv[1].similarity, kv[0])):
         ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for x in sorted({v for e in edges for v in e}):
-        groups.setdefault(root(x), []).append(x)
-    return list(groups.values())
+        if ra == rb:
+            continue
+        la, lb = max(members[ra], key=length), max(members[rb], key=length)
+        if (la, lb) in ((a, b), (b, a)) or duplicates(la, lb):
+            keep, gone = min(ra, rb), max(ra, rb)
+            parent[gone] = keep
+            members[keep] = sorted(members[keep] + members.pop(gone))
+    return [m for r, m in sorted(members.items()) if parent[r] == r and len(m) > 1]
 
 
 def keeper_rank(info: dict, longest_s: float) -> tuple:
@@ -296,10 +310,15 @@ def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: 
         ov = found.get((min(k, m), max(k, m)))
         if ov is None:  # grouped through a third file: measure against the keeper directly
             return verify(tracks, k, tracks, m, window_s, cfg)
-        return ov if ov.a == k else Overlap(k, m, ov.overlap_s, round(-ov.offset_s, 2), ov.kind)
+        return ov if ov.a == k else Overlap(k, m, ov.overlap_s, round(-ov.offset_s, 2), ov.kind, ov.similarity)
+
+    def duplicates(a: int, b: int) -> bool:
+        ov = found.get((min(a, b), max(a, b))) or verify(tracks, min(a, b), tracks, max(a, b), window_s, cfg)
+        return ov is not None and ov.kind == "duplicate"
 
     groups, group_of = [], {}
-    for members in _components(len(store.tracks), [p for p, ov in found.items() if ov.kind == "duplicate"]):
+    dup_pairs = {p: ov for p, ov in found.items() if ov.kind == "duplicate"}
+    for members in _duplicate_groups(dup_pairs, lambda t: tracks.extent(t, window_s), duplicates):
         k = choose_keeper(members, infos, keep)
         rest = sorted(m for m in members if m != k)
         groups.append(Group("duplicate", [k] + rest, {m: from_keeper(k, m) for m in rest}))

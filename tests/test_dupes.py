@@ -171,3 +171,25 @@ def test_approximate_search_finds_the_same_groups(found):
     assert np.mean(np.isclose(exact[:, 0], approx[:, 0], atol=1e-4)) >= 0.95
     groups = find_duplicates(store, found["infos"], found["window_s"], search="approximate")
     assert [g.members for g in groups] == [g.members for g in found["groups"]]
+
+
+def test_an_excerpt_of_a_passage_two_recordings_share_does_not_join_them():
+    """A and B share a passage (a partial overlap only); X, an excerpt of B from that passage, is
+    contained in both. Grouping through X would make A and B copies: X goes with B, the recording
+    it matches best, and A keeps its own copy."""
+    from tagmatch.dupes import Overlap, _duplicate_groups
+
+    A, A2, B, B2, X = range(5)
+    pairs = {(A, A2): 0.97, (B, B2): 0.96, (B, X): 0.95, (B2, X): 0.93, (A, X): 0.66, (A2, X): 0.65}
+    pairs = {p: Overlap(*p, 30.0, 0.0, "duplicate", s) for p, s in pairs.items()}
+    length = {A: 756.0, A2: 755.0, B: 372.0, B2: 371.0, X: 40.0}.__getitem__
+    asked = []
+
+    def duplicates(a, b):
+        asked.append({a, b})
+        return {a, b} <= {A, A2} or {a, b} <= {B, B2, X}
+
+    assert _duplicate_groups(pairs, length, duplicates) == [[A, A2], [B, B2, X]]
+    assert {A, B} in asked  # the longest members were compared before joining
+    # the same pairs when the two recordings are copies of each other: one group
+    assert _duplicate_groups(pairs, length, lambda a, b: True) == [[A, A2, B, B2, X]]
