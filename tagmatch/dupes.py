@@ -12,8 +12,8 @@ stages, none of which compares every file with every other:
 A pair whose overlap covers most of the shorter file is a duplicate (one is a copy or an excerpt
 of the other); a shorter shared stretch (an intro, a medley) is a partial overlap. Duplicates are
 grouped transitively (union-find, the most similar pairs first), but two groups join only when
-their longest files are duplicates themselves; partial overlaps are reported as pairs. Different recordings of
-one song do not align over time, so they are neither.
+their longest files are duplicates themselves; partial overlaps are reported as pairs. Different
+recordings of one song do not align over time, so they are neither.
 """
 
 from __future__ import annotations
@@ -193,12 +193,12 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
 def align(va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, window_s: float,
           cfg: DupesConfig) -> tuple[float, float, float] | None:
     """The stretch of `a` that `b` also holds: (overlap_s, offset_s with b time = a time + offset,
-    mean cosine of its aligned windows), or None. Every pair of windows at min_similarity or above votes for its offset (bins of
-    offset_bin_s, +-1); the offset with the most distinct windows of `a` wins. Taking all matches,
-    not each window's single best, matters for music that repeats itself: a window of a loop
-    matches every repetition about equally, and its best match is as often a repetition as the
-    aligned window. The overlap is then the longest run of those windows without a gap over
-    max_gap_s, if they fill at least min_density of it."""
+    mean cosine of its aligned windows), or None. Every pair of windows at min_similarity or above
+    votes for its offset (bins of offset_bin_s, +-1); the offset with the most distinct windows of
+    `a` wins. Taking all matches, not each window's single best, matters for music that repeats
+    itself: a window of a loop matches every repetition about equally, and its best match is as
+    often a repetition as the aligned window. The overlap is then the longest run of those windows
+    without a gap over max_gap_s, if they fill at least min_density of it."""
     if len(va) == 0 or len(vb) == 0:
         return None
     sim = va @ vb.T

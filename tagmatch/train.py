@@ -324,8 +324,8 @@ def batch_crops(pool: AudioPool, rng: np.random.Generator, cfg: TrainConfig, cro
 
 def _teacher(path: Path, cfg: TrainConfig):
     """The model file at `path` as a `Siamese` wrapper (its projection is not used: the student
-    learns the encoder's own output) and its id. Any kind teaches any
-    kind whose training views carry at least that context."""
+    learns the encoder's own output) and its id. Any kind teaches any kind whose training views
+    carry at least the context it reads."""
     from flax import nnx
 
     from tagmatch.model import Siamese
