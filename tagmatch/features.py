@@ -29,8 +29,9 @@ class FeatureConfig:
     fmin: float = 300.0
     fmax: float = 4000.0
     window_frames: int = 96  # ~0.96 s; divisible by 2**5 for five stride-2 convolutions
-    # Reference windows every 0.5 s for a new model; the shipped one uses 0.25 s (set with
-    # tools/fit_projection.py). The query hop is a MatchConfig choice.
+    # Reference windows every 0.5 s for a new window-kind model (the previous default used 0.25 s,
+    # set with tools/fit_projection.py); a shared-kind model is saved with its stride (0.32 s).
+    # The query hop is a MatchConfig choice.
     ref_hop_frames: int = 50
 
     def to_dict(self) -> dict:

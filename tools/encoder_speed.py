@@ -1,5 +1,5 @@
-"""Encoder CPU per second of audio, one thread: a window-kind model (the shipped one by default)
-against a shared-kind model of the same channels (`--shared MODEL`, else untrained weights:
+"""Encoder CPU per second of audio, one thread: a model (the shipped one, shared kind, by default)
+against one of the other kind with the same channels (`--other MODEL`, else untrained weights:
 speed does not depend on them), on the reference grid and on a query grid.
 
 The window kind embeds each 0.96 s window on its own (reference every `ref_hop_frames`, query
@@ -31,12 +31,15 @@ def best_cpu(fn, reps: int) -> float:
     return min(runs)
 
 
-def untrained_shared(like):
-    """A shared-kind model with `like`'s channels and random weights."""
+def other_kind(like):
+    """A model of the other kind with `like`'s channels and random weights, on that kind's
+    reference grid (shared: its stride; window: 0.25 s, as the previous default)."""
     from tagmatch.modelio import untrained_model
 
-    mc = replace(like.model_config, kind="shared")
-    return untrained_model(replace(like.feature_config, ref_hop_frames=mc.stride), mc, projection=like.projection)
+    kind = "window" if like.model_config.kind == "shared" else "shared"
+    mc = replace(like.model_config, kind=kind)
+    hop = mc.stride if kind == "shared" else int(round(0.25 / like.feature_config.frame_seconds))
+    return untrained_model(replace(like.feature_config, ref_hop_frames=hop), mc, projection=like.projection)
 
 
 def per_second(model, S: np.ndarray, hop: int, reps: int) -> float:
@@ -48,20 +51,21 @@ def per_second(model, S: np.ndarray, hop: int, reps: int) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="window-kind model (default: the shipped one)")
-    ap.add_argument("--shared", type=Path, help="shared-kind model (default: untrained, same channels)")
+    ap.add_argument("--model", type=Path, help="model file, either kind (default: the shipped one)")
+    ap.add_argument("--other", type=Path, help="a model of the other kind (default: untrained, same channels)")
     args = ap.parse_args(argv)
     from tagmatch.modelio import load_model
     from tagmatch.threads import one_compute_thread
 
     one_compute_thread()  # as `tagmatch index` runs the encoder
-    window = load_model(args.model)
-    shared = load_model(args.shared) if args.shared else untrained_shared(window)
-    fc = window.feature_config
+    model = load_model(args.model)
+    other = load_model(args.other) if args.other else other_kind(model)
+    fc = model.feature_config
     rng = np.random.default_rng(0)
     track = (rng.standard_normal((6000, fc.n_mels)) - 5).astype(np.float32)  # 60 s
     fragment = track[:1032]  # a 10 s query fragment and its context
-    for name, model in (("window", window), ("shared", shared)):
+    for model in sorted((model, other), key=lambda m: m.model_config.kind != "window"):
+        name = model.model_config.kind
         ref_hop = model.feature_config.ref_hop_frames
         q_hop = model.default_query_hop_frames()
         ref = per_second(model, track, ref_hop, 5)
