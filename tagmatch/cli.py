@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=0.5, help="confidence below which a file is unknown")
     sp.add_argument("--whole-files", action="store_true",
                     help="read every file to its end (default: stop once the first 10 s fragments make the answer "
-                         "near-certain, confidence 0.999)")
+                         "near-certain, confidence 0.9999)")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_scan)

@@ -4,9 +4,11 @@ The file is cut into 10 s fragments. Every 0.2 s (0.16 s with a shared-kind mode
 embedded and its nearest reference windows are found; each hit votes for (track, offset =
 reference time - query time). Within a fragment, votes are counted only when they agree on the
 track AND on the offset (0.5 s bins, +-1 bin), so chance neighbours scattered over a library do
-not add up. A track's score is the mean over fragments of its best aligned vote mass per window.
-The raw evidence is the margin between the best track and its best competitor, which a
-per-model calibration maps to 0..1.
+not add up. The best few tracks by votes are then scored again along their alignment: every query
+window is compared with the track's stored window where the alignment puts it, and what counts
+is how far that similarity rises above the window's background (its 10th-best similarity in the
+whole store), averaged over all windows and then over fragments. The raw evidence is the margin
+between the best track and its best competitor, which a per-model calibration maps to 0..1.
 
 A file is decoded and matched one fragment at a time, and reading stops once the fragments so far
 give a near-certain answer (`MatchConfig.stop_confidence`): a whole song is usually identified
@@ -46,7 +48,12 @@ class MatchConfig:
     query_hop_s: float | None = None
     min_duration_s: float = 3.0  # below this a file is reported as too short
     min_fragment_s: float = 3.0  # a tail shorter than this joins the fragment before it
-    top_k: int = 10  # reference neighbours per query window
+    top_k: int = 10  # reference neighbours per query window (the last one is its background)
+    # The best tracks by votes scored again along their alignment (0: the votes decide). Votes only
+    # see the hits among a window's top-k; the aligned score also sees a right track's windows that
+    # noise pushed out of it, and lets a chance alignment's many weak windows count against it
+    # (docs/benchmarks.md, "Scoring study").
+    rescore: int = 5
     offset_bin_s: float = 0.5
     threshold: float = 0.5  # on the calibrated confidence
     alternatives: int = 3
@@ -54,15 +61,22 @@ class MatchConfig:
     # Stop reading a file once its fragments so far give this confidence, and at least the
     # threshold (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
-    # margin of a first 10 s never passed 0.27, under the 0.43 that 0.999 means, but a first 5 s
-    # reached 0.49 once (docs/benchmarks.md, "Stopping early").
-    stop_confidence: float | None = 0.999
+    # margin of a first 10 s never passed 0.032, under the 0.049 that 0.9999 means (shipped model;
+    # docs/benchmarks.md, "Stopping early"); right answers' margins have a median of 0.16.
+    stop_confidence: float | None = 0.9999
+
+
+# Where an alignment puts a query window, the reference has a window within ALIGN_TOLERANCE_S (its
+# grid is 0.32 s or finer); each fragment's offset is also tried ALIGN_SHIFTS_S away, since a vote's
+# offset is a mean over a 0.5 s bin and its neighbours and drifts with speed changes.
+ALIGN_TOLERANCE_S = 0.25
+ALIGN_SHIFTS_S = (-0.3, 0.0, 0.3)
 
 
 @dataclass
 class Candidate:
     track: int
-    score: float  # aligned similarity per query window, averaged over fragments
+    score: float  # evidence per query window along the alignment (votes with rescore=0), averaged over fragments
     margin: float  # score minus the best competitor's (the raw evidence)
     confidence: float
     offset_s: float  # where the query starts in the reference track
@@ -174,7 +188,7 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                     else:
                         hits.append(new)
                 if not piece.last and cfg.stop_confidence is not None and hits:
-                    early = _decide(str(path), [h.votes(cfg) for h in hits], model, cfg)
+                    early = _decide(str(path), hits, store, model, cfg)
                     if early.match and early.match.confidence >= max(cfg.stop_confidence, cfg.threshold):
                         early.stopped_at_s = round(query.read_until_s, 2)
                         return early
@@ -182,7 +196,7 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
             query.close()
         if not hits:
             raise TagmatchError("silent: no audible audio")
-        return _decide(str(path), [h.votes(cfg) for h in hits], model, cfg)
+        return _decide(str(path), hits, store, model, cfg)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
@@ -198,11 +212,12 @@ class _Hits:
     ref_time: np.ndarray  # [shape=(w, k)]
     sim: np.ndarray  # [shape=(w, k)]
     q_time: np.ndarray  # [shape=(w,)]
+    vectors: np.ndarray  # [shape=(w, dim)] the windows' embeddings
     _votes: _Fragment | None = None
 
     def joined(self, tail: "_Hits") -> "_Hits":
         pairs = ((self.track, tail.track), (self.ref_time, tail.ref_time), (self.sim, tail.sim),
-                 (self.q_time, tail.q_time))
+                 (self.q_time, tail.q_time), (self.vectors, tail.vectors))
         return _Hits(self.start_s, *(np.concatenate(pair) for pair in pairs))
 
     def votes(self, cfg: MatchConfig) -> _Fragment:
@@ -217,7 +232,7 @@ def _search(start_s: float, starts: np.ndarray, vectors: np.ndarray, store: Stor
     """A fragment's embedded windows (start frames `starts`) -> their top-k stored vectors."""
     idx, sim = (searcher or store).search(vectors, cfg.top_k)
     track, ref_time = store.lookup(idx)
-    return _Hits(start_s, track, ref_time, sim, starts * fc.frame_seconds)
+    return _Hits(start_s, track, ref_time, sim, starts * fc.frame_seconds, vectors)
 
 
 def open_query(path: Path, model: LoadedModel, cfg: MatchConfig) -> "QueryAudio":
@@ -358,17 +373,18 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     store itself (exact, the default) or an approximate index over it (tagmatch.ann)."""
     fc = model.feature_config
     _, per_frag, min_frag = _frame_grid(model, cfg)
-    fragments = []
+    hits = []
     for a, b in fragment_bounds(n_frames, per_frag, min_frag):
         sel = (starts >= a) & (starts < b)
         if sel.any():
-            fragments.append(_search(a * fc.frame_seconds, starts[sel], vectors[sel], store, fc, cfg,
-                                     searcher).votes(cfg))
-    return _decide(name, fragments, model, cfg)
+            hits.append(_search(a * fc.frame_seconds, starts[sel], vectors[sel], store, fc, cfg, searcher))
+    return _decide(name, hits, store, model, cfg)
 
 
-def _decide(name: str, fragments: list[_Fragment], model: LoadedModel, cfg: MatchConfig) -> FileMatch:
-    """Fragments' votes -> the suggestion: a track's score is its mean over fragments."""
+def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg: MatchConfig) -> FileMatch:
+    """Fragments' hits -> the suggestion: votes pick the best `cfg.rescore` tracks, which are then
+    scored along their alignment (a score is a mean over fragments)."""
+    fragments = [h.votes(cfg) for h in hits]
     n = len(fragments)
     totals: dict[int, float] = {}
     for f in fragments:
@@ -376,12 +392,43 @@ def _decide(name: str, fragments: list[_Fragment], model: LoadedModel, cfg: Matc
             totals[t] = totals.get(t, 0.0) + s / n
     if not totals:
         return FileMatch(name, "unknown")
+    if cfg.rescore:
+        by_votes = sorted(totals, key=totals.get, reverse=True)[: cfg.rescore]
+        totals = {t: _aligned_score(t, hits, fragments, store) for t in by_votes}
     margins = _margins(totals, cfg.same_audio_ratio)
     ranked = sorted(totals, key=totals.get, reverse=True)
     cands = [_candidate(t, totals[t], margins[t], fragments, model) for t in ranked[: 1 + cfg.alternatives]]
     best = cands[0]
     status = "match" if best.confidence >= cfg.threshold else "unknown"
     return FileMatch(name, status, match=best, alternatives=cands[1:])
+
+
+def _aligned_score(t: int, hits: list[_Hits], fragments: list[_Fragment], store: Store) -> float:
+    """Track t's evidence along its alignment, per window, averaged over fragments. A fragment where
+    t got no vote is aligned at t's offset in its strongest fragment."""
+    times, ref = store.track_vectors(t)
+    anchor = max((f for f in fragments if t in f.scores), key=lambda f: f.scores[t][0]).scores[t][1]
+    total = 0.0
+    for h, f in zip(hits, fragments):
+        offset = f.scores[t][1] if t in f.scores else anchor
+        background = np.maximum(h.sim[:, -1], 0.0) if h.sim.shape[1] else np.zeros(len(h.q_time), np.float32)
+        total += max(_along(times, ref, h.vectors, h.q_time + offset + shift, background)
+                     for shift in ALIGN_SHIFTS_S)
+    return total / len(hits)
+
+
+def _along(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarray, background: np.ndarray) -> float:
+    """Mean over query windows of how far each one's similarity to the reference window at time
+    `at` (the best within ALIGN_TOLERANCE_S) rises above its `background`; 0 where it does not.
+    times/ref: the track's stored windows (ascending times, unit vectors)."""
+    lo = np.searchsorted(times, at - ALIGN_TOLERANCE_S)
+    hi = np.searchsorted(times, at + ALIGN_TOLERANCE_S, side="right")
+    best = np.zeros(len(at), np.float32)  # no reference window there (silence, past the end): no evidence
+    for j in range(int((hi - lo).max(initial=0))):
+        row = lo + j
+        ok = row < hi
+        best[ok] = np.maximum(best[ok], np.einsum("ij,ij->i", vectors[ok], ref[row[ok]]))
+    return float(np.maximum(best - background, 0.0).mean())
 
 
 def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:

@@ -121,7 +121,7 @@ class Shard:
     so a shard's file stays valid when tracks elsewhere come or go."""
 
     vectors: np.ndarray  # [shape=(n, dim)] int8 (a memmap when loaded)
-    track: np.ndarray  # [shape=(n,)] int32 shard-local track number
+    track: np.ndarray  # [shape=(n,)] int32 shard-local track number; a track's rows are together, in order
     time: np.ndarray  # [shape=(n,)] float32 window start in seconds
     n_tracks: int
     file: str | None = None  # its file in the store folder; None: not written yet
@@ -210,6 +210,16 @@ class Store:
             rows = flat[sel] - starts[sh]
             order = np.argsort(rows, kind="stable")
             yield int(sh), sel[order], rows[order]
+
+    def track_vectors(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Track t's window times [shape=(m,)], ascending, and its vectors as float32 unit vectors
+        [shape=(m, dim)]: a slice of one shard (of a memory map, only those rows are read)."""
+        self._flush()
+        first = np.cumsum([0] + [s.n_tracks for s in self.shards])
+        sh = int(np.searchsorted(first, t, side="right")) - 1
+        shard, local = self.shards[sh], t - int(first[sh])
+        lo, hi = np.searchsorted(shard.track, [local, local + 1])
+        return np.asarray(shard.time[lo:hi]), dequantize(np.asarray(shard.vectors[lo:hi]), self.dim)
 
     @property
     def vectors(self) -> np.ndarray:

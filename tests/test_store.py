@@ -194,6 +194,25 @@ def test_lookup_reads_track_and_time_from_each_shard(tmp_path):
     assert track[0, 0] == 3 and when[0, 0] == pytest.approx(1.5)
 
 
+def test_track_vectors_reads_one_tracks_rows_from_its_shard(tmp_path):
+    s = _toy_store(n_tracks=3)
+    s.save(tmp_path / "store")
+    v = np.random.default_rng(9).standard_normal((4, s.dim)).astype(np.float32)
+    s.add_track(TrackInfo("/lib/new.flac", {}, 30.0, 1, 1), v / np.linalg.norm(v, axis=1, keepdims=True),
+                np.arange(4) * 0.5)
+    s.save(tmp_path / "store")
+    r = Store.load(tmp_path / "store")
+    flat = r.vectors.astype(np.float32) / vector_scale(r.dim)
+    for t in range(4):
+        times, vectors = r.track_vectors(t)
+        rows = np.flatnonzero(r.vec_track == t)
+        np.testing.assert_array_equal(times, r.vec_time[rows])
+        np.testing.assert_allclose(vectors, flat[rows], atol=1e-6)
+    r.remove_tracks({1})
+    times, vectors = r.track_vectors(1)  # the former track 2
+    np.testing.assert_allclose(vectors, flat[np.flatnonzero(s.vec_track == 2)], atol=1e-6)
+
+
 def test_loading_maps_the_vectors_and_searches_shard_by_shard(tmp_path, monkeypatch):
     import tagmatch.store as store_mod
 

@@ -678,10 +678,10 @@ def logistic_fit(margin: np.ndarray, label: np.ndarray, min_width: float) -> tup
 
 
 def fit_calibration(margin: np.ndarray, label: np.ndarray, unknown: np.ndarray,
-                    max_false: float = MAX_FALSE_MATCH, min_width: float = 0.01):
+                    max_false: float = MAX_FALSE_MATCH, min_width: float = 0.002):
     """Fit Calibration(mid, width) on (margin, label) pairs of a fitting query set.
 
-    mid: the smallest margin (on a 0.001 grid) reached by fewer than `max_false` of the unknown
+    mid: the smallest margin (on a 0.0001 grid) reached by fewer than `max_false` of the unknown
     queries (strictly fewer, so with under 1/max_false unknown queries it sits above all of them:
     conservative). width: the scale of a free logistic fit of P(right song | margin), i.e. how
     fast the evidence separates right songs from the rest. (A logistic fit with mid pinned at
@@ -696,11 +696,11 @@ def fit_calibration(margin: np.ndarray, label: np.ndarray, unknown: np.ndarray,
         raise ValueError("calibration needs unknown-song queries")
     allowed = math.ceil(max_false * len(u)) - 1  # false matches tolerated
     edge = float(u[allowed]) if np.isfinite(u[allowed]) else 0.0  # -inf: that query found nothing
-    mid = math.floor(edge * 1000) / 1000 + 0.001  # strictly above that unknown margin
+    mid = math.floor(edge * 1e4) / 1e4 + 1e-4  # strictly above that unknown margin
 
     ok = np.isfinite(margin)
     free_mid, free_width = logistic_fit(margin[ok], label[ok], min_width)
-    cal = Calibration(mid=round(mid, 3), width=float(f"{free_width:.3g}"))
+    cal = Calibration(mid=round(mid, 4), width=float(f"{free_width:.3g}"))
     known = ~unknown
     pos = label & known
     finite_u = margin[unknown][np.isfinite(margin[unknown])]

@@ -36,7 +36,7 @@ import bench  # noqa: E402
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.match import MatchConfig, _margins, _vote, fragment_bounds, query_frames  # noqa: E402
+from tagmatch.match import MatchConfig, _decide, _Hits, _margins, _vote, fragment_bounds, query_frames  # noqa: E402
 
 K = 32  # neighbours cached per window (the matcher uses 10)
 TEST_SEED = 1
@@ -61,22 +61,24 @@ def query_sets(corpus, cache: Path) -> list[tuple[int, object]]:
 
 
 def hits_for(queries, store, model, by_name, cache_file: Path) -> list[dict]:
-    """Per query: its windows' top-K (track, time, sim), start frames, frame count and truth."""
+    """Per query: its windows' top-K (track, time, sim), embeddings, start frames, frame count and
+    truth."""
     done = joblib.load(cache_file) if cache_file.exists() else {}
     fc, cfg = model.feature_config, MatchConfig()
     out, t0, new = [], time.perf_counter(), 0
     for i, (seed, q) in enumerate(queries, 1):
         key = str(q.path)
-        if key not in done:
+        if key not in done or (done[key]["error"] is None and "vectors" not in done[key]):  # older caches
             rec = {"error": None}
             try:
                 y = load_audio(q.path, fc.sample_rate)
                 S, starts = query_frames(y, model, cfg)
                 n_frames = len(S)
-                idx, sim = store.search(model.embed_at(S, starts), K)
+                vectors = model.embed_at(S, starts)
+                idx, sim = store.search(vectors, K)
                 track, when = store.lookup(idx)
                 rec.update(track=track.astype(np.int32), time=when.astype(np.float32), sim=sim.astype(np.float32),
-                           starts=starts, n_frames=n_frames)
+                           starts=starts, n_frames=n_frames, vectors=vectors.astype(np.float16))
             except TagmatchError as exc:
                 rec["error"] = str(exc)
             done[key] = rec
@@ -105,6 +107,29 @@ class Variant:
     transform: Callable | None = None  # (query's hits) -> sim' [w, K]: what a hit votes with
     raw: str = "margin"  # "margin" | "ratio" | "margin_x_agree"
     bin_s: float = 0.5
+    aligned: int = 0  # > 0: the matcher's own decision (`_decide`), this many tracks scored along their alignment
+
+
+@dataclass(frozen=True)
+class Context:
+    store: object
+    model: object
+
+    @property
+    def frame_s(self) -> float:
+        return self.model.feature_config.frame_seconds
+
+
+def decided(r: dict, v: Variant, ctx: Context):
+    """The matcher's FileMatch for a query's cached hits (top v.k of them), as `match_vectors`
+    decides with exact search."""
+    frame_s, hits = ctx.frame_s, []
+    for a, b in fragment_bounds(r["n_frames"], int(round(10.0 / frame_s)), int(round(3.0 / frame_s))):
+        sel = (r["starts"] >= a) & (r["starts"] < b)
+        if sel.any():
+            hits.append(_Hits(a * frame_s, r["track"][sel, : v.k], r["time"][sel, : v.k], r["sim"][sel, : v.k],
+                              r["starts"][sel] * frame_s, r["vectors"][sel].astype(np.float32)))
+    return _decide("", hits, ctx.store, ctx.model, MatchConfig(top_k=v.k, offset_bin_s=v.bin_s, rescore=v.aligned))
 
 
 def totals_of(r: dict, v: Variant, frame_s: float) -> tuple[dict[int, float], list]:
@@ -125,11 +150,14 @@ def totals_of(r: dict, v: Variant, frame_s: float) -> tuple[dict[int, float], li
     return totals, frags
 
 
-def score(r: dict, v: Variant, frame_s: float) -> tuple[int | None, float]:
+def score(r: dict, v: Variant, ctx: Context) -> tuple[int | None, float]:
     """(best track, raw score) of one query under variant v."""
     if r["error"] is not None:
         return None, -math.inf
-    totals, frags = totals_of(r, v, frame_s)
+    if v.aligned:
+        fm = decided(r, v, ctx)
+        return (fm.match.track, fm.match.margin) if fm.match else (None, -math.inf)
+    totals, frags = totals_of(r, v, ctx.frame_s)
     if not totals:
         return None, -math.inf
     margins = _margins(totals, MatchConfig().same_audio_ratio)
@@ -176,7 +204,10 @@ def specific(c: float, far_s: float | None = None) -> Callable:
 
 
 VARIANTS = (
-    Variant("shipped: top-10, margin"),
+    Variant("shipped: top-10 votes pick 5 tracks, scored along their alignment, margin", aligned=5),
+    Variant("... 3 tracks", aligned=3),
+    Variant("... 8 tracks", aligned=8),
+    Variant("votes only (the matcher before session 10): top-10, margin"),
     Variant("top-20, margin", k=20),
     Variant("top-10, ratio margin/score", raw="ratio"),
     Variant("top-10, margin x fragments agreeing", raw="margin_x_agree"),
@@ -192,10 +223,10 @@ VARIANTS = (
 )
 
 
-def evaluate(records: list[dict], v: Variant, frame_s: float) -> dict:
+def evaluate(records: list[dict], v: Variant, ctx: Context) -> dict:
     rows = []
     for r in records:
-        best, raw = score(r, v, frame_s)
+        best, raw = score(r, v, ctx)
         right = r["kind"] == "known" and best is not None and r["track_group"][best] is not None \
             and r["track_group"][best].group == r["group"]
         rows.append((r["seed"], r["condition"], r["kind"], right, raw))
@@ -224,24 +255,25 @@ def evaluate(records: list[dict], v: Variant, frame_s: float) -> dict:
 
 
 # ---- stopping early -----------------------------------------------------------------------------
-def prefix_margins(r: dict, frame_s: float, window_frames: int, step_s: float = 5.0) -> list[tuple[float, int | None, float]]:
+def prefix_margins(r: dict, ctx: Context, step_s: float = 5.0) -> list[tuple[float, int | None, float]]:
     """(seconds read, best track, margin) after every `step_s` of a query shorter than its end,
     from the windows that start before then, scored as the shipped matcher scores them (top-10,
     10 s fragments)."""
-    out, v = [], VARIANTS[0]
+    out, v, frame_s = [], VARIANTS[0], ctx.frame_s
     t = step_s
     while round(t / frame_s) < r["n_frames"] - 1:
         frames = int(round(t / frame_s))
         keep = r["starts"] < frames  # the windows that start in it, as a fragment's
         cut = {**r, "n_frames": frames, "starts": r["starts"][keep], "sim": r["sim"][keep],
-               "track": r["track"][keep], "time": r["time"][keep]}
-        best, m = score(cut, v, frame_s) if keep.any() else (None, -math.inf)
+               "track": r["track"][keep], "time": r["time"][keep], "vectors": r["vectors"][keep]}
+        best, m = score(cut, v, ctx) if keep.any() else (None, -math.inf)
         out.append((t, best, m))
         t += step_s
     return out
 
 
-def early_stop_study(records: list[dict], fc, calibration) -> None:
+def early_stop_study(records: list[dict], ctx: Context) -> None:
+    fc, calibration = ctx.model.feature_config, ctx.model.calibration
     frame_s = fc.frame_seconds
 
     def right(r, best):
@@ -251,8 +283,8 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
     rows = []
     for r in records:
         if r["error"] is None:
-            best, m = score(r, VARIANTS[0], frame_s)
-            rows.append((r, right(r, best), m, [(t, right(r, b), mm) for t, b, mm in prefix_margins(r, frame_s, fc.window_frames)]))
+            best, m = score(r, VARIANTS[0], ctx)
+            rows.append((r, right(r, best), m, [(t, right(r, b), mm) for t, b, mm in prefix_margins(r, ctx)]))
     print("\nbest margin reached by the first N s of unknown-song queries (all seeds):")
     print("| first | queries | max | 99.5th pct | whole queries' max |")
     print("|---|---|---|---|---|")
@@ -263,11 +295,11 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
             print(f"| {t:g} s | {len(ms)} | {max(ms):.3f} | {np.quantile(ms, 0.995):.3f} | {whole_max:.3f} |")
     thr = calibration.mid
     print("\nstopping after the first whole fragment (10, 20, ... s; audio follows) whose margin reaches E:")
-    print("| E (confidence) | seeds | audio read | files stopped | known right at threshold (reading all) "
+    print("| E (margin) (confidence) | seeds | audio read | files stopped | known right at threshold (reading all) "
           "| known wrong | unknown false |")
     print("|---|---|---|---|---|---|---|")
-    for e in (0.35, 0.40, 0.433, 0.50, 0.60):
-        conf = 1 / (1 + math.exp(-(e - calibration.mid) / calibration.width))
+    for conf in (0.99, 0.999, 0.9999, 0.99999):
+        e = calibration.mid + calibration.width * math.log(conf / (1 - conf))
         for label, sel in (("1001-3001", lambda r: r["seed"] != TEST_SEED), ("1", lambda r: r["seed"] == TEST_SEED)):
             sub = [x for x in rows if sel(x[0])]
             read = total = stopped = acc = acc_all = wrong = false = 0
@@ -288,7 +320,7 @@ def early_stop_study(records: list[dict], fc, calibration) -> None:
                     wrong += (not ok) and m >= thr
                 else:
                     false += m >= thr
-            print(f"| {e} ({conf:.4f}) | {label} | {100 * read / total:.0f}% | {stopped} of {len(sub)} | "
+            print(f"| {e:.4f} ({conf}) | {label} | {100 * read / total:.0f}% | {stopped} of {len(sub)} | "
                   f"{100 * acc / n_known:.1f}% ({100 * acc_all / n_known:.1f}%) | {wrong} | {false} |")
 
 
@@ -311,12 +343,12 @@ def main(argv=None) -> int:
     queries = query_sets(corpus, args.cache)
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.model_id}.joblib")
-    frame_s = model.feature_config.frame_seconds
+    ctx = Context(store, model)
     if args.early_stop:
-        early_stop_study(records, model.feature_config, model.calibration)
+        early_stop_study(records, ctx)
         return 0
     chosen = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else VARIANTS
-    results = [evaluate(records, v, frame_s) for v in chosen]
+    results = [evaluate(records, v, ctx) for v in chosen]
     conds = list(results[0]["conditions"])
     short = {c: c.replace("excerpt", "").replace("_", " ")[:14] for c in conds}
     print(f"\nmodel {model.model_id}")
