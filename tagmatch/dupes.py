@@ -298,22 +298,28 @@ def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: 
     tracks = _Tracks(store)
     pairs = sorted(candidate_pairs(store, cfg, progress=(lambda n, t: progress("searching", n, t)) if progress else None,
                                    search=search))
-    found: dict[tuple[int, int], Overlap] = {}
+    measured: dict[tuple[int, int], Overlap | None] = {}  # (a < b) -> their overlap (None: none)
     for n, (a, b) in enumerate(pairs, 1):
-        ov = verify(tracks, a, tracks, b, window_s, cfg)
-        if ov is not None:
-            found[(a, b)] = ov
+        measured[(a, b)] = verify(tracks, a, tracks, b, window_s, cfg)
         if progress:
             progress("verifying", n, len(pairs))
+    found = {p: ov for p, ov in measured.items() if ov is not None}
+
+    def measure(a: int, b: int) -> Overlap | None:
+        """A pair's overlap, measured once (pairs grouped through a third file were not candidates)."""
+        key = (min(a, b), max(a, b))
+        if key not in measured:
+            measured[key] = verify(tracks, key[0], tracks, key[1], window_s, cfg)
+        return measured[key]
 
     def from_keeper(k: int, m: int) -> Overlap | None:
-        ov = found.get((min(k, m), max(k, m)))
-        if ov is None:  # grouped through a third file: measure against the keeper directly
-            return verify(tracks, k, tracks, m, window_s, cfg)
-        return ov if ov.a == k else Overlap(k, m, ov.overlap_s, round(-ov.offset_s, 2), ov.kind, ov.similarity)
+        ov = measure(k, m)
+        if ov is None or ov.a == k:
+            return ov
+        return Overlap(k, m, ov.overlap_s, round(-ov.offset_s, 2), ov.kind, ov.similarity)
 
     def duplicates(a: int, b: int) -> bool:
-        ov = found.get((min(a, b), max(a, b))) or verify(tracks, min(a, b), tracks, max(a, b), window_s, cfg)
+        ov = measure(a, b)
         return ov is not None and ov.kind == "duplicate"
 
     groups, group_of = [], {}

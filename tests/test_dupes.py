@@ -193,3 +193,39 @@ def test_an_excerpt_of_a_passage_two_recordings_share_does_not_join_them():
     assert {A, B} in asked  # the longest members were compared before joining
     # the same pairs when the two recordings are copies of each other: one group
     assert _duplicate_groups(pairs, length, lambda a, b: True) == [[A, A2, B, B2, X]]
+
+
+
+def test_each_pair_is_measured_once(found, monkeypatch):
+    """A third copy whose pair with its source was not a search candidate joins the group through
+    the other copy, and its overlap is still measured and reported; no pair is aligned twice
+    (checking a join and reporting the keeper's overlaps share one measurement)."""
+    import tagmatch.dupes as dupes
+    from tagmatch.store import TrackInfo
+
+    store, infos, rel = found["store"], dict(found["infos"]), found["rel"]
+    sub, _ = restrict(store, list(range(len(store.tracks))))
+    keeper = next(i for i in range(len(store.tracks)) if rel(i) == GROUPS[0][0])  # the copied file
+    times, vectors = sub.track_vectors(keeper)
+    info = store.tracks[keeper]
+    third = sub.add_track(TrackInfo(info.path + ".copy.flac", info.tags, info.duration_s, info.size, info.mtime_ns),
+                          vectors, times)
+    infos[third] = dict(infos[keeper], path=info.path + ".copy.flac")
+    real_pairs, real_verify = dupes.candidate_pairs, dupes.verify
+    calls = []
+
+    def pairs_without_the_keepers(*args, **kwargs):
+        return [p for p in real_pairs(*args, **kwargs) if p != (keeper, third)]
+
+    def counting(tracks_a, a, tracks_b, b, *args, **kwargs):
+        calls.append((min(a, b), max(a, b)))
+        return real_verify(tracks_a, a, tracks_b, b, *args, **kwargs)
+
+    monkeypatch.setattr(dupes, "candidate_pairs", pairs_without_the_keepers)
+    monkeypatch.setattr(dupes, "verify", counting)
+    groups = find_duplicates(sub, infos, found["window_s"])
+    group = next(g for g in groups if keeper in g.members)
+    assert sorted(group.members) == sorted([keeper, third, *(i for i in range(len(store.tracks))
+                                                             if rel(i) == GROUPS[0][1])])
+    assert len(group.overlaps) == 2 and all(ov.kind == "duplicate" for ov in group.overlaps.values())
+    assert calls.count((keeper, third)) == 1 and len(calls) == len(set(calls))
