@@ -1,9 +1,11 @@
 """Quality/size/speed trade-off study (`make tradeoff`): reference hop, query hop, vector dtype and
 embedding dimension, on the benchmark's query set, one variant at a time.
 
-Every reference track is embedded once every 0.25 s and every query once every 0.1 s; a variant
-subsamples those (a 0.5 s reference hop keeps every other window), stores them in its dtype, or
-projects both sides onto the top principal axes of the reference vectors (a stand-in for a smaller
+The first variant is the model's own settings (its reference hop and query hop, int8, its
+dimension); each other changes one of them. Every reference track is embedded once on the finest
+reference grid of the variants (half the model's hop) and every query on the finest query grid
+(half the model's query hop); a variant subsamples those, stores them in its dtype, or projects
+both sides onto the top principal axes of the reference vectors (a stand-in for a smaller
 embedding: it needs no retraining). Each variant then runs the real matcher (`match_vectors`).
 
 Reported per variant: top-1 on known songs with no threshold; top-1 at the raw-margin threshold
@@ -33,13 +35,10 @@ from tagmatch.index import reference_frames  # noqa: E402
 from tagmatch.match import MatchConfig, match_vectors, query_frames  # noqa: E402
 from tagmatch.store import Store, TrackInfo, quantize  # noqa: E402
 
-BASE_QUERY_HOP = 0.1
-
-
 @dataclass(frozen=True)
 class Variant:
-    ref_hop_s: float = 0.5
-    query_hop_s: float = 0.2
+    ref_hop_s: float
+    query_hop_s: float
     dtype: str = "int8"  # "float32" | "float16" | "int8"
     dim: int = 0  # 0: the model's; else PCA to this many dimensions
 
@@ -49,12 +48,17 @@ class Variant:
                 f"dim {self.dim or 'model'}")
 
 
-VARIANTS = (  # the shipped settings first, then one change at a time (cheapest first), then pairs
-    Variant(),
-    Variant(query_hop_s=0.1), Variant(query_hop_s=0.3), Variant(query_hop_s=0.5),
-    Variant(ref_hop_s=1.0), Variant(dim=64), Variant(dtype="float16"), Variant(dim=32),
-    Variant(ref_hop_s=0.25), Variant(dtype="float32"),
-)
+def variants_for(model) -> tuple[Variant, ...]:
+    """The model's own settings first, then one change at a time. Query hops are multiples of half
+    the model's (the finest grid embedded), reference hops of half its reference hop."""
+    fs = model.feature_config.frame_seconds
+    ref, query = model.feature_config.ref_hop_frames * fs, model.default_query_hop_frames() * fs
+    own = Variant(round(ref, 4), round(query, 4))
+    return (own,
+            replace(own, query_hop_s=round(query / 2, 4)), replace(own, query_hop_s=round(query * 1.5, 4)),
+            replace(own, query_hop_s=round(query * 2.5, 4)), replace(own, ref_hop_s=round(ref * 2, 4)),
+            replace(own, dim=model.dim // 2), replace(own, dtype="float16"), replace(own, dim=model.dim // 4),
+            replace(own, ref_hop_s=round(ref / 2, 4)), replace(own, dtype="float32"))
 
 
 def embed_reference(ref_files: list[Path], model, hop_frames: int) -> dict:
@@ -78,9 +82,9 @@ def embed_reference(ref_files: list[Path], model, hop_frames: int) -> dict:
             "tracks": durs}
 
 
-def embed_queries(queries, model) -> list[dict]:
+def embed_queries(queries, model, hop_s: float) -> list[dict]:
     fc = model.feature_config
-    cfg = MatchConfig(query_hop_s=BASE_QUERY_HOP)
+    cfg = MatchConfig(query_hop_s=hop_s)
     out = []
     for i, q in enumerate(queries):
         try:
@@ -173,8 +177,9 @@ def main(argv=None) -> int:
     corpus = load_corpus(args.corpus)
     by_name = bench.link_reference(corpus, args.cache / "ref")
     conds = [c for c in bench.CONDITIONS if c.excerpt_s is not None]  # whole files: 100% anyway, and slow
-    variants = VARIANTS if args.variants == "all" else VARIANTS[:1]
+    variants = variants_for(model) if args.variants == "all" else variants_for(model)[:1]
     hop = min(int(round(v.ref_hop_s / model.feature_config.frame_seconds)) for v in variants)
+    query_hop_s = min(v.query_hop_s for v in variants)
     ref_path = args.cache / f"tradeoff-ref-{model.model_id}-hop{hop}.joblib"
     finer = [p for p in args.cache.glob(f"tradeoff-ref-{model.model_id}-hop*.joblib")
              if hop % int(p.stem.rsplit("hop", 1)[1]) == 0]  # a finer grid holds this one
@@ -186,11 +191,11 @@ def main(argv=None) -> int:
     indexed = {by_name[n] for n, _ in ref["tracks"]}
     corpus = replace(corpus, known=[t for t in corpus.known if t in indexed])
     queries = bench.make_queries(corpus, conds, args.seed, args.limit, 0, args.cache)
-    q_path = args.cache / f"tradeoff-queries-{model.model_id}-seed{args.seed}-{args.limit}.joblib"
+    q_path = args.cache / f"tradeoff-queries-{model.model_id}-seed{args.seed}-{args.limit}-hop{query_hop_s:g}.joblib"
     if q_path.exists():
         qv = joblib.load(q_path)
     else:
-        qv = embed_queries(queries, model)
+        qv = embed_queries(queries, model, query_hop_s)
         joblib.dump(qv, q_path)
     ref_vecs = ref["vectors"] - ref["vectors"].mean(axis=0)
     pcs = np.linalg.svd(ref_vecs[:: max(1, len(ref_vecs) // 20000)], full_matrices=False)[2].T
