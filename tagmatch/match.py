@@ -392,7 +392,7 @@ def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg:
             totals[t] = totals.get(t, 0.0) + s / n
     if not totals:
         return FileMatch(name, "unknown")
-    if cfg.rescore:
+    if cfg.rescore and model.calibration.score == "aligned":  # else the votes' margin, as it was calibrated for
         by_votes = sorted(totals, key=totals.get, reverse=True)[: cfg.rescore]
         totals = {t: _aligned_score(t, hits, fragments, store) for t in by_votes}
     margins = _margins(totals, cfg.same_audio_ratio)

@@ -42,6 +42,17 @@ class Calibration:
 
     mid: float = 0.02
     width: float = 0.004
+    # The score the fit is for: "aligned" (since session 10) or "votes" (a model file calibrated
+    # before, whose calibration records no score). The matcher scores as its model's calibration
+    # expects, so an older model's threshold keeps its meaning until it is calibrated again.
+    score: str = "aligned"
+
+    def to_dict(self) -> dict:
+        return {"mid": self.mid, "width": self.width, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(**{"score": "votes", **d})
 
     def confidence(self, raw: float) -> float:
         return float(1.0 / (1.0 + np.exp(-(raw - self.mid) / self.width)))
@@ -141,7 +152,7 @@ def save_model(path: Path, *, feature_config: FeatureConfig, model_config, param
     payload = {
         "format": MODEL_FORMAT, "version": MODEL_VERSION,
         "feature_config": fc, "model_config": mc, "params": params,
-        "calibration": {"mid": cal.mid, "width": cal.width}, "meta": meta or {},
+        "calibration": cal.to_dict(), "meta": meta or {},
     }
     atomic_joblib_dump(payload, Path(path), compress=3)
     return compute_model_id(fc, mc, params)
@@ -173,7 +184,7 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
         feature_config=FeatureConfig.from_dict(fc),
         model_config=ModelConfig.from_dict(mc),
         params=d["params"],
-        calibration=Calibration(**d.get("calibration", {})),
+        calibration=Calibration.from_dict(d["calibration"]) if "calibration" in d else Calibration(),
         meta=d.get("meta", {}),
         model_id=compute_model_id(fc, mc, d["params"], d.get("projection")),
         projection=d.get("projection"),
@@ -343,7 +354,7 @@ def set_calibration(path: Path, calibration: Calibration, note: str = "") -> Non
     """Store a new score calibration in a model file (the params, hence the id, are unchanged)."""
     path = Path(path)
     d = _model_dict(path)
-    d["calibration"] = {"mid": calibration.mid, "width": calibration.width}
+    d["calibration"] = calibration.to_dict()
     if note:
         d.setdefault("meta", {})["calibration_note"] = note
     atomic_joblib_dump(d, path, compress=3)
@@ -364,7 +375,7 @@ def set_projection(path: Path, projection: np.ndarray | None, *, ref_hop_frames:
         d["projection"] = np.asarray(projection, np.float32)
     if ref_hop_frames is not None:
         d["feature_config"] = {**d["feature_config"], "ref_hop_frames": int(ref_hop_frames)}
-    d["calibration"] = {"mid": Calibration.mid, "width": Calibration.width}
+    d["calibration"] = Calibration().to_dict()
     if note:
         d.setdefault("meta", {})["projection_note"] = note
     atomic_joblib_dump(d, path, compress=3)

@@ -1,4 +1,5 @@
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -131,6 +132,32 @@ def test_aligned_score_counts_the_windows_whose_top_hits_missed_the_track():
     assert fm.match.offset_s == pytest.approx(4.0, abs=0.2)
     votes_only = _decide("q", hits, store, model, MatchConfig(rescore=0))
     assert votes_only.match.margin < 0.1
+
+
+def test_a_model_calibrated_for_the_votes_is_matched_with_the_votes(tmp_path, fixture_dir, manifest, library_store, model):
+    """A model file calibrated before the aligned score (no `score` in its calibration) keeps the
+    score its threshold was fitted for; the shipped model is calibrated for the aligned score."""
+    import joblib
+
+    from tagmatch.modelio import Calibration, default_model_path, load_model, set_calibration
+
+    assert load_model(default_model_path()).calibration.score == "aligned"
+    store, _ = library_store
+    old = tmp_path / "old.joblib"
+    d = joblib.load(model.path)
+    d["calibration"] = {"mid": 0.2, "width": 0.03}  # as files were written before
+    joblib.dump(d, old)
+    votes_model = load_model(old)
+    assert votes_model.calibration == Calibration(0.2, 0.03, "votes") and votes_model.model_id == model.model_id
+    path = fixture_dir / _messy(manifest, "match")[0]["path"]
+    cfg = MatchConfig(stop_confidence=None)
+    as_old = match_file(path, store, votes_model, cfg)
+    votes = match_file(path, store, model, replace(cfg, rescore=0))
+    aligned = match_file(path, store, model, cfg)
+    assert as_old.match.margin == pytest.approx(votes.match.margin)
+    assert aligned.match.margin != pytest.approx(votes.match.margin)
+    set_calibration(old, Calibration(0.02, 0.004))  # calibrated again: the aligned score
+    assert load_model(old).calibration.score == "aligned"
 
 
 def test_fragments_merge_a_short_tail():

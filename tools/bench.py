@@ -733,6 +733,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
     from tagmatch.modelio import set_calibration
 
     old = model.calibration
+    model.calibration = replace(old, score="aligned")  # fit the matcher's current score (a "votes" model too)
     fit_conditions = [c for c in conditions if c.excerpt_s is not None] or conditions
     seeds = [args.seed + 1000 * i for i in range(1, max(1, args.fit_unknown_sets) + 1)]
     queries = make_queries(corpus, fit_conditions, seeds[0], args.limit, args.whole_limit, args.cache)
@@ -858,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     stages["total_s"] = round(runtime, 1)
     result = {
         "config": {"corpus": str(corpus.root), "model": str(model_path), "model_id": model.model_id,
-                   "calibration": {"mid": model.calibration.mid, "width": model.calibration.width},
+                   "calibration": model.calibration.to_dict(),
                    "seed": args.seed, "limit": args.limit, "query_hop_s": args.query_hop, "whole_limit": args.whole_limit,
                    "conditions": {c.name: c.codec for c in conditions}, "gen_version": GEN_VERSION,
                    "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
