@@ -177,14 +177,19 @@ def test_a_save_writes_only_new_and_changed_shards(tmp_path):
     np.testing.assert_array_equal(back.vec_track, s.vec_track)
 
 
-def test_lookup_reads_track_and_time_from_each_shard(tmp_path):
+def _two_shard_store(tmp_path) -> tuple[Store, Store]:
+    """A toy store saved, then one more track added and saved: (the store, it loaded again)."""
     s = _toy_store(n_tracks=3)
     s.save(tmp_path / "store")
     v = np.random.default_rng(9).standard_normal((4, s.dim)).astype(np.float32)
     s.add_track(TrackInfo("/lib/new.flac", {}, 30.0, 1, 1), v / np.linalg.norm(v, axis=1, keepdims=True),
                 np.arange(4) * 0.5)
     s.save(tmp_path / "store")  # a second save: the new track gets a shard of its own
-    r = Store.load(tmp_path / "store")
+    return s, Store.load(tmp_path / "store")
+
+
+def test_lookup_reads_track_and_time_from_each_shard(tmp_path):
+    _, r = _two_shard_store(tmp_path)
     assert len(r.shards) == 2 and r.n_vectors == 19
     idx = np.array([[18, 0, 15], [16, 7, 3]])
     track, when = r.lookup(idx)  # shard by shard: no flat tables built
@@ -195,13 +200,7 @@ def test_lookup_reads_track_and_time_from_each_shard(tmp_path):
 
 
 def test_track_vectors_reads_one_tracks_rows_from_its_shard(tmp_path):
-    s = _toy_store(n_tracks=3)
-    s.save(tmp_path / "store")
-    v = np.random.default_rng(9).standard_normal((4, s.dim)).astype(np.float32)
-    s.add_track(TrackInfo("/lib/new.flac", {}, 30.0, 1, 1), v / np.linalg.norm(v, axis=1, keepdims=True),
-                np.arange(4) * 0.5)
-    s.save(tmp_path / "store")
-    r = Store.load(tmp_path / "store")
+    s, r = _two_shard_store(tmp_path)
     flat = r.vectors.astype(np.float32) / vector_scale(r.dim)
     for t in range(4):
         times, vectors = r.track_vectors(t)
