@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -343,6 +343,9 @@ def main(argv=None) -> int:
     queries = query_sets(corpus, args.cache)
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.model_id}.joblib")
+    # each variant is calibrated here, so the aligned rows score as the matcher does now, also for
+    # a model file calibrated before (`_decide` follows the model calibration's score)
+    model.calibration = replace(model.calibration, score="aligned")
     ctx = Context(store, model)
     if args.early_stop:
         early_stop_study(records, ctx)
