@@ -311,6 +311,9 @@ class TrainRequest:
     loss: str | None = None
     seed: int | None = None
     kind: str | None = None  # encoder kind: model.ModelConfig's default, or "window" / "shared"
+    # (clean, degraded) pairs for the query adapter fitted after training (tagmatch.query_adapter);
+    # None: AdapterConfig's default, 0: no adapter
+    adapter_pairs: int | None = None
 
 
 def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict:
@@ -348,4 +351,31 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
 
     summary = train(music, req.out, cfg, noise=noise, checkpoint=req.checkpoint, progress=progress,
                     should_stop=should_stop, meta={"data": f"{len(music)} files"})
+    if req.adapter_pairs != 0 and not should_stop():
+        summary["query_adapter_pairs"] = _fit_query_adapter(req, music, noise, on_step, should_stop)
     return {**summary, "seconds": time.time() - t0}
+
+
+def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_stop: ShouldStop) -> int:
+    """Fit the trained model's query adapter on the same music and store it in the model file.
+    Returns the number of pairs (0 when stopped first: the model is left without one)."""
+    from tagmatch.modelio import load_model, set_query_adapter
+    from tagmatch.query_adapter import PAIR_BATCH, AdapterConfig, fit_adapter, training_pairs
+
+    cfg = AdapterConfig() if req.adapter_pairs is None else replace(AdapterConfig(), pairs=req.adapter_pairs)
+    if req.seed is not None:
+        cfg = replace(cfg, seed=req.seed)
+    model = load_model(req.out)
+    try:
+        clean, degraded = training_pairs(model, music, noise, cfg,
+                                         lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
+                                                                  info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
+                                         should_stop)
+    except TagmatchError:
+        return 0  # stopped
+    if should_stop():
+        return 0
+    adapter = fit_adapter(clean, degraded, cfg, lambda i, n, loss: on_step(
+        Step("query adapter: fitting", i, n, loss=loss, info=f"loss {loss:.3f}", unit="steps")))
+    set_query_adapter(req.out, adapter, note=f"fitted after training: {len(clean)} pairs, {cfg.steps} steps")
+    return len(clean)

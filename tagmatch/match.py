@@ -181,7 +181,7 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                 if len(piece.starts):
                     # a tail under 3 s is part of the fragment before (which may have had no audio)
                     start_s = piece.previous_s if piece.joins_previous else piece.start_s
-                    vectors = model.embed_at(piece.mel, piece.starts - piece.mel_at)
+                    vectors = model.embed_query(piece.mel, piece.starts - piece.mel_at)
                     new = _search(start_s, piece.starts, vectors, store, fc, cfg, searcher)
                     if piece.joins_previous and hits and hits[-1].start_s == start_s:
                         hits[-1] = hits[-1].joined(new)
@@ -351,7 +351,7 @@ class QueryAudio:
 
 def query_frames(y: np.ndarray, model: LoadedModel, cfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
     """A whole decoded query's log-mel and the start frames of its audible windows, every query
-    hop (`LoadedModel.embed_at` embeds them; `len(S)` is what `match_vectors` wants as n_frames).
+    hop (`LoadedModel.embed_query` embeds them; `len(S)` is what `match_vectors` wants as n_frames).
 
     Returns (S [shape=(frames, n_mels)], starts). Raises TagmatchError when silent.
     """

@@ -2,8 +2,10 @@
 
 A model file is a joblib'd plain dict (never a pickled class, so the format outlives the code):
 format/version, the feature and model configs, the parameters as numpy arrays, the score
-calibration used by the matcher, and training metadata. Its id is a hash of configs + params; a
-store records the id of the model that built it.
+calibration used by the matcher, training metadata, and optionally an output projection and a
+query adapter. Its id is a hash of what a store's vectors depend on (configs, params, projection;
+not the calibration nor the query adapter, which act on queries only); a store records the id of
+the model that built it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class LoadedModel:
     # (then re-normalised), so the store holds fewer dimensions (docs/benchmarks.md: 64 of 128 lose
     # nothing measurable). None: the encoder's own dimension.
     projection: np.ndarray | None = None
+    # Query vectors only (`embed_query`): `tagmatch.query_adapter`. None: queries are embedded as
+    # references are.
+    query_adapter: dict | None = None
     path: Path | None = None  # the file it was loaded from: worker processes load the same one
     _embedder: Callable | None = field(default=None, repr=False)
 
@@ -77,6 +82,18 @@ class LoadedModel:
     def dim(self) -> int:
         """Dimension of the vectors `embed` returns (and a store built with this model holds)."""
         return self.model_config.dim if self.projection is None else int(self.projection.shape[1])
+
+    @property
+    def query_id(self) -> str:
+        """What a query's vectors depend on: the model id, plus the query adapter's hash when there
+        is one (caches of embedded queries are keyed by it)."""
+        if self.query_adapter is None:
+            return self.model_id
+        h = hashlib.sha256()
+        for key in sorted(self.query_adapter):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(self.query_adapter[key], np.float32).tobytes())
+        return f"{self.model_id}-q{h.hexdigest()[:8]}"
 
     @property
     def context_frames(self) -> int:
@@ -113,6 +130,16 @@ class LoadedModel:
         if self._embedder is None:
             self._embedder = _make_shared_embedder(self)
         return self._embedder(S, np.asarray(starts, np.int64))
+
+    def embed_query(self, S: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """`embed_at` for a query (a messy copy to identify), through the query adapter when the
+        model has one. References (what a store holds) are embedded with `embed_at`."""
+        vectors = self.embed_at(S, starts)
+        if self.query_adapter is None or len(vectors) == 0:
+            return vectors
+        from tagmatch.query_adapter import apply_adapter
+
+        return apply_adapter(self.query_adapter, vectors)
 
 
 def default_model_path() -> Path:
@@ -188,6 +215,7 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
         meta=d.get("meta", {}),
         model_id=compute_model_id(fc, mc, d["params"], d.get("projection")),
         projection=d.get("projection"),
+        query_adapter=d.get("query_adapter"),
         path=path.resolve(),
     )
 
@@ -360,12 +388,29 @@ def set_calibration(path: Path, calibration: Calibration, note: str = "") -> Non
     atomic_joblib_dump(d, path, compress=3)
 
 
+def set_query_adapter(path: Path, adapter: dict | None, note: str = "") -> None:
+    """Store a query adapter in a model file (None removes it). Queries then score differently, so
+    the calibration is reset (refit it: `tools/bench.py --calibrate`); the id, and so every store
+    built with the model, stays valid."""
+    path = Path(path)
+    d = _model_dict(path)
+    if adapter is None:
+        d.pop("query_adapter", None)
+    else:
+        d["query_adapter"] = {k: np.asarray(v, np.float32) for k, v in adapter.items()}
+    d["calibration"] = Calibration().to_dict()
+    if note:
+        d.setdefault("meta", {})["query_adapter_note"] = note
+    atomic_joblib_dump(d, path, compress=3)
+
+
 def set_projection(path: Path, projection: np.ndarray | None, *, ref_hop_frames: int | None = None,
                    note: str = "") -> str:
     """Store an output projection (and optionally a new reference hop) in a model file.
 
-    Both change what a store built with the model holds, so the model gets a new id and its
-    calibration is reset (refit it: `tools/bench.py --calibrate`). Returns the new id.
+    Both change what a store built with the model holds, so the model gets a new id, its
+    calibration is reset (refit it: `tools/bench.py --calibrate`) and a query adapter fitted for
+    the old vectors is dropped. Returns the new id.
     """
     path = Path(path)
     d = _model_dict(path)
@@ -376,6 +421,7 @@ def set_projection(path: Path, projection: np.ndarray | None, *, ref_hop_frames:
     if ref_hop_frames is not None:
         d["feature_config"] = {**d["feature_config"], "ref_hop_frames": int(ref_hop_frames)}
     d["calibration"] = Calibration().to_dict()
+    d.pop("query_adapter", None)
     if note:
         d.setdefault("meta", {})["projection_note"] = note
     atomic_joblib_dump(d, path, compress=3)

@@ -101,7 +101,9 @@ def test_errors_are_one_clear_line_without_traceback(tmp_path, cli_run, fixture_
 def test_store_built_with_another_model_is_refused(tmp_path, cli_run, fixture_dir):
     """A model with other weights (one training step) must not read this store."""
     other = tmp_path / "other.joblib"
-    run("train", fixture_dir / "library", "--out", other, "--steps", "1", "--batch", "4", "--quiet")
+    trained = run("train", fixture_dir / "library", "--out", other, "--steps", "1", "--batch", "4",
+                  "--adapter-pairs", "0", "--quiet")
+    assert "no query adapter" in trained.stdout
     proc = run("scan", fixture_dir / "messy", "--store", cli_run["store"], "--model", other, check=False)
     assert proc.returncode == 1 and "model" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -130,12 +132,16 @@ def test_index_keeps_an_approximate_index_on_request_and_scans_use_it(cli_run, f
 
 
 def test_a_shared_kind_model_trains_indexes_and_scans_from_the_cli(tmp_path, fixture_dir, manifest):
-    """`train --kind shared` makes a model whose store and scan run through the shared paths
-    (whole tracks in one pass, queries on four phases) on the real fixture files."""
+    """`train --kind shared` makes a model, with a query adapter fitted after training, whose store
+    and scan run through the shared paths (whole tracks in one pass, queries on four phases, the
+    adapter on the query side) on the real fixture files."""
+    from tagmatch.modelio import load_model
+
     model, store, out = tmp_path / "shared.joblib", tmp_path / "store", tmp_path / "scan.json"
     trained = run("train", fixture_dir / "library", "--out", model, "--steps", "2", "--batch", "4",
-                  "--kind", "shared", "--quiet")
-    assert "2 steps" in trained.stdout
+                  "--kind", "shared", "--adapter-pairs", "300", "--quiet")
+    assert "2 steps" in trained.stdout and "query adapter fitted on 300 pairs" in trained.stdout
+    assert load_model(model).query_adapter["W1"].shape[0] == load_model(model).dim
     run("index", fixture_dir / "library", "--store", store, "--model", model, "--quiet")
     scan = run("scan", fixture_dir / "messy", "--store", store, "--model", model, "--json", out, "--quiet",
                check=False)

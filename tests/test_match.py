@@ -300,7 +300,7 @@ def test_reading_fragment_by_fragment_scores_as_the_whole_file(tmp_path, fixture
     cfg = MatchConfig(stop_confidence=None)
     fc = model.feature_config
     S, starts = query_frames(load_audio(path, fc.sample_rate), model, cfg)
-    whole = match_vectors(str(path), model.embed_at(S, starts), starts, len(S), store, model, cfg)
+    whole = match_vectors(str(path), model.embed_query(S, starts), starts, len(S), store, model, cfg)
     read = match_file(path, store, model, cfg)
     for a, b in zip([whole.match] + whole.alternatives, [read.match] + read.alternatives):
         assert a.track == b.track and a.fragments_total == b.fragments_total

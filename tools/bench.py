@@ -742,7 +742,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
                                 kinds=("unknown",))
     records = run_queries(queries, store, model, by_name, "calibration set", searcher, args.query_hop)
     cal, facts = fit_calibration(*calibration_data(records))
-    note = (f"tools/bench.py --calibrate, model {model.model_id}: seeds {', '.join(map(str, seeds))}, "
+    note = (f"tools/bench.py --calibrate, model {model.query_id}: seeds {', '.join(map(str, seeds))}, "
             f"{facts['n_queries']} queries; mid = margin reached by < {MAX_FALSE_MATCH:.1%} of "
             f"{facts['n_unknown']} unknown-song queries; width = free logistic fit of P(right song | margin)")
     set_calibration(model_path, cal, note)
@@ -815,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = _model_path(args.model)
     model = load_model(model_path)
     compile_s = warm_up(model)
-    log(f"model {model_path} (id {model.model_id}, {model.calibration}); encoder compiled in {compile_s:.1f} s")
+    log(f"model {model_path} (id {model.query_id}, {model.calibration}); encoder compiled in {compile_s:.1f} s")
 
     store, index_stats, by_name = build_store(corpus, model, args.cache, args.reuse_store)
     from tagmatch.ann import searcher_for, update_index
@@ -847,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(records)
     speed = speed_summary(records)
     curve = tradeoff(records, model.calibration)
-    print(f"\n== tagmatch bench: model {model.model_id} ({model.calibration}), seed {args.seed}, "
+    print(f"\n== tagmatch bench: model {model.query_id} ({model.calibration}), seed {args.seed}, "
           f"{len(queries)} queries ==")
     print_table(summary)
     print_speed(index_stats, speed, load, compile_s)
@@ -859,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     stages["total_s"] = round(runtime, 1)
     result = {
         "config": {"corpus": str(corpus.root), "model": str(model_path), "model_id": model.model_id,
-                   "calibration": model.calibration.to_dict(),
+                   "query_id": model.query_id, "calibration": model.calibration.to_dict(),
                    "seed": args.seed, "limit": args.limit, "query_hop_s": args.query_hop, "whole_limit": args.whole_limit,
                    "conditions": {c.name: c.codec for c in conditions}, "gen_version": GEN_VERSION,
                    "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},

@@ -57,7 +57,7 @@ def profile_queries(files: list[Path], store: Store, model, cfg: MatchConfig, se
     for p in files:
         y = clock("decode", load_audio, p, fc.sample_rate)
         S, starts = clock("windows", query_frames, y, model, cfg)
-        v = clock("embed", model.embed_at, S, starts)
+        v = clock("embed", model.embed_query, S, starts)
         clock("search + votes", match_vectors, str(p), v, starts, len(S), store, model, cfg, searcher)
     return clock.cpu
 

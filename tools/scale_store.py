@@ -156,7 +156,7 @@ def build_store(base: dict, model, n_tracks: int, path: Path, seed: int = 0) -> 
 def query_set(model, base: dict, limit: int) -> list[dict]:
     """The bench's degraded query files (excerpts, not whole files), embedded as match.py does;
     with the base track each known query came from (None for songs not in the reference)."""
-    out = CACHE / f"queries-{model.model_id}.joblib"
+    out = CACHE / f"queries-{model.query_id}.joblib"
     if out.exists():
         qs = joblib.load(out)
         if len(qs) >= limit:
@@ -192,7 +192,7 @@ def query_set(model, base: dict, limit: int) -> list[dict]:
             continue
         kind, h = p.name.split("-")[:2]
         qs.append({"name": f"{p.parent.name}/{p.name}", "kind": kind, "truth": key_to_track.get(h) if kind == "known" else None,
-                   "vectors": model.embed_at(S, starts), "starts": starts, "n_frames": len(S)})
+                   "vectors": model.embed_query(S, starts), "starts": starts, "n_frames": len(S)})
     CACHE.mkdir(parents=True, exist_ok=True)
     joblib.dump(qs, out)
     return qs

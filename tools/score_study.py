@@ -74,7 +74,7 @@ def hits_for(queries, store, model, by_name, cache_file: Path) -> list[dict]:
                 y = load_audio(q.path, fc.sample_rate)
                 S, starts = query_frames(y, model, cfg)
                 n_frames = len(S)
-                vectors = model.embed_at(S, starts)
+                vectors = model.embed_query(S, starts)
                 idx, sim = store.search(vectors, K)
                 track, when = store.lookup(idx)
                 rec.update(track=track.astype(np.int32), time=when.astype(np.float32), sim=sim.astype(np.float32),
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     corpus = bench.queryable(corpus, store, by_name)
     queries = query_sets(corpus, args.cache)
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
-    records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.model_id}.joblib")
+    records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.query_id}.joblib")
     # each variant is calibrated here, so the aligned rows score as the matcher does now, also for
     # a model file calibrated before (`_decide` follows the model calibration's score)
     model.calibration = replace(model.calibration, score="aligned")
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     results = [evaluate(records, v, ctx) for v in chosen]
     conds = list(results[0]["conditions"])
     short = {c: c.replace("excerpt", "").replace("_", " ")[:14] for c in conds}
-    print(f"\nmodel {model.model_id}")
+    print(f"\nmodel {model.query_id}")
     print("\n| variant | " + " | ".join(short[c] for c in conds) + " | overall | false | wrong | seed 1001 known |")
     print("|---|" + "---|" * (len(conds) + 4))
     for res in results:

@@ -89,7 +89,7 @@ def embed_queries(queries, model, hop_s: float) -> list[dict]:
     for i, q in enumerate(queries):
         try:
             S, starts = query_frames(load_audio(q.path, fc.sample_rate), model, cfg)
-            vectors = model.embed_at(S, starts)
+            vectors = model.embed_query(S, starts)
         except TagmatchError:
             S, starts, vectors = np.zeros((0, fc.n_mels), np.float32), np.zeros(0, int), np.zeros((0, model.dim), np.float32)
         out.append({"vectors": vectors, "starts": starts, "n_frames": len(S),
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     indexed = {by_name[n] for n, _ in ref["tracks"]}
     corpus = replace(corpus, known=[t for t in corpus.known if t in indexed])
     queries = bench.make_queries(corpus, conds, args.seed, args.limit, 0, args.cache)
-    q_path = args.cache / f"tradeoff-queries-{model.model_id}-seed{args.seed}-{args.limit}-hop{query_hop_s:g}.joblib"
+    q_path = args.cache / f"tradeoff-queries-{model.query_id}-seed{args.seed}-{args.limit}-hop{query_hop_s:g}.joblib"
     if q_path.exists():
         qv = joblib.load(q_path)
     else:
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
               f"{r.get('noise0_reverb_12s_at_0fp', 0):8.3f} {r.get('speed_plus3_15s_at_0fp', 0):7.3f} "
               f"{r['store_mb_per_hour']:5.2f} {r['windows_per_query_s']:5.1f} {r['match_ms_per_query']:8.1f}",
               flush=True)
-    out = args.cache / f"tradeoff-{model.model_id}.json"
+    out = args.cache / f"tradeoff-{model.query_id}.json"
     out.write_text(json.dumps({"model_id": model.model_id, "seed": args.seed, "queries": len(qv),
                                "limit": args.limit,
                                "results": results}, indent=1))

@@ -254,8 +254,10 @@ class HomeScreen(Screen):
                            steps=steps)
 
         def summary(res: dict) -> str:
-            return (f"Saved {out}: model {res['model_id']}, {res['steps']} steps, loss {res['final_loss']:.3f}. "
-                    f"Use it with TAGMATCH_MODEL={out} (then index again).")
+            adapter = (f", query adapter on {res['query_adapter_pairs']} pairs" if res.get("query_adapter_pairs")
+                       else "")
+            return (f"Saved {out}: model {res['model_id']}, {res['steps']} steps, loss {res['final_loss']:.3f}"
+                    f"{adapter}. Use it with TAGMATCH_MODEL={out} (then index again).")
         self._run(f"Training on {folder}", lambda on_step, stop: train_job(req, on_step=on_step, should_stop=stop),
                   summary, unit="files")
 

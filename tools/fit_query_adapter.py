@@ -1,0 +1,62 @@
+"""Fit a model's query adapter on the development corpus (`tagmatch.query_adapter`), in place.
+
+Decodes the corpus' known songs and training noise (the songs the encoder was trained on; the
+benchmark's unknown songs and noise recordings are never used), embeds (clean, degraded) pairs
+with the model, fits the adapter and stores it in the model file. The calibration is reset: run
+`tools/bench.py --model M --calibrate` next. Stores built with the model stay valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.modelio import load_model, set_query_adapter
+from tagmatch.query_adapter import AdapterConfig, fit_adapter, training_pairs
+from tagmatch.train import decode_folder
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", type=Path, required=True, help="model file to add the adapter to (rewritten)")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--pairs", type=int, default=AdapterConfig.pairs)
+    ap.add_argument("--steps", type=int, default=AdapterConfig.steps)
+    ap.add_argument("--seed", type=int, default=AdapterConfig.seed)
+    args = ap.parse_args(argv)
+    if not corpus_available(args.corpus):
+        print(f"dev corpus not found at {args.corpus}: run ../shared/corpus/fetch-dev-corpus", file=sys.stderr)
+        return 1
+    cfg = replace(AdapterConfig(), pairs=args.pairs, steps=args.steps, seed=args.seed)
+    model = load_model(args.model)
+    corpus = load_corpus(args.corpus)
+    t0 = time.time()
+    sr = model.feature_config.sample_rate
+    music = decode_folder([t.path for t in corpus.known], sr)
+    noise = decode_folder(corpus.train_noise, sr)
+    print(f"decoded {len(music)} tracks and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
+
+    def made(i, n):
+        if i % 50 == 0 or i == n:
+            print(f"pairs: batch {i}/{n} [{time.time() - t0:.0f} s]", flush=True)
+
+    clean, degraded = training_pairs(model, music, noise, cfg, made)
+
+    def fitted(i, n, loss):
+        if i % 500 == 0 or i == n:
+            print(f"adapter: step {i}/{n} loss {loss:.3f} [{time.time() - t0:.0f} s]", flush=True)
+
+    adapter = fit_adapter(clean, degraded, cfg, fitted)
+    set_query_adapter(args.model, adapter, note=f"tools/fit_query_adapter.py: {len(clean)} pairs of "
+                      f"{len(music)} dev-corpus tracks, {cfg.steps} steps, seed {cfg.seed}")
+    print(f"wrote the query adapter to {args.model} ({time.time() - t0:.0f} s); "
+          f"now run tools/bench.py --model {args.model} --calibrate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
