@@ -61,8 +61,9 @@ class MatchConfig:
     # Stop reading a file once its fragments so far give this confidence, and at least the
     # threshold (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
-    # margin of a first 10 s never passed 0.032, under the 0.049 that 0.9999 means (shipped model;
-    # docs/benchmarks.md, "Stopping early"); right answers' margins have a median of 0.16.
+    # margin of a first 10 s never passed 0.030, under the 0.046 that 0.9999 means (shipped model
+    # with its query adapter; docs/benchmarks.md, "Stopping early"); right answers' margins have a
+    # median of 0.17.
     stop_confidence: float | None = 0.9999
 
 
