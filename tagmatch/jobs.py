@@ -366,13 +366,10 @@ def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_
     if req.seed is not None:
         cfg = replace(cfg, seed=req.seed)
     model = load_model(req.out)
-    try:
-        clean, degraded = training_pairs(model, music, noise, cfg,
-                                         lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
-                                                                  info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
-                                         should_stop)
-    except TagmatchError:
-        return 0  # stopped
+    clean, degraded = training_pairs(model, music, noise, cfg,
+                                     lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
+                                                              info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
+                                     should_stop)
     if should_stop():
         return 0
     adapter = fit_adapter(clean, degraded, cfg, lambda i, n, loss: on_step(

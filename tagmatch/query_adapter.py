@@ -58,7 +58,8 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(clean, degraded) vectors [shape=(n, dim)] of random moments of `music` with `model`
-    (a LoadedModel), degraded as in training (`augment.degrade`, real `noise` when given)."""
+    (a LoadedModel), degraded as in training (`augment.degrade`, real `noise` when given).
+    Stopped (`should_stop`), it returns the pairs made so far, possibly none."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -85,7 +86,7 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
     @jax.jit
     def embed_pairs(p, key, crops, nz):
         k1, k2, k3 = jax.random.split(key, 3)
-        n, h = crops.shape[0], crops.shape[0] - light
+        h = crops.shape[0] - light  # the rest are lightly degraded
 
         def views(k, c, z, strength):
             return jax.vmap(lambda kk, cc, zz: degrade(kk, cc, zz, fc, aug, strength, ctx))(
@@ -109,7 +110,7 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
         if progress:
             progress(i + 1, calls)
     if not clean:
-        raise TagmatchError("stopped before any query-adapter pairs were made")
+        return np.zeros((0, model.dim), np.float32), np.zeros((0, model.dim), np.float32)
     return np.concatenate(clean)[: cfg.pairs], np.concatenate(degraded)[: cfg.pairs]
 
 

@@ -87,3 +87,15 @@ def test_a_new_projection_drops_the_adapter_fitted_for_the_old_vectors(model_fil
                                    "b2": np.zeros(d)})
     set_projection(model_file, None)
     assert load_model(model_file).query_adapter is None
+
+
+def test_making_pairs_stops_when_asked_and_returns_what_it_has():
+    from tagmatch.features import FeatureConfig
+    from tagmatch.model import ModelConfig
+    from tagmatch.modelio import untrained_model
+    from tagmatch.query_adapter import training_pairs
+
+    m = untrained_model(FeatureConfig(), ModelConfig())
+    music = [np.random.default_rng(3).standard_normal(8000 * 10).astype(np.float32) * 0.1]
+    clean, degraded = training_pairs(m, music, None, AdapterConfig(pairs=512), should_stop=lambda: True)
+    assert clean.shape == degraded.shape == (0, m.dim)
