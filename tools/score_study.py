@@ -36,7 +36,8 @@ import bench  # noqa: E402
 from tagmatch.audio import load_audio  # noqa: E402
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.match import MatchConfig, _decide, _Hits, _margins, _vote, fragment_bounds, query_frames  # noqa: E402
+from tagmatch.match import (MatchConfig, _decide, _frame_grid, _Hits, _margins, _vote, fragment_bounds,  # noqa: E402
+                            query_frames)
 
 K = 32  # neighbours cached per window (the matcher uses 10)
 TEST_SEED = 1
@@ -124,21 +125,21 @@ def decided(r: dict, v: Variant, ctx: Context):
     """The matcher's FileMatch for a query's cached hits (top v.k of them), as `match_vectors`
     decides with exact search."""
     frame_s, hits = ctx.frame_s, []
-    for a, b in fragment_bounds(r["n_frames"], int(round(10.0 / frame_s)), int(round(3.0 / frame_s))):
+    cfg = MatchConfig(top_k=v.k, offset_bin_s=v.bin_s, rescore=v.aligned)
+    for a, b in fragment_bounds(r["n_frames"], *_frame_grid(ctx.model, cfg)[1:]):
         sel = (r["starts"] >= a) & (r["starts"] < b)
         if sel.any():
             hits.append(_Hits(a * frame_s, r["track"][sel, : v.k], r["time"][sel, : v.k], r["sim"][sel, : v.k],
                               r["starts"][sel] * frame_s, r["vectors"][sel].astype(np.float32)))
-    return _decide("", hits, ctx.store, ctx.model, MatchConfig(top_k=v.k, offset_bin_s=v.bin_s, rescore=v.aligned))
+    return _decide("", hits, ctx.store, ctx.model, cfg)
 
 
-def totals_of(r: dict, v: Variant, frame_s: float) -> tuple[dict[int, float], list]:
+def totals_of(r: dict, v: Variant, ctx: Context) -> tuple[dict[int, float], list]:
     sim = r["sim"] if v.transform is None else v.transform(r)
     track, when, sim = r["track"][:, : v.k], r["time"][:, : v.k], sim[:, : v.k]
-    q_time = r["starts"] * frame_s
-    per_frag = int(round(10.0 / frame_s))
+    q_time = r["starts"] * ctx.frame_s
     frags = []
-    for a, b in fragment_bounds(r["n_frames"], per_frag, int(3.0 / frame_s)):
+    for a, b in fragment_bounds(r["n_frames"], *_frame_grid(ctx.model, MatchConfig())[1:]):
         sel = (r["starts"] >= a) & (r["starts"] < b)
         if sel.any():
             frags.append(_vote(track[sel], when[sel], sim[sel], q_time[sel], v.bin_s))
@@ -157,7 +158,7 @@ def score(r: dict, v: Variant, ctx: Context) -> tuple[int | None, float]:
     if v.aligned:
         fm = decided(r, v, ctx)
         return (fm.match.track, fm.match.margin) if fm.match else (None, -math.inf)
-    totals, frags = totals_of(r, v, ctx.frame_s)
+    totals, frags = totals_of(r, v, ctx)
     if not totals:
         return None, -math.inf
     margins = _margins(totals, MatchConfig().same_audio_ratio)
