@@ -359,20 +359,14 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
 def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_stop: ShouldStop) -> int:
     """Fit the trained model's query adapter on the same music and store it in the model file.
     Returns the number of pairs (0 when stopped first: the model is left without one)."""
-    from tagmatch.modelio import load_model, set_query_adapter
-    from tagmatch.query_adapter import PAIR_BATCH, AdapterConfig, fit_adapter, training_pairs
+    from tagmatch.query_adapter import PAIR_BATCH, AdapterConfig, fit_query_adapter
 
     cfg = AdapterConfig() if req.adapter_pairs is None else replace(AdapterConfig(), pairs=req.adapter_pairs)
     if req.seed is not None:
         cfg = replace(cfg, seed=req.seed)
-    model = load_model(req.out)
-    clean, degraded = training_pairs(model, music, noise, cfg,
-                                     lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
-                                                              info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
-                                     should_stop)
-    if should_stop():
-        return 0
-    adapter = fit_adapter(clean, degraded, cfg, lambda i, n, loss: on_step(
-        Step("query adapter: fitting", i, n, loss=loss, info=f"loss {loss:.3f}", unit="steps")))
-    set_query_adapter(req.out, adapter, note=f"fitted after training: {len(clean)} pairs, {cfg.steps} steps")
-    return len(clean)
+    return fit_query_adapter(
+        req.out, music, noise, cfg, note="fitted after training: ", should_stop=should_stop,
+        on_pairs=lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
+                                           info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
+        on_fit=lambda i, n, loss: on_step(Step("query adapter: fitting", i, n, loss=loss, info=f"loss {loss:.3f}",
+                                               unit="steps")))

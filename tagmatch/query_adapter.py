@@ -155,3 +155,21 @@ def fit_adapter(clean: np.ndarray, degraded: np.ndarray, cfg: AdapterConfig = Ad
         if progress and ((i + 1) % 100 == 0 or i + 1 == cfg.steps):
             progress(i + 1, cfg.steps, float(loss))
     return {k: np.asarray(v, np.float32) for k, v in params.items()}
+
+
+def fit_query_adapter(model_path, music: list[np.ndarray], noise: list[np.ndarray] | None,
+                      cfg: AdapterConfig = AdapterConfig(), *, note: str = "",
+                      on_pairs: Callable[[int, int], None] | None = None,
+                      on_fit: Callable[[int, int, float], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> int:
+    """Make pairs with the model in `model_path`, fit its adapter and store it there (the
+    calibration is reset; the id stays). Returns the number of pairs, 0 when stopped first (the
+    model is then left as it was)."""
+    from tagmatch.modelio import load_model, set_query_adapter
+
+    clean, degraded = training_pairs(load_model(model_path), music, noise, cfg, on_pairs, should_stop)
+    if should_stop and should_stop():
+        return 0
+    adapter = fit_adapter(clean, degraded, cfg, on_fit)
+    set_query_adapter(model_path, adapter, note=f"{note}{len(clean)} pairs, {cfg.steps} steps, seed {cfg.seed}")
+    return len(clean)

@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
-from tagmatch.modelio import load_model, set_query_adapter
-from tagmatch.query_adapter import AdapterConfig, fit_adapter, training_pairs
+from tagmatch.modelio import load_model
+from tagmatch.query_adapter import AdapterConfig, fit_query_adapter
 from tagmatch.train import decode_folder
 
 
@@ -44,15 +44,12 @@ def main(argv=None) -> int:
         if i % 50 == 0 or i == n:
             print(f"pairs: batch {i}/{n} [{time.time() - t0:.0f} s]", flush=True)
 
-    clean, degraded = training_pairs(model, music, noise, cfg, made)
-
     def fitted(i, n, loss):
         if i % 500 == 0 or i == n:
             print(f"adapter: step {i}/{n} loss {loss:.3f} [{time.time() - t0:.0f} s]", flush=True)
 
-    adapter = fit_adapter(clean, degraded, cfg, fitted)
-    set_query_adapter(args.model, adapter, note=f"tools/fit_query_adapter.py: {len(clean)} pairs of "
-                      f"{len(music)} dev-corpus tracks, {cfg.steps} steps, seed {cfg.seed}")
+    fit_query_adapter(args.model, music, noise, cfg, on_pairs=made, on_fit=fitted,
+                      note=f"tools/fit_query_adapter.py: {len(music)} dev-corpus tracks, ")
     print(f"wrote the query adapter to {args.model} ({time.time() - t0:.0f} s); "
           f"now run tools/bench.py --model {args.model} --calibrate")
     return 0
