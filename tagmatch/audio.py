@@ -217,3 +217,65 @@ def load_audio(path: Path | str, sr: int) -> np.ndarray:
     """
     blocks = list(stream_audio(path, sr))
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def read_segment(path: Path | str, sr: int, start_s: float, duration_s: float) -> np.ndarray:
+    """Mono float32 at `sr` Hz of `duration_s` seconds of `path` from `start_s` on (shorter at the
+    end of the file), seeking instead of decoding what comes before. For the matcher's check of a
+    candidate against its reference file (tagmatch.verify); accurate to a few milliseconds, which
+    that check's lag search absorbs. Raises AudioReadError like `stream_audio`."""
+    path = Path(path)
+    _check_readable(path)
+    start_s = max(0.0, start_s)
+    suffix = path.suffix.lower()
+    y = native_sr = None
+    # libsndfile seeks to the sample in every format it reads; FFmpeg's Ogg (Vorbis, Opus)
+    # timestamps after a seek can be a page (up to 0.6 s) off, so it only takes the rest (M4A...).
+    if suffix != ".mp3" or _looks_like_mp3(path):
+        try:
+            with sf.SoundFile(str(path)) as f:
+                native_sr = f.samplerate
+                f.seek(min(int(start_s * native_sr), f.frames))
+                y = _to_mono(f.read(int(duration_s * native_sr) + 1, dtype="float32", always_2d=False))
+        except Exception:  # libsndfile refused it: FFmpeg may know the format
+            y = None
+    if y is None:
+        y, native_sr = _segment_pyav(path, start_s, duration_s)
+    y = np.nan_to_num(np.ascontiguousarray(y, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if native_sr != sr and len(y):
+        y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
+    return y
+
+
+def _segment_pyav(path: Path, start_s: float, duration_s: float) -> tuple[np.ndarray, int]:
+    """`read_segment` through FFmpeg: seek to a frame at or before `start_s`, decode from there and
+    keep the samples from `start_s` on, using each frame's timestamp."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioReadError(path, "no audio stream")
+            stream = container.streams.audio[0]
+            if start_s > 0:
+                container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
+            parts, sr, got, first = [], None, 0, True
+            for frame in container.decode(stream):
+                sr = sr or frame.sample_rate
+                a = _frame_mono(frame)
+                if first:  # the first frame may start before start_s (or have no timestamp)
+                    first = False
+                    at = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
+                    a = a[max(0, int(round((start_s - at) * sr))):]
+                parts.append(a)
+                got += len(a)
+                if got >= duration_s * sr:
+                    break
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
+    if sr is None:
+        raise AudioReadError(path, "no audio samples (truncated or not audio)")
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return y[: int(duration_s * sr) + 1], sr

@@ -143,7 +143,8 @@ def cmd_scan(args) -> int:
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         res = scan_job(args.dir, _store_path(args.store), args.model, threshold=args.threshold,
                        json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
-                       n_jobs=args.jobs, scheduler=args.scheduler, whole_files=args.whole_files)
+                       n_jobs=args.jobs, scheduler=args.scheduler, whole_files=args.whole_files,
+                       verify=not args.no_verify)
     results, store = res.results, res.store
     if res.search.startswith("exact:"):
         _err(f"search {res.search}")
@@ -535,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--whole-files", action="store_true",
                     help="read every file to its end (default: stop once the first 10 s fragments make the answer "
                          "near-certain, confidence 0.9999)")
+    sp.add_argument("--no-verify", action="store_true",
+                    help="do not read the reference files to check unsure answers (default: the best 3 "
+                         "candidates of an unsure file are compared with their reference audio)")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_scan)

@@ -129,10 +129,11 @@ class ScanResult:
 def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, threshold: float = 0.5,
              json_path: Path | None = None, on_step: OnStep = _quiet, should_stop: ShouldStop = _never,
              backend: str | None = None, n_jobs: int | None = None, scheduler: str | None = None,
-             whole_files: bool = False) -> ScanResult:
+             whole_files: bool = False, verify: bool = True) -> ScanResult:
     """Match every audio file under `target`; write the scan JSON to `json_path` when given
     (a stopped scan writes the files done so far). Each file is read only until its answer is
-    near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`. `backend`
+    near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`; unsure answers
+    are checked against the reference files unless `verify` is False (`MatchConfig.verify`). `backend`
     "joblib" or "dask" matches whole files on worker processes (tagmatch.parallel), each opening
     the store memory-mapped; the results are the same as the local run's, in the same order."""
     import contextlib
@@ -152,7 +153,8 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     paths = scan_paths(target)
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
-    cfg = MatchConfig(threshold=threshold, stop_confidence=None if whole_files else MatchConfig.stop_confidence)
+    cfg = MatchConfig(threshold=threshold, stop_confidence=None if whole_files else MatchConfig.stop_confidence,
+                      verify=MatchConfig.verify if verify else 0)
     backend = resolve_backend(backend, len(paths))
     if backend == "local":
         searcher = searcher_for(store)

@@ -7,7 +7,9 @@ track AND on the offset (0.5 s bins, +-1 bin), so chance neighbours scattered ov
 not add up. The best few tracks by votes are then scored again along their alignment: every query
 window is compared with the track's stored window where the alignment puts it, and what counts
 is how far that similarity rises above the window's background (its 10th-best similarity in the
-whole store), averaged over all windows and then over fragments. The raw evidence is the margin
+whole store), averaged over all windows and then over fragments. When that leaves the answer
+unsure, the best three tracks are also checked against their reference files where the alignment
+puts the query (tagmatch.verify), which adds to their scores. The raw evidence is the margin
 between the best track and its best competitor, which a per-model calibration maps to 0..1.
 
 A file is decoded and matched one fragment at a time, and reading stops once the fragments so far
@@ -18,7 +20,7 @@ from its first 10 s, without decoding the other three minutes.
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -30,6 +32,7 @@ from tagmatch.features import FeatureConfig, log_mel, window_starts
 from tagmatch.index import SILENT_RMS, window_rms
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
+from tagmatch.verify import reference_correlation
 
 
 class Searcher(Protocol):
@@ -65,6 +68,15 @@ class MatchConfig:
     # with its query adapter; docs/benchmarks.md, "Stopping early"); right answers' margins have a
     # median of 0.17.
     stop_confidence: float | None = 0.9999
+    # Verification (tagmatch.verify): when the best answer is not already this sure, the best
+    # `verify` tracks are compared with their reference files where the alignment puts the query,
+    # and that correlation of spectral change adds verify_weight x (correlation - verify_floor) to
+    # a track's score (nothing below the floor: unrelated audio correlates at ~0.01-0.05).
+    # 0: no verification. A model whose calibration was fitted without it is matched without it.
+    verify: int = 3
+    verify_below: float = 0.99
+    verify_weight: float = 0.2
+    verify_floor: float = 0.03
 
 
 # Where an alignment puts a query window, the reference has a window within ALIGN_TOLERANCE_S (its
@@ -83,6 +95,9 @@ class Candidate:
     offset_s: float  # where the query starts in the reference track
     fragments_agreeing: int
     fragments_total: int
+    # correlation of spectral change with the reference file along the alignment (tagmatch.verify);
+    # None: not checked (the answer was sure without it, or the reference could not be read)
+    verified: float | None = None
 
 
 @dataclass
@@ -184,12 +199,13 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                     start_s = piece.previous_s if piece.joins_previous else piece.start_s
                     vectors = model.embed_query(piece.mel, piece.starts - piece.mel_at)
                     new = _search(start_s, piece.starts, vectors, store, fc, cfg, searcher)
+                    new.mel, new.mel_at = piece.mel, piece.mel_at
                     if piece.joins_previous and hits and hits[-1].start_s == start_s:
                         hits[-1] = hits[-1].joined(new)
                     else:
                         hits.append(new)
                 if not piece.last and cfg.stop_confidence is not None and hits:
-                    early = _decide(str(path), hits, store, model, cfg)
+                    early = _decide(str(path), hits, store, model, cfg, verify=False)
                     if early.match and early.match.confidence >= max(cfg.stop_confidence, cfg.threshold):
                         early.stopped_at_s = round(query.read_until_s, 2)
                         return early
@@ -197,7 +213,7 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
             query.close()
         if not hits:
             raise TagmatchError("silent: no audible audio")
-        return _decide(str(path), hits, store, model, cfg)
+        return _decide(str(path), hits, store, model, cfg, verify=True)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
@@ -214,12 +230,19 @@ class _Hits:
     sim: np.ndarray  # [shape=(w, k)]
     q_time: np.ndarray  # [shape=(w,)]
     vectors: np.ndarray  # [shape=(w, dim)] the windows' embeddings
+    # the query's log-mel under these windows, from frame `mel_at` of the file (for verification;
+    # None where only vectors were given: match_vectors)
+    mel: np.ndarray | None = None
+    mel_at: int = 0
     _votes: _Fragment | None = None
 
     def joined(self, tail: "_Hits") -> "_Hits":
         pairs = ((self.track, tail.track), (self.ref_time, tail.ref_time), (self.sim, tail.sim),
                  (self.q_time, tail.q_time), (self.vectors, tail.vectors))
-        return _Hits(self.start_s, *(np.concatenate(pair) for pair in pairs))
+        mel = None
+        if self.mel is not None and tail.mel is not None:
+            mel = np.concatenate([self.mel[: tail.mel_at - self.mel_at], tail.mel])
+        return _Hits(self.start_s, *(np.concatenate(pair) for pair in pairs), mel=mel, mel_at=self.mel_at)
 
     def votes(self, cfg: MatchConfig) -> _Fragment:
         if self._votes is None:
@@ -382,9 +405,11 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
     return _decide(name, hits, store, model, cfg)
 
 
-def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg: MatchConfig) -> FileMatch:
+def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg: MatchConfig,
+            verify: bool = False) -> FileMatch:
     """Fragments' hits -> the suggestion: votes pick the best `cfg.rescore` tracks, which are then
-    scored along their alignment (a score is a mean over fragments)."""
+    scored along their alignment (a score is a mean over fragments), and with `verify`, checked
+    against their reference files when the answer is not sure yet."""
     fragments = [h.votes(cfg) for h in hits]
     n = len(fragments)
     totals: dict[int, float] = {}
@@ -393,12 +418,22 @@ def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg:
             totals[t] = totals.get(t, 0.0) + s / n
     if not totals:
         return FileMatch(name, "unknown")
-    if cfg.rescore and model.calibration.score == "aligned":  # else the votes' margin, as it was calibrated for
+    score = model.calibration.score  # score as the calibration was fitted: "votes", "aligned" or "verified"
+    if cfg.rescore and score != "votes":
         by_votes = sorted(totals, key=totals.get, reverse=True)[: cfg.rescore]
         totals = {t: _aligned_score(t, hits, fragments, store) for t in by_votes}
     margins = _margins(totals, cfg.same_audio_ratio)
+    checked: dict[int, float | None] = {}
+    if verify and cfg.verify and score == "verified":
+        best = max(totals, key=totals.get)
+        if model.calibration.confidence(margins[best]) < cfg.verify_below:
+            for t in sorted(totals, key=totals.get, reverse=True)[: cfg.verify]:
+                checked[t], share = _verified(t, hits, fragments, store, model.feature_config)
+                totals[t] += cfg.verify_weight * max(0.0, (checked[t] or 0.0) - cfg.verify_floor) * share
+            margins = _margins(totals, cfg.same_audio_ratio)
     ranked = sorted(totals, key=totals.get, reverse=True)
-    cands = [_candidate(t, totals[t], margins[t], fragments, model) for t in ranked[: 1 + cfg.alternatives]]
+    cands = [replace(_candidate(t, totals[t], margins[t], fragments, model), verified=checked.get(t))
+             for t in ranked[: 1 + cfg.alternatives]]
     best = cands[0]
     status = "match" if best.confidence >= cfg.threshold else "unknown"
     return FileMatch(name, status, match=best, alternatives=cands[1:])
@@ -430,6 +465,21 @@ def _along(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarr
         ok = row < hi
         best[ok] = np.maximum(best[ok], np.einsum("ij,ij->i", vectors[ok], ref[row[ok]]))
     return float(np.maximum(best - background, 0.0).mean())
+
+
+def _verified(t: int, hits: list[_Hits], fragments: list[_Fragment], store: Store,
+              fc: FeatureConfig) -> tuple[float | None, float]:
+    """Track t's reference file against the query's audio in t's strongest fragment, where its
+    offset puts it (tagmatch.verify): (the correlation, None without the query's log-mel or the
+    reference; the share of the query's windows that fragment holds). The evidence counts for
+    that share of the query only: a song that quotes a library song for 10 s of its 5 minutes is
+    not that song (two such unknown songs on the benchmark, docs/benchmarks.md, "Verification")."""
+    i = max((i for i, f in enumerate(fragments) if t in f.scores), key=lambda i: fragments[i].scores[t][0])
+    share = len(hits[i].q_time) / sum(len(h.q_time) for h in hits)
+    if hits[i].mel is None:
+        return None, share
+    return reference_correlation(hits[i].mel, hits[i].mel_at * fc.frame_seconds, store.tracks[t].path,
+                                 fragments[i].scores[t][1], fc), share
 
 
 def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:

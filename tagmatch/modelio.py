@@ -44,10 +44,11 @@ class Calibration:
 
     mid: float = 0.02
     width: float = 0.004
-    # The score the fit is for: "aligned" (since session 10) or "votes" (a model file calibrated
-    # before, whose calibration records no score). The matcher scores as its model's calibration
-    # expects, so an older model's threshold keeps its meaning until it is calibrated again.
-    score: str = "aligned"
+    # The score the fit is for: "verified" (since session 12: aligned, plus the check against the
+    # reference files), "aligned" (session 10) or "votes" (a model file calibrated before, whose
+    # calibration records no score). The matcher scores as its model's calibration expects, so an
+    # older model's threshold keeps its meaning until it is calibrated again.
+    score: str = "verified"
 
     def to_dict(self) -> dict:
         return {"mid": self.mid, "width": self.width, "score": self.score}

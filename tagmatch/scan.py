@@ -4,7 +4,8 @@
 {"version": 1, "store": "<path>", "target": "<the scanned folder or file>", "files": [
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
-                    "fragments_agreeing": 4, "fragments_total": 5},
+                    "fragments_agreeing": 4, "fragments_total": 5, "score": 0.21, "margin": 0.17,
+                    "verified": null | 0.31},  # correlation with the reference file (tagmatch.verify)
    "alternatives": [<same shape as match>, ...],
    "stopped_at_s": null | 10.0}]}     # where reading stopped, sure of the answer; null: read it all
 ```
@@ -82,7 +83,8 @@ def candidate_json(c: Candidate, store: Store) -> dict:
         tags.setdefault(k, v)
     return {"path": t.path, "tags": tags, "confidence": round(c.confidence, 4), "offset_s": c.offset_s,
             "fragments_agreeing": c.fragments_agreeing, "fragments_total": c.fragments_total,
-            "score": round(c.score, 4), "margin": round(c.margin, 4)}
+            "score": round(c.score, 4), "margin": round(c.margin, 4),
+            "verified": None if c.verified is None else round(c.verified, 4)}
 
 
 def file_json(m: FileMatch, store: Store) -> dict:

@@ -55,6 +55,18 @@ def test_scan_prints_one_line_per_file(cli_run, manifest):
     assert "Traceback" not in cli_run["scan"].stderr
 
 
+def test_unsure_answers_are_checked_against_the_references_unless_told_not_to(cli_run, fixture_dir, tmp_path):
+    doc = cli_run["json"]
+    unsure = [f for f in doc["files"] if f["status"] == "unknown" and f["match"]]
+    assert unsure and all(f["match"]["verified"] is not None for f in unsure)
+    assert all(f["match"]["verified"] < 0.2 for f in unsure)  # songs not in the library: their audio is not there
+    out = tmp_path / "plain.json"
+    run("scan", fixture_dir / "messy", "--store", cli_run["store"], "--json", out, "--quiet", "--no-verify")
+    plain = json.loads(out.read_text())
+    assert [f["status"] for f in plain["files"]] == [f["status"] for f in doc["files"]]
+    assert all(c["verified"] is None for f in plain["files"] for c in [f["match"] or {"verified": None}, *f["alternatives"]])
+
+
 def test_json_contract(cli_run, manifest, fixture_dir):
     doc = cli_run["json"]
     assert doc["version"] == 1 and doc["store"] == str(cli_run["store"])

@@ -136,12 +136,13 @@ def test_aligned_score_counts_the_windows_whose_top_hits_missed_the_track():
 
 def test_a_model_calibrated_for_the_votes_is_matched_with_the_votes(tmp_path, fixture_dir, manifest, library_store, model):
     """A model file calibrated before the aligned score (no `score` in its calibration) keeps the
-    score its threshold was fitted for; the shipped model is calibrated for the aligned score."""
+    score its threshold was fitted for; the shipped model is calibrated for the aligned score with
+    the check against the reference files ("verified")."""
     import joblib
 
     from tagmatch.modelio import Calibration, default_model_path, load_model, set_calibration
 
-    assert load_model(default_model_path()).calibration.score == "aligned"
+    assert load_model(default_model_path()).calibration.score == "verified"
     store, _ = library_store
     old = tmp_path / "old.joblib"
     d = joblib.load(model.path)
@@ -156,8 +157,8 @@ def test_a_model_calibrated_for_the_votes_is_matched_with_the_votes(tmp_path, fi
     aligned = match_file(path, store, model, cfg)
     assert as_old.match.margin == pytest.approx(votes.match.margin)
     assert aligned.match.margin != pytest.approx(votes.match.margin)
-    set_calibration(old, Calibration(0.02, 0.004))  # calibrated again: the aligned score
-    assert load_model(old).calibration.score == "aligned"
+    set_calibration(old, Calibration(0.02, 0.004))  # calibrated again: today's score
+    assert load_model(old).calibration.score == "verified"
 
 
 def test_fragments_merge_a_short_tail():

@@ -520,6 +520,7 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
             "fragments": [best.fragments_agreeing, best.fragments_total] if best else None,
             "offset_s": q.meta.get("offset_s"), "duration_s": q.meta.get("duration_s"),
             "wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1), "stopped_at_s": fm.stopped_at_s,
+            "verified": best.verified if best else None,
         })
         if i % 100 == 0 or i == len(queries):
             log(f"{label}: scanned {i}/{len(queries)} queries ({time.perf_counter() - t0:.0f} s, load {loadavg()})")
@@ -733,7 +734,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
     from tagmatch.modelio import set_calibration
 
     old = model.calibration
-    model.calibration = replace(old, score="aligned")  # fit the matcher's current score (a "votes" model too)
+    model.calibration = replace(old, score="verified")  # fit the matcher's current score (older models too)
     fit_conditions = [c for c in conditions if c.excerpt_s is not None] or conditions
     seeds = [args.seed + 1000 * i for i in range(1, max(1, args.fit_unknown_sets) + 1)]
     queries = make_queries(corpus, fit_conditions, seeds[0], args.limit, args.whole_limit, args.cache)

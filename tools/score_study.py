@@ -344,8 +344,9 @@ def main(argv=None) -> int:
     queries = query_sets(corpus, args.cache)
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.query_id}.joblib")
-    # each variant is calibrated here, so the aligned rows score as the matcher does now, also for
-    # a model file calibrated before (`_decide` follows the model calibration's score)
+    # each variant is calibrated here, so the aligned rows score as the matcher does, also for a
+    # model file calibrated before (`_decide` follows the model calibration's score). The cached
+    # hits hold no audio, so the check against the reference files (session 12) is not studied here.
     model.calibration = replace(model.calibration, score="aligned")
     ctx = Context(store, model)
     if args.early_stop:
