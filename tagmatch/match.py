@@ -19,6 +19,7 @@ from its first 10 s, without decoding the other three minutes.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -427,9 +428,7 @@ def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg:
     if verify and cfg.verify and score == "verified":
         best = max(totals, key=totals.get)
         if model.calibration.confidence(margins[best]) < cfg.verify_below:
-            for t in sorted(totals, key=totals.get, reverse=True)[: cfg.verify]:
-                checked[t], share = _verified(t, hits, fragments, store, model.feature_config)
-                totals[t] += cfg.verify_weight * max(0.0, (checked[t] or 0.0) - cfg.verify_floor) * share
+            checked = _check_references(totals, margins, hits, fragments, store, model, cfg)
             margins = _margins(totals, cfg.same_audio_ratio)
     ranked = sorted(totals, key=totals.get, reverse=True)
     cands = [replace(_candidate(t, totals[t], margins[t], fragments, model), verified=checked.get(t))
@@ -467,19 +466,31 @@ def _along(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarr
     return float(np.maximum(best - background, 0.0).mean())
 
 
-def _verified(t: int, hits: list[_Hits], fragments: list[_Fragment], store: Store,
-              fc: FeatureConfig) -> tuple[float | None, float]:
-    """Track t's reference file against the query's audio in t's strongest fragment, where its
-    offset puts it (tagmatch.verify): (the correlation, None without the query's log-mel or the
-    reference; the share of the query's windows that fragment holds). The evidence counts for
-    that share of the query only: a song that quotes a library song for 10 s of its 5 minutes is
-    not that song (two such unknown songs on the benchmark, docs/benchmarks.md, "Verification")."""
-    i = max((i for i, f in enumerate(fragments) if t in f.scores), key=lambda i: fragments[i].scores[t][0])
-    share = len(hits[i].q_time) / sum(len(h.q_time) for h in hits)
-    if hits[i].mel is None:
-        return None, share
-    return reference_correlation(hits[i].mel, hits[i].mel_at * fc.frame_seconds, store.tracks[t].path,
-                                 fragments[i].scores[t][1], fc), share
+def _check_references(totals: dict[int, float], margins: dict[int, float], hits: list[_Hits],
+                      fragments: list[_Fragment], store: Store, model: LoadedModel,
+                      cfg: MatchConfig) -> dict[int, float | None]:
+    """Check the best `cfg.verify` tracks against their reference files (tagmatch.verify) and add
+    the evidence to `totals`, in place; returns the correlations (None: the reference is unreadable).
+
+    Each check reads where t's strongest fragment aligns, and counts for that fragment's share of
+    the query's windows only: a song that quotes a library song for 10 s of its 5 minutes is not
+    that song (two such unknown songs on the benchmark, docs/benchmarks.md, "Verification"). A
+    track that even a perfect correlation could not lift to the threshold (one fragment of a long
+    file) is not read: its margin can rise by no more than its own gain."""
+    fc, cal = model.feature_config, model.calibration
+    p = min(max(cfg.threshold, 1e-6), 1 - 1e-6)
+    needed = cal.mid + cal.width * math.log(p / (1 - p))  # the margin at the threshold
+    windows = sum(len(h.q_time) for h in hits)
+    checked: dict[int, float | None] = {}
+    for t in sorted(totals, key=totals.get, reverse=True)[: cfg.verify]:
+        i = max((i for i, f in enumerate(fragments) if t in f.scores), key=lambda i: fragments[i].scores[t][0])
+        share = len(hits[i].q_time) / windows
+        if hits[i].mel is None or margins[t] + cfg.verify_weight * (1 - cfg.verify_floor) * share < needed:
+            continue
+        checked[t] = reference_correlation(hits[i].mel, hits[i].mel_at * fc.frame_seconds, store.tracks[t].path,
+                                           fragments[i].scores[t][1], fc)
+        totals[t] += cfg.verify_weight * max(0.0, (checked[t] or 0.0) - cfg.verify_floor) * share
+    return checked
 
 
 def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:

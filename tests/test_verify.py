@@ -99,3 +99,21 @@ def test_the_correlation_at_every_lag_is_the_plain_sum_of_products():
     assert best_correlation(query, reference) == pytest.approx(max(direct), abs=1e-5)
     assert int(np.argmax(direct)) == 31
     assert best_correlation(query, reference[:30]) == 0.0  # shorter than the query: no evidence
+
+
+def test_a_track_that_even_a_perfect_check_could_not_lift_to_the_threshold_is_not_read(fixture_dir, library_store,
+                                                                                        model, tmp_path):
+    """One fragment of a long file counts for its share of the file only, so at a high threshold
+    reading its reference could change nothing: it is skipped. A 12 s file (one fragment) is checked."""
+    import soundfile as sf
+
+    store, _ = library_store
+    verified_model = replace(model, calibration=replace(model.calibration, score="verified"))
+    cfg = MatchConfig(threshold=0.999999, verify_below=1.01, stop_confidence=None)
+    song = fixture_dir / "messy" / "Track 14.flac"  # a whole 41 s song not in the library: 4 fragments
+    whole = match_file(song, store, verified_model, cfg)
+    assert whole.status == "unknown" and whole.match.verified is None
+    excerpt = tmp_path / "excerpt.wav"
+    sf.write(excerpt, load_audio(song, FC.sample_rate)[: 12 * FC.sample_rate], FC.sample_rate)
+    short = match_file(excerpt, store, verified_model, cfg)
+    assert short.status == "unknown" and short.match.verified is not None
