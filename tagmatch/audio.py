@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -73,6 +74,17 @@ def _blocks_soundfile(path: Path) -> Iterator[tuple[np.ndarray, int]]:
                 yield _to_mono(x), f.samplerate
 
 
+@contextmanager
+def _ffmpeg_errors(path: Path) -> Iterator[None]:
+    """PyAV raises many types (FFmpegError, ValueError...): each becomes one AudioReadError line."""
+    try:
+        yield
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
+
+
 def _blocks_pyav(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """FFmpeg decode at the stream's own rate (soxr resamples after: FFmpeg's resampler costs
     more than the decode). Frames are small (a few hundred samples), so converting each to numpy
@@ -80,27 +92,26 @@ def _blocks_pyav(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     `_BLOCK_SAMPLES` at a time instead."""
     import av  # imported lazily: ~0.1 s, and only some formats need it
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioReadError(path, "no audio stream")
-            stream = container.streams.audio[0]
-            fifo, sr = av.AudioFifo(), None
-            for frame in container.decode(stream):
-                if sr is None:
-                    sr = frame.sample_rate
-                elif frame.sample_rate != sr:
-                    raise AudioReadError(path, "sample rate changes mid-stream (not supported)")
-                frame.pts = None  # the fifo would otherwise insist on gapless timestamps
-                fifo.write(frame)
-                if fifo.samples >= _BLOCK_SAMPLES:
-                    yield _frame_mono(fifo.read()), sr
-            if fifo.samples:
+    with _ffmpeg_errors(path), av.open(str(path)) as container:
+        stream = _audio_stream(container, path)
+        fifo, sr = av.AudioFifo(), None
+        for frame in container.decode(stream):
+            if sr is None:
+                sr = frame.sample_rate
+            elif frame.sample_rate != sr:
+                raise AudioReadError(path, "sample rate changes mid-stream (not supported)")
+            frame.pts = None  # the fifo would otherwise insist on gapless timestamps
+            fifo.write(frame)
+            if fifo.samples >= _BLOCK_SAMPLES:
                 yield _frame_mono(fifo.read()), sr
-    except AudioReadError:
-        raise
-    except Exception as exc:  # PyAV raises many types (FFmpegError, ValueError...)
-        raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
+        if fifo.samples:
+            yield _frame_mono(fifo.read()), sr
+
+
+def _audio_stream(container, path: Path):
+    if not container.streams.audio:
+        raise AudioReadError(path, "no audio stream")
+    return container.streams.audio[0]
 
 
 def _frame_mono(frame) -> np.ndarray:
@@ -252,29 +263,21 @@ def _segment_pyav(path: Path, start_s: float, duration_s: float) -> tuple[np.nda
     keep the samples from `start_s` on, using each frame's timestamp."""
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioReadError(path, "no audio stream")
-            stream = container.streams.audio[0]
-            if start_s > 0:
-                container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
-            parts, sr, got, first = [], None, 0, True
-            for frame in container.decode(stream):
-                sr = sr or frame.sample_rate
-                a = _frame_mono(frame)
-                if first:  # the first frame may start before start_s (or have no timestamp)
-                    first = False
-                    at = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
-                    a = a[max(0, int(round((start_s - at) * sr))):]
-                parts.append(a)
-                got += len(a)
-                if got >= duration_s * sr:
-                    break
-    except AudioReadError:
-        raise
-    except Exception as exc:
-        raise AudioReadError(path, f"cannot decode (corrupt or not audio): {_one_line(exc)}") from exc
+    parts, sr, got = [], None, 0
+    with _ffmpeg_errors(path), av.open(str(path)) as container:
+        stream = _audio_stream(container, path)
+        if start_s > 0:
+            container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            a = _frame_mono(frame)
+            if sr is None:  # the first frame may start before start_s (or have no timestamp)
+                sr = frame.sample_rate
+                at = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
+                a = a[max(0, int(round((start_s - at) * sr))) :]
+            parts.append(a)
+            got += len(a)
+            if got >= duration_s * sr:
+                break
     if sr is None:
         raise AudioReadError(path, "no audio samples (truncated or not audio)")
     y = np.concatenate(parts) if parts else np.zeros(0, np.float32)

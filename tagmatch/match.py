@@ -438,11 +438,16 @@ def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg:
     return FileMatch(name, status, match=best, alternatives=cands[1:])
 
 
+def _strongest(t: int, fragments: list[_Fragment]) -> int:
+    """The index of the fragment where track t's vote is strongest (where its offset is taken)."""
+    return max((i for i, f in enumerate(fragments) if t in f.scores), key=lambda i: fragments[i].scores[t][0])
+
+
 def _aligned_score(t: int, hits: list[_Hits], fragments: list[_Fragment], store: Store) -> float:
     """Track t's evidence along its alignment, per window, averaged over fragments. A fragment where
     t got no vote is aligned at t's offset in its strongest fragment."""
     times, ref = store.track_vectors(t)
-    anchor = max((f for f in fragments if t in f.scores), key=lambda f: f.scores[t][0]).scores[t][1]
+    anchor = fragments[_strongest(t, fragments)].scores[t][1]
     total = 0.0
     for h, f in zip(hits, fragments):
         offset = f.scores[t][1] if t in f.scores else anchor
@@ -483,7 +488,7 @@ def _check_references(totals: dict[int, float], margins: dict[int, float], hits:
     windows = sum(len(h.q_time) for h in hits)
     checked: dict[int, float | None] = {}
     for t in sorted(totals, key=totals.get, reverse=True)[: cfg.verify]:
-        i = max((i for i, f in enumerate(fragments) if t in f.scores), key=lambda i: fragments[i].scores[t][0])
+        i = _strongest(t, fragments)
         share = len(hits[i].q_time) / windows
         if hits[i].mel is None or margins[t] + cfg.verify_weight * (1 - cfg.verify_floor) * share < needed:
             continue
@@ -497,7 +502,7 @@ def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], 
     """Evidence for track `t`: its offset (from its strongest fragment) and how many fragments
     have it as their best track at a consistent offset (allowing drift from speed changes)."""
     with_t = [f for f in fragments if t in f.scores]
-    anchor = max(with_t, key=lambda f: f.scores[t][0])
+    anchor = fragments[_strongest(t, fragments)]
     offset = anchor.scores[t][1]
     agreeing = 0
     for f in with_t:
