@@ -51,7 +51,9 @@ async def test_review_apply_and_undo_a_real_scan(real_scan_doc, tmp_path, env):
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, ReviewScreen)
-        await goto(pilot, unknown)
+        i_unknown = await goto(pilot, unknown)
+        # an unsure file was checked against its best guess's reference audio, and the detail says so
+        assert "reference audio correlates" in app.screen.detail_text(i_unknown).plain
         await pilot.press("a")  # only matches can be accepted: a notification, no decision
         assert "only matched files can be accepted" in messages(app)[-1]
         await goto(pilot, acc1)
