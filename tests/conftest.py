@@ -12,6 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"
 
+# Embed as `tagmatch index` and `scan` do, and as their worker processes do: with one XLA thread.
+# With two, XLA splits the encoder's sums differently, and on some CPUs a vector lands one int8
+# step away from the workers' (tests/test_parallel_index.py compares the stores bit for bit).
+from tagmatch.threads import one_compute_thread  # noqa: E402
+
+one_compute_thread()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_compile_cache(tmp_path_factory):
