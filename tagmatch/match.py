@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -33,7 +33,7 @@ from tagmatch.features import FeatureConfig, log_mel, window_starts
 from tagmatch.index import SILENT_RMS, window_rms
 from tagmatch.modelio import LoadedModel
 from tagmatch.store import Store
-from tagmatch.verify import reference_correlation
+from tagmatch.verify import Evidence, check_reference
 
 
 class Searcher(Protocol):
@@ -65,19 +65,23 @@ class MatchConfig:
     # Stop reading a file once its fragments so far give this confidence, and at least the
     # threshold (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
-    # margin of a first 10 s never passed 0.030, under the 0.046 that 0.9999 means (shipped model
-    # with its query adapter; docs/benchmarks.md, "Stopping early"); right answers' margins have a
-    # median of 0.17.
+    # margin of a first 10 s never passed 0.030, under the 0.058 that 0.9999 means (shipped model
+    # with its query adapter and session 13's calibration; docs/benchmarks.md, "Stopping early");
+    # right answers' margins have a median of 0.17.
     stop_confidence: float | None = 0.9999
     # Verification (tagmatch.verify): when the best answer is not already this sure, the best
-    # `verify` tracks are compared with their reference files where the alignment puts the query,
-    # and that correlation of spectral change adds verify_weight x (correlation - verify_floor) to
-    # a track's score (nothing below the floor: unrelated audio correlates at ~0.01-0.05).
+    # `verify` tracks are compared with their reference files where the alignment puts the query.
+    # A track's score gains the larger of verify_weight x (correlation - verify_floor) and
+    # significance_weight x (significance - significance_floor), never less than 0 and the latter
+    # no more than the former can give (unrelated audio correlates at ~0.01-0.05, ~3 standard
+    # deviations above its background; docs/benchmarks.md, "Verification").
     # 0: no verification. A model whose calibration was fitted without it is matched without it.
     verify: int = 3
     verify_below: float = 0.99
     verify_weight: float = 0.2
     verify_floor: float = 0.03
+    significance_weight: float = 0.012
+    significance_floor: float = 5.0
 
 
 # Where an alignment puts a query window, the reference has a window within ALIGN_TOLERANCE_S (its
@@ -96,9 +100,11 @@ class Candidate:
     offset_s: float  # where the query starts in the reference track
     fragments_agreeing: int
     fragments_total: int
-    # correlation of spectral change with the reference file along the alignment (tagmatch.verify);
-    # None: not checked (the answer was sure without it, or the reference could not be read)
+    # correlation of spectral change with the reference file along the alignment, and how many
+    # standard deviations it stands above chance (tagmatch.verify.Evidence); None: not checked (the
+    # answer was sure without it, or the reference could not be read)
     verified: float | None = None
+    significance: float | None = None
 
 
 @dataclass
@@ -424,14 +430,14 @@ def _decide(name: str, hits: list[_Hits], store: Store, model: LoadedModel, cfg:
         by_votes = sorted(totals, key=totals.get, reverse=True)[: cfg.rescore]
         totals = {t: _aligned_score(t, hits, fragments, store) for t in by_votes}
     margins = _margins(totals, cfg.same_audio_ratio)
-    checked: dict[int, float | None] = {}
+    checked: dict[int, Evidence | None] = {}
     if verify and cfg.verify and score == "verified":
         best = max(totals, key=totals.get)
         if model.calibration.confidence(margins[best]) < cfg.verify_below:
             checked = _check_references(totals, margins, hits, fragments, store, model, cfg)
             margins = _margins(totals, cfg.same_audio_ratio)
     ranked = sorted(totals, key=totals.get, reverse=True)
-    cands = [replace(_candidate(t, totals[t], margins[t], fragments, model), verified=checked.get(t))
+    cands = [_candidate(t, totals[t], margins[t], fragments, model, checked.get(t))
              for t in ranked[: 1 + cfg.alternatives]]
     best = cands[0]
     status = "match" if best.confidence >= cfg.threshold else "unknown"
@@ -473,9 +479,9 @@ def _along(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarr
 
 def _check_references(totals: dict[int, float], margins: dict[int, float], hits: list[_Hits],
                       fragments: list[_Fragment], store: Store, model: LoadedModel,
-                      cfg: MatchConfig) -> dict[int, float | None]:
+                      cfg: MatchConfig) -> dict[int, Evidence | None]:
     """Check the best `cfg.verify` tracks against their reference files (tagmatch.verify) and add
-    the evidence to `totals`, in place; returns the correlations (None: the reference is unreadable).
+    the evidence to `totals`, in place; returns it per track (None: the reference is unreadable).
 
     Each check reads where t's strongest fragment aligns, and counts for that fragment's share of
     the query's windows only: a song that quotes a library song for 10 s of its 5 minutes is not
@@ -486,19 +492,24 @@ def _check_references(totals: dict[int, float], margins: dict[int, float], hits:
     p = min(max(cfg.threshold, 1e-6), 1 - 1e-6)
     needed = cal.mid + cal.width * math.log(p / (1 - p))  # the margin at the threshold
     windows = sum(len(h.q_time) for h in hits)
-    checked: dict[int, float | None] = {}
+    most = cfg.verify_weight * (1 - cfg.verify_floor)  # the gain of a perfect correlation
+    checked: dict[int, Evidence | None] = {}
     for t in sorted(totals, key=totals.get, reverse=True)[: cfg.verify]:
         i = _strongest(t, fragments)
         share = len(hits[i].q_time) / windows
-        if hits[i].mel is None or margins[t] + cfg.verify_weight * (1 - cfg.verify_floor) * share < needed:
+        if hits[i].mel is None or margins[t] + most * share < needed:
             continue
-        checked[t] = reference_correlation(hits[i].mel, hits[i].mel_at * fc.frame_seconds, store.tracks[t].path,
-                                           fragments[i].scores[t][1], fc)
-        totals[t] += cfg.verify_weight * max(0.0, (checked[t] or 0.0) - cfg.verify_floor) * share
+        evidence = checked[t] = check_reference(hits[i].mel, hits[i].mel_at * fc.frame_seconds,
+                                                store.tracks[t].path, fragments[i].scores[t][1], fc)
+        if evidence is not None:
+            gain = max(cfg.verify_weight * (evidence.correlation - cfg.verify_floor),
+                       min(most, cfg.significance_weight * (evidence.significance - cfg.significance_floor)))
+            totals[t] += max(0.0, gain) * share
     return checked
 
 
-def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel) -> Candidate:
+def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], model: LoadedModel,
+               evidence: Evidence | None = None) -> Candidate:
     """Evidence for track `t`: its offset (from its strongest fragment) and how many fragments
     have it as their best track at a consistent offset (allowing drift from speed changes)."""
     with_t = [f for f in fragments if t in f.scores]
@@ -510,5 +521,7 @@ def _candidate(t: int, score: float, margin: float, fragments: list[_Fragment], 
         drift = 1.0 + 0.04 * abs(f.start_s - anchor.start_s)
         if s >= max(v[0] for v in f.scores.values()) and abs(off - offset) <= drift:
             agreeing += 1
-    return Candidate(t, score, margin, model.calibration.confidence(margin),
-                     round(offset, 2), agreeing, len(fragments))
+    checked = evidence is not None
+    return Candidate(t, score, margin, model.calibration.confidence(margin), round(offset, 2), agreeing,
+                     len(fragments), evidence.correlation if checked else None,
+                     evidence.significance if checked else None)

@@ -5,7 +5,8 @@
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
                     "fragments_agreeing": 4, "fragments_total": 5, "score": 0.21, "margin": 0.17,
-                    "verified": null | 0.31},  # correlation with the reference file (tagmatch.verify)
+                    "verified": null | 0.31,    # correlation with the reference file (tagmatch.verify)
+                    "significance": null | 9.8},  # and how many standard deviations above chance
    "alternatives": [<same shape as match>, ...],
    "stopped_at_s": null | 10.0}]}     # where reading stopped, sure of the answer; null: read it all
 ```
@@ -84,7 +85,8 @@ def candidate_json(c: Candidate, store: Store) -> dict:
     return {"path": t.path, "tags": tags, "confidence": round(c.confidence, 4), "offset_s": c.offset_s,
             "fragments_agreeing": c.fragments_agreeing, "fragments_total": c.fragments_total,
             "score": round(c.score, 4), "margin": round(c.margin, 4),
-            "verified": None if c.verified is None else round(c.verified, 4)}
+            "verified": None if c.verified is None else round(c.verified, 4),
+            "significance": None if c.significance is None else round(c.significance, 2)}
 
 
 def file_json(m: FileMatch, store: Store) -> dict:

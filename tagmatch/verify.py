@@ -11,11 +11,14 @@ The comparison is a normalised correlation of spectral change: each log-mel band
 each frame minus its mean over the bands (gain and EQ drop out), then the difference from one frame
 to the next (stationary noise and slow reverb tails mostly drop out), searched over small lags
 around the alignment. Unrelated audio correlates at ~0.01-0.05; the right recording under 0 dB
-noise and reverb at ~0.1-0.5 (docs/benchmarks.md, "Verification").
+noise and reverb at ~0.1-0.5 (docs/benchmarks.md, "Verification"). How far that peak stands above
+the same two signals' correlation off the alignment (its significance) is the second measure: the
+height alone cannot tell a peak that rises out of flat noise from one among many a beat apart.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,24 +38,40 @@ def spectral_change(S: np.ndarray) -> np.ndarray:
     return np.diff(S, axis=0, prepend=S[:1]).astype(np.float32)
 
 
-def best_correlation(query: np.ndarray, reference: np.ndarray) -> float:
-    """Highest normalised correlation of `query` [shape=(n, bands)] with any `n` consecutive frames
-    of the longer `reference` [shape=(m, bands)]."""
-    n = len(query)
-    if n == 0 or len(reference) < n:
-        return 0.0
-    # every lag's dot product at once: the bands' correlations summed in the frequency domain
-    # (scipy.fft, as features.py; scipy.signal.correlate does the same but costs ~1.8 s to import)
-    m, size = len(reference), scipy.fft.next_fast_len(len(reference) + n - 1)
-    spectrum = (scipy.fft.rfft(reference, size, axis=0) * scipy.fft.rfft(query[::-1], size, axis=0)).sum(axis=1)
-    dots = scipy.fft.irfft(spectrum, size)[n - 1 : m]
-    energy = np.concatenate([[0.0], np.cumsum((reference.astype(np.float64) ** 2).sum(axis=1))])
-    norms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.0)) * np.linalg.norm(query)
-    return float(np.max(dots / np.maximum(norms, 1e-9)))
+@dataclass(frozen=True)
+class Evidence:
+    """What a reference file says about a candidate."""
+
+    correlation: float  # the best normalised correlation within +-MAX_LAG_S of the alignment
+    # how many standard deviations that stands above the same two signals' correlation from 0.6 s
+    # to half the query's length off the alignment: a song whose change is strongly periodic
+    # correlates with itself a beat off, another barely anywhere, and the height does not know which
+    significance: float
 
 
-def reference_correlation(query_mel: np.ndarray, query_start_s: float, reference: Path | str,
-                          offset_s: float, fc: FeatureConfig) -> float | None:
+def compare(query: np.ndarray, reference: np.ndarray) -> Evidence:
+    """Correlate `query` [shape=(n, bands)] with every `n` consecutive frames of the longer
+    `reference` [shape=(m, bands)] (the valid lags: the peak), and, for the background, at the lags
+    that wrap around the end of the reference (the query against the reference from 0.6 s to half
+    the query's length off the alignment)."""
+    n, m = len(query), len(reference)
+    if n < 2 or m < n:
+        return Evidence(0.0, 0.0)
+    # every circular lag's dot product at once: the bands' correlations summed in the frequency
+    # domain (scipy.fft, as features.py; scipy.signal.correlate does the same but costs ~1.8 s to import)
+    spectrum = (scipy.fft.rfft(reference, m, axis=0) * np.conj(scipy.fft.rfft(query, m, axis=0))).sum(axis=1)
+    dots = scipy.fft.irfft(spectrum, m)
+    energy = (reference.astype(np.float64) ** 2).sum(axis=1)
+    cumulative = np.concatenate([[0.0], np.cumsum(np.concatenate([energy, energy[: n - 1]]))])
+    norms = np.sqrt(np.maximum(cumulative[n : n + m] - cumulative[:m], 0.0)) * np.linalg.norm(query)
+    corr = dots / np.maximum(norms, 1e-9)
+    peak, elsewhere = float(corr[: m - n + 1].max()), corr[m - n + 1 :]
+    significance = (peak - elsewhere.mean()) / max(float(elsewhere.std()), 1e-9) if len(elsewhere) > 1 else 0.0
+    return Evidence(peak, float(significance))
+
+
+def check_reference(query_mel: np.ndarray, query_start_s: float, reference: Path | str,
+                    offset_s: float, fc: FeatureConfig) -> Evidence | None:
     """How well the query's log-mel (frames from `query_start_s` of the query) matches the reference
     file where the alignment puts it (reference time = query time + `offset_s`), within +-MAX_LAG_S.
     None when the reference cannot be read (moved, deleted, damaged): no evidence either way."""
@@ -73,4 +92,4 @@ def reference_correlation(query_mel: np.ndarray, query_start_s: float, reference
     at = max(0, -start_frame)
     R = R[: frames - at]
     padded[at : at + len(R)] = R
-    return best_correlation(spectral_change(query_mel), spectral_change(padded))
+    return compare(spectral_change(query_mel), spectral_change(padded))

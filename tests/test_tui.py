@@ -53,7 +53,8 @@ async def test_review_apply_and_undo_a_real_scan(real_scan_doc, tmp_path, env):
         assert isinstance(app.screen, ReviewScreen)
         i_unknown = await goto(pilot, unknown)
         # an unsure file was checked against its best guess's reference audio, and the detail says so
-        assert "reference audio correlates" in app.screen.detail_text(i_unknown).plain
+        detail = app.screen.detail_text(i_unknown).plain
+        assert "reference audio correlates" in detail and "sd above chance" in detail
         await pilot.press("a")  # only matches can be accepted: a notification, no decision
         assert "only matched files can be accepted" in messages(app)[-1]
         await goto(pilot, acc1)

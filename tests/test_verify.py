@@ -9,7 +9,7 @@ from tagmatch.audio import load_audio, read_segment
 from tagmatch.features import FeatureConfig, log_mel
 from tagmatch.match import MatchConfig, match_file
 from tagmatch.scan import candidate_json
-from tagmatch.verify import reference_correlation
+from tagmatch.verify import check_reference, compare
 
 FC = FeatureConfig()
 
@@ -44,12 +44,13 @@ def test_the_right_recording_under_0_db_noise_correlates_and_another_song_does_n
     noise = load_audio(songs[2], FC.sample_rate)[: len(clip)]  # another song as the background: 0 dB
     noise = noise * np.sqrt(np.mean(clip**2) / (np.mean(noise**2) + 1e-12))
     query = log_mel((clip + noise) * 0.3, FC)
-    at_right = reference_correlation(query, 0.0, right, start + 0.2, FC)  # offset a little off, as votes are
-    at_other = reference_correlation(query, 0.0, other, start, FC)
-    elsewhere = reference_correlation(query, 0.0, right, start + 5.0, FC)  # the right file at the wrong place
-    assert at_right > 0.15
-    assert at_other < 0.05 and elsewhere < 0.05
-    assert reference_correlation(query, 0.0, fixture_dir / "no-such-file.flac", start, FC) is None
+    at_right = check_reference(query, 0.0, right, start + 0.2, FC)  # offset a little off, as votes are
+    at_other = check_reference(query, 0.0, other, start, FC)
+    elsewhere = check_reference(query, 0.0, right, start + 5.0, FC)  # the right file at the wrong place
+    assert at_right.correlation > 0.15 and at_right.significance > 8
+    for wrong in (at_other, elsewhere):
+        assert wrong.correlation < 0.05 and wrong.significance < 4.5
+    assert check_reference(query, 0.0, fixture_dir / "no-such-file.flac", start, FC) is None
 
 
 def test_a_match_that_is_not_sure_is_checked_against_its_reference_file(fixture_dir, manifest, library_store, model,
@@ -60,11 +61,13 @@ def test_a_match_that_is_not_sure_is_checked_against_its_reference_file(fixture_
     verified_model = replace(model, calibration=replace(model.calibration, score="verified"))
     always = MatchConfig(verify_below=1.01, stop_confidence=None)  # check even a sure answer
     checked = match_file(path, store, verified_model, always)
-    assert checked.status == "match" and checked.match.verified > 0.3
-    assert candidate_json(checked.match, store)["verified"] == pytest.approx(checked.match.verified, abs=1e-4)
+    assert checked.status == "match" and checked.match.verified > 0.3 and checked.match.significance > 8
+    as_json = candidate_json(checked.match, store)
+    assert as_json["verified"] == pytest.approx(checked.match.verified, abs=1e-4)
+    assert as_json["significance"] == pytest.approx(checked.match.significance, abs=0.01)
     # the evidence only adds: the same answer, at least as sure
     plain = match_file(path, store, verified_model, replace(always, verify=0))
-    assert plain.match.track == checked.match.track and plain.match.verified is None
+    assert plain.match.track == checked.match.track and plain.match.verified is plain.match.significance is None
     assert checked.match.score > plain.match.score
     # a sure answer is not checked by default; a model calibrated without the check is never checked
     assert match_file(path, store, verified_model, MatchConfig()).match.verified is None
@@ -89,16 +92,23 @@ def test_a_reference_file_that_is_gone_gives_no_evidence_and_no_error(fixture_di
 
 
 def test_the_correlation_at_every_lag_is_the_plain_sum_of_products():
-    from tagmatch.verify import best_correlation
-
+    """The peak over the lags where the query fits in the reference, and its significance against
+    the lags that wrap around the reference's end, as the plain sums of products give them."""
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(90, 5)).astype(np.float32)
     query = reference[31:71] + 0.5 * rng.normal(size=(40, 5)).astype(np.float32)
-    direct = [float((query * reference[lag : lag + 40]).sum() / (np.linalg.norm(query) * np.linalg.norm(reference[lag : lag + 40])))
-              for lag in range(51)]
-    assert best_correlation(query, reference) == pytest.approx(max(direct), abs=1e-5)
-    assert int(np.argmax(direct)) == 31
-    assert best_correlation(query, reference[:30]) == 0.0  # shorter than the query: no evidence
+
+    def corr(lag: int) -> float:
+        window = reference[(np.arange(40) + lag) % 90]
+        return float((query * window).sum() / (np.linalg.norm(query) * np.linalg.norm(window)))
+
+    valid, wrapped = [corr(lag) for lag in range(51)], np.array([corr(lag) for lag in range(51, 90)])
+    evidence = compare(query, reference)
+    assert int(np.argmax(valid)) == 31
+    assert evidence.correlation == pytest.approx(max(valid), abs=1e-5)
+    assert evidence.significance == pytest.approx((max(valid) - wrapped.mean()) / wrapped.std(), rel=1e-4)
+    assert evidence.significance > 10
+    assert compare(query, reference[:30]).correlation == 0.0  # shorter than the query: no evidence
 
 
 def test_a_track_that_even_a_perfect_check_could_not_lift_to_the_threshold_is_not_read(fixture_dir, library_store,

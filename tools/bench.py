@@ -782,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--whole-limit", type=int, default=WHOLE_LIMIT, help="tracks per side for whole_mp3_128k")
     ap.add_argument("--conditions", default=None, help="comma-separated subset of: " + ", ".join(CONDITION_NAMES))
     ap.add_argument("--calibrate", action="store_true", help="fit the calibration first and write it into the model")
-    ap.add_argument("--fit-unknown-sets", type=int, default=3,
+    ap.add_argument("--fit-unknown-sets", type=int, default=5,
                     help="unknown-song query sets in the calibration fit (seeds +1000, +2000, ...)")
     ap.add_argument("--reuse-store", action="store_true", help="reuse the last reference store if still valid")
     ap.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",

@@ -325,8 +325,11 @@ class ReviewScreen(TableKeys, Screen):
             t.append(f"  {cand.get('confidence', 0):.2f}\n", style=conf_style(cand.get("confidence")))
             sure = (f", sure after {entry['stopped_at_s']:g} s"
                     if entry.get("stopped_at_s") and choice == 0 and entry.get("status") == "match" else "")
-            checked = (f", reference audio correlates {cand['verified']:.2f}"
-                       if cand.get("verified") is not None else "")
+            checked = ""
+            if cand.get("verified") is not None:
+                checked = f", reference audio correlates {cand['verified']:.2f}"
+                if cand.get("significance") is not None:  # older scans lack it
+                    checked += f" ({cand['significance']:.1f} sd above chance)"
             t.append(f"evidence: {cand.get('fragments_agreeing', '?')}/{cand.get('fragments_total', '?')} "
                      f"fragments agree, offset {cand.get('offset_s') or 0:+.1f} s{sure}{checked}\n", style="dim")
         d = entry.get("decision") or {}
