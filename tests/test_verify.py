@@ -69,6 +69,9 @@ def test_a_match_that_is_not_sure_is_checked_against_its_reference_file(fixture_
     plain = match_file(path, store, verified_model, replace(always, verify=0))
     assert plain.match.track == checked.match.track and plain.match.verified is plain.match.significance is None
     assert checked.match.score > plain.match.score
+    # both measures count: without the significance the gain is the correlation's alone, smaller here
+    by_height = match_file(path, store, verified_model, replace(always, significance_weight=0.0))
+    assert plain.match.score < by_height.match.score < checked.match.score
     # a sure answer is not checked by default; a model calibrated without the check is never checked
     assert match_file(path, store, verified_model, MatchConfig()).match.verified is None
     aligned_model = replace(model, calibration=replace(model.calibration, score="aligned"))
