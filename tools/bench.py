@@ -521,6 +521,7 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
             "offset_s": q.meta.get("offset_s"), "duration_s": q.meta.get("duration_s"),
             "wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1), "stopped_at_s": fm.stopped_at_s,
             "verified": best.verified if best else None,
+            "significance": best.significance if best else None,
         })
         if i % 100 == 0 or i == len(queries):
             log(f"{label}: scanned {i}/{len(queries)} queries ({time.perf_counter() - t0:.0f} s, load {loadavg()})")
