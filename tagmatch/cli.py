@@ -51,14 +51,14 @@ def _err(msg: str) -> None:
 
 
 def _store_path(arg: Path | None) -> Path:
-    from tagmatch.store import default_store_path
+    from tagmatch.store.shards import default_store_path
 
     return Path(arg) if arg else default_store_path()
 
 
 def _expand_sources(sources: list[Path]) -> list[Path]:
     """Folders, audio files, or text files listing one audio path a line."""
-    from tagmatch.audio import find_audio_files, is_audio_path
+    from tagmatch.audio.decode import find_audio_files, is_audio_path
 
     out = []
     for s in sources:
@@ -137,7 +137,7 @@ def cmd_index(args) -> int:
 
 def cmd_scan(args) -> int:
     from tagmatch.jobs import new_scan_path, scan_job
-    from tagmatch.scan import describe
+    from tagmatch.match.scan import describe
 
     json_path = args.json or new_scan_path(args.dir)
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
@@ -169,9 +169,9 @@ def cmd_scan(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from tagmatch.ann import describe_search
-    from tagmatch.modelio import load_model
-    from tagmatch.store import Store
+    from tagmatch.store.ann import describe_search
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.shards import Store
 
     store_path = _store_path(args.store)
     store = Store.load(store_path)
@@ -212,8 +212,8 @@ def _print_plan(plan) -> None:
 
 
 def cmd_apply(args) -> int:
-    from tagmatch.journal import applied_sources, default_runs_dir
-    from tagmatch.plan import build_plan, load_scan
+    from tagmatch.organize.journal import applied_sources, default_runs_dir
+    from tagmatch.organize.plan import build_plan, load_scan
 
     doc = load_scan(args.scan)
     runs_dir = default_runs_dir()
@@ -238,7 +238,7 @@ def cmd_apply(args) -> int:
 
 def _tag_edits(sets: list[str], unsets: list[str]) -> dict:
     """--set NAME=VALUE / --unset NAME -> overrides (None removes the tag); each name once."""
-    from tagmatch.plan import check_tag_names, split_values
+    from tagmatch.organize.plan import check_tag_names, split_values
 
     edits: dict = {}
     for item in sets:
@@ -260,8 +260,8 @@ def _tag_edits(sets: list[str], unsets: list[str]) -> dict:
 def cmd_decide(args) -> int:
     """Record a review decision in the scan JSON, as the Review screen's keys do, and show what
     `apply` will then do with the file(s)."""
-    from tagmatch.journal import applied_sources, default_runs_dir
-    from tagmatch.plan import build_plan, clear_decision, find_entry, load_scan, save_scan, set_decision
+    from tagmatch.organize.journal import applied_sources, default_runs_dir
+    from tagmatch.organize.plan import build_plan, clear_decision, find_entry, load_scan, save_scan, set_decision
 
     edits = _tag_edits(args.set, args.unset)
     editing = bool(edits) or args.path is not None
@@ -295,9 +295,9 @@ def _carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
     """Run an approved plan as a journaled, undoable run, with a progress bar."""
     import os
 
-    from tagmatch.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.organize.apply import TEST_DELAY_ENV, apply_plan, start_run
     from tagmatch.jobs import Step
-    from tagmatch.journal import default_runs_dir
+    from tagmatch.organize.journal import default_runs_dir
 
     run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
     delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
@@ -322,7 +322,8 @@ def _carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
 
 def cmd_dupes(args) -> int:
     """Find duplicate recordings under the folders (or act on a saved report with --from)."""
-    from tagmatch.dupes import check_quarantine, find_group, load_dupes, quarantine_plan, save_dupes, set_keeper
+    from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
+    from tagmatch.dupes.report import find_group, load_dupes, save_dupes, set_keeper
 
     if args.from_json:
         if args.dirs:
@@ -357,7 +358,7 @@ def cmd_dupes(args) -> int:
 
 def _find_dupes(args) -> dict:
     from tagmatch.jobs import dupes_job
-    from tagmatch.store import default_cache_store_path
+    from tagmatch.store.shards import default_cache_store_path
 
     with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
         doc = dupes_job(args.dirs, args.cache or default_cache_store_path(), args.model, keep=args.keep,
@@ -389,8 +390,8 @@ def _print_dupes(doc: dict) -> None:
 
 
 def cmd_undo(args) -> int:
-    from tagmatch.apply import undo_run
-    from tagmatch.journal import default_runs_dir, find_run
+    from tagmatch.organize.apply import undo_run
+    from tagmatch.organize.journal import default_runs_dir, find_run
 
     info = find_run(default_runs_dir(), args.run)
     if info.in_flight:
@@ -413,7 +414,7 @@ def cmd_undo(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from tagmatch.journal import default_runs_dir, find_run, list_runs
+    from tagmatch.organize.journal import default_runs_dir, find_run, list_runs
 
     runs_dir = default_runs_dir()
     if args.run:
@@ -442,8 +443,8 @@ def cmd_runs(args) -> int:
 def cmd_review(args) -> int:
     """Open the TUI's Review screen on a scan (decisions are saved into the scan JSON), or its
     Duplicates screen on a dupes report (keeper choices are saved into the report)."""
-    from tagmatch.dupes import load_report
-    from tagmatch.naming import check_template
+    from tagmatch.dupes.report import load_report
+    from tagmatch.organize.naming import check_template
 
     load_report(args.scan)  # a bad file is reported here, before the screen takes over
     check_template(args.template)
@@ -479,8 +480,8 @@ def _rel(path: str, base: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tagmatch.naming import DEFAULT_TEMPLATE, FIELDS
-    from tagmatch.tags import TAG_NAMES
+    from tagmatch.organize.naming import DEFAULT_TEMPLATE, FIELDS
+    from tagmatch.organize.tags import TAG_NAMES
 
     p = argparse.ArgumentParser(prog=PROG, description="Match messy audio files to a tagged reference library.")
     sub = p.add_subparsers(dest="command")

@@ -46,7 +46,7 @@ def _never() -> bool:
 def open_store(store_path: Path, model, must_exist: bool):
     """The store at `store_path` (None when it does not exist and need not), refused when another
     model built it."""
-    from tagmatch.store import Store
+    from tagmatch.store.shards import Store
 
     if not must_exist and not store_path.exists():
         return None
@@ -77,12 +77,12 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
     is "dask" with a scheduler address, else "auto". `search`: keep the approximate index
-    beside the store up to date (tagmatch.ann.update_index): "auto" (for big stores),
+    beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
     "approximate" or "exact"."""
-    from tagmatch.ann import update_index
-    from tagmatch.index import index_library
-    from tagmatch.modelio import load_model
-    from tagmatch.store import Store
+    from tagmatch.store.ann import update_index
+    from tagmatch.store.index import index_library
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.shards import Store
 
     if not Path(ref_dir).is_dir():
         raise TagmatchError(f"not a folder: {ref_dir}")
@@ -120,7 +120,7 @@ class ScanResult:
     doc: dict
     stopped: bool
     json_path: Path | None = None
-    search: str = ""  # how the store was searched (tagmatch.ann.describe_search)
+    search: str = ""  # how the store was searched (tagmatch.store.ann.describe_search)
 
     def count(self, status: str) -> int:
         return sum(m.status == status for m in self.results)
@@ -134,15 +134,15 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     (a stopped scan writes the files done so far). Each file is read only until its answer is
     near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`; unsure answers
     are checked against the reference files unless `verify` is False (`MatchConfig.verify`). `backend`
-    "joblib" or "dask" matches whole files on worker processes (tagmatch.parallel), each opening
+    "joblib" or "dask" matches whole files on worker processes (tagmatch.store.parallel), each opening
     the store memory-mapped; the results are the same as the local run's, in the same order."""
     import contextlib
 
-    from tagmatch.ann import describe_search, searcher_for
-    from tagmatch.match import MatchConfig
-    from tagmatch.modelio import load_model
-    from tagmatch.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
-    from tagmatch.scan import match_in_worker, scan, scan_json, scan_paths, write_scan_json
+    from tagmatch.store.ann import describe_search, searcher_for
+    from tagmatch.match.config import MatchConfig
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
+    from tagmatch.match.scan import match_in_worker, scan, scan_json, scan_paths, write_scan_json
 
     if not Path(target).exists():
         raise TagmatchError(f"not found: {target}")
@@ -229,7 +229,7 @@ def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
     """The saved scans, newest first; unreadable files are left out (they are not ours)."""
     import os
 
-    from tagmatch.plan import load_scan
+    from tagmatch.organize.plan import load_scan
 
     d = scans_dir or default_scans_dir()
     out = []
@@ -254,10 +254,10 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
     and return the report (dupes.dupes_doc). With `library_path`, also the files already in that
     store. Returns None when stopped during embedding (what was embedded is cached)."""
-    from tagmatch.dupes import (DupesConfig, against_library, dupes_doc, file_facts, find_duplicates,
-                                model_for_dupes, restrict)
-    from tagmatch.index import index_library
-    from tagmatch.modelio import load_model
+    from tagmatch.dupes.find import against_library, DupesConfig, find_duplicates, model_for_dupes, restrict
+    from tagmatch.dupes.report import dupes_doc, file_facts
+    from tagmatch.store.index import index_library
+    from tagmatch.model.modelfile import load_model
 
     base = load_model(model_path)
     model = model_for_dupes(base)  # the folders' windows on the grid that comparing files needs
@@ -313,7 +313,7 @@ class TrainRequest:
     loss: str | None = None
     seed: int | None = None
     kind: str | None = None  # encoder kind: model.ModelConfig's default, or "window" / "shared"
-    # (clean, degraded) pairs for the query adapter fitted after training (tagmatch.query_adapter);
+    # (clean, degraded) pairs for the query adapter fitted after training (tagmatch.train.adapter);
     # None: AdapterConfig's default, 0: no adapter
     adapter_pairs: int | None = None
 
@@ -322,7 +322,7 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
     """Decode the audio, train, and save the model to `req.out` (atomically; a stop saves the
     model as it stands, and with a checkpoint a re-run resumes). Returns train()'s summary plus
     `seconds`."""
-    from tagmatch.train import TrainConfig, decode_folder, train
+    from tagmatch.train.loop import TrainConfig, decode_folder, train
 
     if not req.music:
         raise TagmatchError("no audio files to train on")
@@ -361,7 +361,7 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
 def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_stop: ShouldStop) -> int:
     """Fit the trained model's query adapter on the same music and store it in the model file.
     Returns the number of pairs (0 when stopped first: the model is left without one)."""
-    from tagmatch.query_adapter import PAIR_BATCH, AdapterConfig, fit_query_adapter
+    from tagmatch.train.adapter import AdapterConfig, fit_query_adapter, PAIR_BATCH
 
     cfg = AdapterConfig() if req.adapter_pairs is None else replace(AdapterConfig(), pairs=req.adapter_pairs)
     if req.seed is not None:

@@ -54,7 +54,7 @@ def manifest(fixture_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def model():
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     return load_model()
 
@@ -62,7 +62,7 @@ def model():
 @pytest.fixture(scope="session")
 def library_store(fixture_dir, model, tmp_path_factory):
     """The fixture library indexed once with the default model: (store, store_path)."""
-    from tagmatch.index import index_library
+    from tagmatch.store.index import index_library
 
     store, report = index_library(fixture_dir / "library", None, model)
     assert not report.errors, report.errors
@@ -100,7 +100,7 @@ def messy(fixture_dir, tmp_path) -> Path:
 def manifest_scan_path(fixture_dir, manifest, messy, tmp_path, env) -> Path:
     """A scan of the messy copy built from the manifest (fixed confidences, no model)."""
     from helpers import manifest_scan
-    from tagmatch.plan import save_scan
+    from tagmatch.organize.plan import save_scan
 
     path = tmp_path / "scan.json"
     save_scan(manifest_scan(fixture_dir, manifest, messy), path)
@@ -115,7 +115,7 @@ def dupes_dir(fixture_dir, tmp_path_factory) -> Path:
     import soundfile as sf
 
     from helpers import MESSY, P0, P1, P2, P6, P8, P9, SR
-    from tagmatch.audio import load_audio
+    from tagmatch.audio.decode import load_audio
 
     root = tmp_path_factory.mktemp("dupes") / "music"
     for rel in (P0, P1, P2, P6, P8, P9):

@@ -91,9 +91,9 @@ GROUPS = [
 
 def untrained_model(kind: str = "window", channels: tuple[int, ...] = (4, 8, 8, 8, 8), seed: int = 0):
     """A small LoadedModel of random weights (no file), of either kind."""
-    from tagmatch.features import FeatureConfig
-    from tagmatch.model import ModelConfig
-    from tagmatch import modelio
+    from tagmatch.audio.features import FeatureConfig
+    from tagmatch.model.encoder import ModelConfig
+    from tagmatch.model import modelfile as modelio
 
     mc = ModelConfig(channels=channels, hidden=32, dim=16, kind=kind)
     fc = FeatureConfig(ref_hop_frames=mc.stride if kind == "shared" else FeatureConfig.ref_hop_frames)

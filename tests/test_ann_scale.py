@@ -1,13 +1,14 @@
-"""The approximate searcher (tagmatch.ann.IVFPQSearch) against exact search, in the matcher."""
+"""The approximate searcher (tagmatch.store.ann.IVFPQSearch) against exact search, in the matcher."""
 
 import numpy as np
 import pytest
 
-import tagmatch.ann as ann_mod
-from tagmatch.ann import ANN_META, IVFPQSearch, describe_search, searcher_for, update_index
-from tagmatch.features import FeatureConfig
-from tagmatch.match import MatchConfig, match_vectors
-from tagmatch.store import Store, TrackInfo, quantize
+import tagmatch.store.ann as ann_mod
+from tagmatch.store.ann import ANN_META, IVFPQSearch, describe_search, searcher_for, update_index
+from tagmatch.audio.features import FeatureConfig
+from tagmatch.match.config import MatchConfig
+from tagmatch.match.decide import match_vectors
+from tagmatch.store.shards import Store, TrackInfo, quantize
 
 DIM, TRACKS, PER_TRACK = 60, 40, 400  # 16,000 vectors: 100 s a track at the 0.25 s hop
 

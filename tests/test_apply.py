@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tagmatch import apply as apply_mod
-from tagmatch.apply import apply_plan, start_run, undo_run
+from tagmatch.organize import apply as apply_mod
+from tagmatch.organize.apply import apply_plan, start_run, undo_run
 from tagmatch.cli import main
-from tagmatch.journal import applied_sources, find_run, read_run
+from tagmatch.organize.journal import applied_sources, find_run, read_run
 from tagmatch.errors import TagmatchError
-from tagmatch.plan import build_plan, clear_decision, load_scan, save_scan, set_decision
-from tagmatch.tags import Picture, read_pictures, read_tag_values, retag_file
+from tagmatch.organize.plan import build_plan, clear_decision, load_scan, save_scan, set_decision
+from tagmatch.organize.tags import Picture, read_pictures, read_tag_values, retag_file
 
 JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(80))

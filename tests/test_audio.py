@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tagmatch.audio import load_audio, stream_audio
+from tagmatch.audio.decode import load_audio, stream_audio
 from test_tags import FORMATS, make_tone  # one tone writer for every format
 
 SR = 8000
@@ -87,7 +87,7 @@ def test_a_stream_can_stop_after_its_first_block(tmp_path):
 def test_ffmpeg_goes_on_where_libsndfile_gives_up(tmp_path, monkeypatch):
     """libsndfile reads WAV/MP3 first; should it fail part-way, FFmpeg continues from the same
     sample instead of the file becoming an error (before streaming, FFmpeg re-read it whole)."""
-    import tagmatch.audio as audio_mod
+    import tagmatch.audio.decode as audio_mod
 
     rate = 44100
     t = np.arange(rate * 15) / rate

@@ -116,7 +116,7 @@ def test_mp3_compression_level_matches_libsndfile_bitrates():
     (SR, lambda p, y, sr: bench.write_av(p, y, sr, codec="libopus", kbps=48), ".opus", 48),
 ])
 def test_encoders_write_decodable_files_at_about_the_bitrate(tmp_path, sr, encode, ext, kbps):
-    from tagmatch.audio import load_audio
+    from tagmatch.audio.decode import load_audio
 
     path = tmp_path / f"q{ext}"
     y = _music(3.0, sr) + 0.01 * np.random.default_rng(2).standard_normal(3 * sr).astype(np.float32)
@@ -129,7 +129,7 @@ def test_encoders_write_decodable_files_at_about_the_bitrate(tmp_path, sr, encod
 
 
 def _tiny_corpus(tmp_path: Path):
-    from tagmatch.devcorpus import DevCorpus, Track
+    from tagmatch.train.devcorpus import DevCorpus, Track
 
     root = tmp_path / "corpus"
     root.mkdir()
@@ -198,7 +198,7 @@ def test_summary_counts_remasters_as_the_right_song():
     o = s["overall"]
     assert o["n_known"] == 5 and o["acc_threshold"] == pytest.approx(2 / 5) and o["false_match_rate"] == pytest.approx(1 / 3)
 
-    from tagmatch.modelio import Calibration
+    from tagmatch.model.calibration import Calibration
 
     curve = bench.tradeoff(records, Calibration(mid=0.15, width=0.03))
     accs = [r["known_acc"] for r in curve]

@@ -147,7 +147,7 @@ def test_a_shared_kind_model_trains_indexes_and_scans_from_the_cli(tmp_path, fix
     """`train --kind shared` makes a model, with a query adapter fitted after training, whose store
     and scan run through the shared paths (whole tracks in one pass, queries on four phases, the
     adapter on the query side) on the real fixture files."""
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     model, store, out = tmp_path / "shared.joblib", tmp_path / "store", tmp_path / "scan.json"
     trained = run("train", fixture_dir / "library", "--out", model, "--steps", "2", "--batch", "4",

@@ -9,7 +9,7 @@ import numpy as np
 EMBED = """
 import sys
 import numpy as np
-from tagmatch.modelio import load_model
+from tagmatch.model.modelfile import load_model
 m = load_model()
 S = np.random.default_rng(0).standard_normal((2000, m.feature_config.n_mels)).astype(np.float32)
 np.save(sys.argv[1], m.embed_at(S, np.arange(0, 1800, 20)))

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagmatch.dupes import against_library, choose_keeper, find_duplicates, restrict
-from tagmatch.index import index_library
-from tagmatch.store import vector_scale
+from tagmatch.dupes.find import against_library, find_duplicates, restrict
+from tagmatch.dupes.keeper import choose_keeper
+from tagmatch.store.index import index_library
+from tagmatch.store.shards import vector_scale
 from helpers import GROUPS, P0, P1, P2, P8, tree
 
 
 @pytest.fixture(scope="module")
 def found(dupes_dir, model):
-    from tagmatch.dupes import file_facts
+    from tagmatch.dupes.report import file_facts
 
     store, report = index_library(dupes_dir, None, model)
     assert not report.errors
@@ -160,7 +161,7 @@ def test_cli_refuses_a_quarantine_inside_the_scanned_folder(dupes_dir, tmp_path)
 
 def test_approximate_search_finds_the_same_groups(found):
     """The IVF index (used above dupes.APPROX_ABOVE vectors) on a small store: same groups."""
-    from tagmatch.ann import IVFSearch
+    from tagmatch.store.ann import IVFSearch
 
     store = found["store"]
     ivf = IVFSearch(store, nlist=16, nprobe=4)
@@ -177,7 +178,7 @@ def test_an_excerpt_of_a_passage_two_recordings_share_does_not_join_them():
     """A and B share a passage (a partial overlap only); X, an excerpt of B from that passage, is
     contained in both. Grouping through X would make A and B copies: X goes with B, the recording
     it matches best, and A keeps its own copy."""
-    from tagmatch.dupes import Overlap, _duplicate_groups
+    from tagmatch.dupes.find import _duplicate_groups, Overlap
 
     A, A2, B, B2, X = range(5)
     pairs = {(A, A2): 0.97, (B, B2): 0.96, (B, X): 0.95, (B2, X): 0.93, (A, X): 0.66, (A2, X): 0.65}
@@ -200,8 +201,8 @@ def test_each_pair_is_measured_once(found, monkeypatch):
     """A third copy whose pair with its source was not a search candidate joins the group through
     the other copy, and its overlap is still measured and reported; no pair is aligned twice
     (checking a join and reporting the keeper's overlaps share one measurement)."""
-    import tagmatch.dupes as dupes
-    from tagmatch.store import TrackInfo
+    import tagmatch.dupes.find as dupes
+    from tagmatch.store.shards import TrackInfo
 
     store, infos, rel = found["store"], dict(found["infos"]), found["rel"]
     sub, _ = restrict(store, list(range(len(store.tracks))))

@@ -12,8 +12,8 @@ import pytest
 
 from tagmatch.cli import main
 from tagmatch.errors import TagmatchError
-from tagmatch.plan import build_plan, load_scan, preview, resulting_tags, set_decision, split_values
-from tagmatch.tags import read_tag_values
+from tagmatch.organize.plan import build_plan, load_scan, preview, resulting_tags, set_decision, split_values
+from tagmatch.organize.tags import read_tag_values
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.edit import EditScreen
 from helpers import goto, messages, settle

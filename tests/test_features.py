@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tagmatch.features import FeatureConfig, cut_windows, log_mel, mel_basis, window_starts
+from tagmatch.audio.features import FeatureConfig, cut_windows, log_mel, mel_basis, window_starts
 
 
 def test_log_mel_shape_and_frame_times():
@@ -48,7 +48,7 @@ def test_config_round_trip_and_window_samples():
 
 def test_jax_front_end_matches_numpy():
     """Training (JAX) and use (numpy) must compute the same features."""
-    from tagmatch.augment import log_mel_jax
+    from tagmatch.audio.augment import log_mel_jax
 
     cfg = FeatureConfig()
     y = np.random.default_rng(1).standard_normal(cfg.window_samples).astype(np.float32) * 0.1
@@ -60,7 +60,7 @@ def test_log_mel_in_blocks_equals_the_whole_signal_at_once():
     the result must be that of the plain whole-signal formula, block seams included."""
     import scipy.fft
 
-    from tagmatch.features import LOG_EPS, MEL_BLOCK_FRAMES, stft_window
+    from tagmatch.audio.features import LOG_EPS, MEL_BLOCK_FRAMES, stft_window
 
     cfg = FeatureConfig()
     y = np.random.default_rng(2).standard_normal(cfg.hop_length * (2 * MEL_BLOCK_FRAMES + 77) + cfg.n_fft)
@@ -88,7 +88,7 @@ def test_mel_basis_is_librosas(cfg):
 def test_window_rms_is_the_rms_of_each_windows_samples(n):
     """From hop energies plus a tail: the same as the definition, also for windows cut short by
     the end of the audio."""
-    from tagmatch.index import window_rms
+    from tagmatch.audio.features import window_rms
 
     cfg = FeatureConfig()
     rng = np.random.default_rng(n)

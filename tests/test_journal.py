@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagmatch.errors import TagmatchError
-from tagmatch.journal import (JOURNAL, Journal, applied_sources, create_run, default_runs_dir, find_run, list_runs,
+from tagmatch.organize.journal import (JOURNAL, Journal, applied_sources, create_run, default_runs_dir, find_run, list_runs,
                               read_run)
 
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from helpers import untrained_model
 
-from tagmatch.match import MatchConfig, _margins, _vote, fragment_bounds, match_file
+from tagmatch.match.config import MatchConfig
+from tagmatch.match.votes import rival_margins, vote
+from tagmatch.match.query import fragment_bounds
+from tagmatch.match.decide import match_file
 
 
 def _messy(manifest, expect):
@@ -81,14 +84,14 @@ def test_votes_need_agreement_on_track_and_offset():
     track = np.array([[1, 2]] * 10)
     ref = np.stack([q + 5.0, np.arange(10) * 3.7], axis=1)
     sim = np.full((10, 2), 0.9)
-    votes = _vote(track, ref, sim, q, 0.5)
+    votes = vote(track, ref, sim, q, 0.5)
     assert votes[1][0] == pytest.approx(0.9)
     assert abs(votes[1][1] - 5.0) < 1e-6
     assert votes[2][0] <= 0.9 * 2 / 10
 
 
 def test_margins_ignore_runners_up_that_share_the_audio():
-    m = _margins({1: 0.8, 2: 0.75, 3: 0.1}, ratio=0.8)
+    m = rival_margins({1: 0.8, 2: 0.75, 3: 0.1}, ratio=0.8)
     assert m[1] == pytest.approx(0.7)  # track 2 is near-identical audio (a remaster), not a rival
     assert m[3] == pytest.approx(0.1)
 
@@ -96,10 +99,12 @@ def test_margins_ignore_runners_up_that_share_the_audio():
 def test_aligned_score_counts_the_windows_whose_top_hits_missed_the_track():
     """Noise pushes a right track out of most windows' top-k; along its alignment those windows
     still rise above their background, while a chance alignment's do not."""
-    from tagmatch.features import FeatureConfig
-    from tagmatch.match import _aligned_score, _decide, _Hits
-    from tagmatch.modelio import Calibration
-    from tagmatch.store import Store, TrackInfo
+    from tagmatch.audio.features import FeatureConfig
+    from tagmatch.match.align import aligned_score
+    from tagmatch.match.decide import decide
+    from tagmatch.match.votes import Hits
+    from tagmatch.model.calibration import Calibration
+    from tagmatch.store.shards import Store, TrackInfo
 
     rng = np.random.default_rng(0)
     dim, n_ref = 16, 60
@@ -120,17 +125,17 @@ def test_aligned_score_counts_the_windows_whose_top_hits_missed_the_track():
     ref_time = np.where(track == 0, grid[at][:, None], rng.uniform(0, 19, size=(60, 2)))
     sim = np.where(track == 0, 0.9, 0.4)
     sim[:, 1] = 0.35  # each window's background
-    hits = [_Hits(0.0, track, ref_time, sim, q_time, vectors)]
+    hits = [Hits(0.0, track, ref_time, sim, q_time, vectors)]
     cfg = MatchConfig()
     votes = [hits[0].votes(cfg)]
     assert votes[0].scores[0][0] < 0.15  # by votes, 6 windows of 60
-    right, chance = (_aligned_score(t, hits, votes, store) for t in (0, 1))
+    right, chance = (aligned_score(t, hits, votes, store) for t in (0, 1))
     assert right > 0.4 and chance < 0.05
     model = type("M", (), {"calibration": Calibration(mid=0.1, width=0.02)})()
-    fm = _decide("q", hits, store, model, cfg)
+    fm = decide("q", hits, store, model, cfg)
     assert fm.status == "match" and fm.match.track == 0 and fm.match.margin == pytest.approx(right - chance)
     assert fm.match.offset_s == pytest.approx(4.0, abs=0.2)
-    votes_only = _decide("q", hits, store, model, MatchConfig(rescore=0))
+    votes_only = decide("q", hits, store, model, MatchConfig(rescore=0))
     assert votes_only.match.margin < 0.1
 
 
@@ -140,7 +145,8 @@ def test_a_model_calibrated_for_the_votes_is_matched_with_the_votes(tmp_path, fi
     the check against the reference files ("verified")."""
     import joblib
 
-    from tagmatch.modelio import Calibration, default_model_path, load_model, set_calibration
+    from tagmatch.model.calibration import Calibration
+    from tagmatch.model.modelfile import default_model_path, load_model, set_calibration
 
     assert load_model(default_model_path()).calibration.score == "verified"
     store, _ = library_store
@@ -168,8 +174,8 @@ def test_fragments_merge_a_short_tail():
 
 
 def test_a_coarser_query_hop_embeds_fewer_windows_and_still_matches(fixture_dir, manifest, library_store, model):
-    from tagmatch.audio import load_audio
-    from tagmatch.match import query_frames
+    from tagmatch.audio.decode import load_audio
+    from tagmatch.match.query import query_frames
 
     store, _ = library_store
     item = _messy(manifest, "match")[0]
@@ -191,9 +197,9 @@ def test_progressive_reading_cuts_the_fragments_and_windows_of_the_whole_file(tm
     and the context after it that the model reads (the shared kind's)."""
     import soundfile as sf
 
-    from tagmatch.audio import load_audio
-    from tagmatch.features import cut_windows
-    from tagmatch.match import QueryAudio, query_frames
+    from tagmatch.audio.decode import load_audio
+    from tagmatch.audio.features import cut_windows
+    from tagmatch.match.query import query_frames, QueryAudio
 
     model = untrained_model(kind)
     fc, cfg = model.feature_config, MatchConfig()
@@ -240,8 +246,8 @@ def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path,
     searched. Reading it all (stop_confidence None, `scan --whole-files`) gives the same song."""
     import soundfile as sf
 
-    import tagmatch.match as match_mod
-    from tagmatch.audio import load_audio
+    import tagmatch.match.query as query_mod
+    from tagmatch.audio.decode import load_audio
 
     store, _ = library_store
     ref = max((fixture_dir / "library").rglob("*.wav"), key=lambda p: sf.info(str(p)).duration)
@@ -255,8 +261,8 @@ def test_a_sure_long_file_is_read_only_until_sure_with_the_same_answer(tmp_path,
             decoded.append(len(block))
             yield block
 
-    load_blocks = match_mod.stream_audio
-    monkeypatch.setattr(match_mod, "stream_audio", counting)
+    load_blocks = query_mod.stream_audio
+    monkeypatch.setattr(query_mod, "stream_audio", counting)
     early = match_file(path, store, model)
     read_early, decoded[:] = sum(decoded), []
     full = match_file(path, store, model, MatchConfig(stop_confidence=None))
@@ -290,8 +296,9 @@ def test_reading_fragment_by_fragment_scores_as_the_whole_file(tmp_path, fixture
     back) must score exactly as match_vectors over the whole file's windows."""
     import soundfile as sf
 
-    from tagmatch.audio import load_audio
-    from tagmatch.match import match_vectors, query_frames
+    from tagmatch.audio.decode import load_audio
+    from tagmatch.match.decide import match_vectors
+    from tagmatch.match.query import query_frames
 
     store, _ = library_store
     ref = max((fixture_dir / "library").rglob("*.wav"), key=lambda p: sf.info(str(p)).duration)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagmatch.errors import TagmatchError
-from tagmatch.naming import (DEFAULT_TEMPLATE, MAX_COMPONENT_BYTES, check_template, destination, free_path,
+from tagmatch.organize.naming import (DEFAULT_TEMPLATE, MAX_COMPONENT_BYTES, check_template, destination, free_path,
                              path_key, render, sanitise_component, sanitise_filename, template_fields, user_path)
 
 TAGS = {"title": ["Neon Orchard"], "artist": ["Kosmo Dial"], "album": ["Signal Garden"], "tracknumber": ["3/12"]}

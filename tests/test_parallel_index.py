@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tagmatch.errors import TagmatchError
-from tagmatch.index import index_library
+from tagmatch.store.index import index_library
 from tagmatch.jobs import index_job
-from tagmatch.store import Store
+from tagmatch.store.shards import Store
 
 
 def assert_same_store(a: Store, b: Store) -> None:
@@ -75,7 +75,7 @@ def test_a_stop_keeps_what_is_done_and_a_rerun_completes_it(backend, fixture_dir
 def test_a_worker_with_another_model_fails_the_run(fixture_dir, model, tmp_path):
     import shutil
 
-    from tagmatch.modelio import default_model_path, set_projection
+    from tagmatch.model.modelfile import default_model_path, set_projection
 
     other = tmp_path / "other.joblib"
     shutil.copy(default_model_path(), other)
@@ -125,7 +125,7 @@ def test_a_parallel_scan_gives_the_local_results(backend, fixture_dir, library_s
 
 
 def test_auto_starts_worker_processes_only_for_many_files(monkeypatch):
-    from tagmatch import parallel
+    from tagmatch.store import parallel
 
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert parallel.resolve_backend("auto", parallel.AUTO_MIN_FILES - 1) == "local"
@@ -137,7 +137,7 @@ def test_auto_starts_worker_processes_only_for_many_files(monkeypatch):
 
 def test_auto_index_of_many_files_runs_on_workers_and_builds_the_same_store(fixture_dir, model, library_store,
                                                                           monkeypatch):
-    from tagmatch import index, parallel
+    from tagmatch.store import index, parallel
 
     monkeypatch.setattr(parallel, "AUTO_MIN_FILES", 2)  # the fixtures' 14 files count as many
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
@@ -158,8 +158,8 @@ def test_workers_load_the_file_the_model_came_from(tmp_path, monkeypatch):
     is named as None, so that each worker (perhaps on another machine) takes its own copy."""
     import shutil
 
-    from tagmatch.modelio import default_model_path, load_model
-    from tagmatch.parallel import model_path_for_workers
+    from tagmatch.model.modelfile import default_model_path, load_model
+    from tagmatch.store.parallel import model_path_for_workers
 
     monkeypatch.delenv("TAGMATCH_MODEL", raising=False)
     assert model_path_for_workers(load_model().path) is None
@@ -171,7 +171,7 @@ def test_workers_load_the_file_the_model_came_from(tmp_path, monkeypatch):
 def test_prefetch_hands_what_it_started_but_never_yielded_to_discard():
     """A scan stopped early must close the files it opened ahead (prefetch's `discard`), not
     leave them to the garbage collector."""
-    from tagmatch.parallel import prefetch
+    from tagmatch.store.parallel import prefetch
 
     discarded = []
     gen = prefetch(lambda x: x * 10, [1, 2, 3, 4, 5], threads=1, ahead=2, discard=discarded.append)

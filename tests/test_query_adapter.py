@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from tagmatch.modelio import Calibration, default_model_path, load_model, set_projection, set_query_adapter
-from tagmatch.query_adapter import AdapterConfig, _gelu, apply_adapter, fit_adapter
+from tagmatch.model.calibration import Calibration
+from tagmatch.model.modelfile import default_model_path, load_model, set_projection, set_query_adapter
+from tagmatch.train.adapter import AdapterConfig, fit_adapter
+from tagmatch.model.adapter import apply_adapter, gelu
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -20,7 +22,7 @@ def test_numpy_gelu_is_the_one_jax_trains_with():
     import jax
 
     x = np.linspace(-5, 5, 101, dtype=np.float32)
-    np.testing.assert_allclose(_gelu(x), np.asarray(jax.nn.gelu(x)), atol=1e-5)
+    np.testing.assert_allclose(gelu(x), np.asarray(jax.nn.gelu(x)), atol=1e-5)
 
 
 def test_an_adapter_before_training_changes_nothing():
@@ -90,10 +92,10 @@ def test_a_new_projection_drops_the_adapter_fitted_for_the_old_vectors(model_fil
 
 
 def test_making_pairs_stops_when_asked_and_returns_what_it_has():
-    from tagmatch.features import FeatureConfig
-    from tagmatch.model import ModelConfig
-    from tagmatch.modelio import untrained_model
-    from tagmatch.query_adapter import training_pairs
+    from tagmatch.audio.features import FeatureConfig
+    from tagmatch.model.encoder import ModelConfig
+    from tagmatch.model.modelfile import untrained_model
+    from tagmatch.train.adapter import training_pairs
 
     m = untrained_model(FeatureConfig(), ModelConfig())
     music = [np.random.default_rng(3).standard_normal(8000 * 10).astype(np.float32) * 0.1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import untrained_model
 
-from tagmatch.modelio import _SHARED_MAX_WINDOWS
+from tagmatch.model.embedders import SHARED_MAX_WINDOWS
 
 
 def _alone(model, S, start):
@@ -30,7 +30,7 @@ def test_a_pass_over_a_track_gives_each_window_its_own_vector(grid):
     its four quarter phases (a query: the first three convolutions shared), or anywhere."""
     model = untrained_model("shared")
     stride = model.model_config.stride
-    frames = stride * (2 * _SHARED_MAX_WINDOWS + 10) + 17  # three chunks, a ragged end
+    frames = stride * (2 * SHARED_MAX_WINDOWS + 10) + 17  # three chunks, a ragged end
     S = _mel(frames)
     last = frames - model.feature_config.window_frames
     step = {"reference": stride, "query": stride // 4, "mixed": 1}[grid]
@@ -83,9 +83,10 @@ def test_a_shared_kind_store_finds_an_excerpt_of_a_library_track(tmp_path, fixtu
     reference's, so even random weights find its track and offset."""
     import soundfile as sf
 
-    from tagmatch.audio import load_audio
-    from tagmatch.index import index_library
-    from tagmatch.match import MatchConfig, match_file
+    from tagmatch.audio.decode import load_audio
+    from tagmatch.store.index import index_library
+    from tagmatch.match.config import MatchConfig
+    from tagmatch.match.decide import match_file
 
     model = untrained_model("shared", channels=(8, 16, 16, 16, 16))
     store, report = index_library(fixture_dir / "library", None, model, backend="local")
@@ -105,9 +106,9 @@ def test_dupes_compare_files_on_half_the_stride_in_worker_processes_too(tmp_path
     """Two copies of a recording sit on unrelated grids: a shared-kind model's folders are
     embedded every half stride (0.16 s) for dupes, by worker processes as well, which load the
     model file (whose own hop is the stride)."""
-    from tagmatch.dupes import model_for_dupes
-    from tagmatch.index import index_library
-    from tagmatch.modelio import load_model, save_model
+    from tagmatch.dupes.find import model_for_dupes
+    from tagmatch.store.index import index_library
+    from tagmatch.model.modelfile import load_model, save_model
 
     m = untrained_model("shared")
     path = tmp_path / "shared.joblib"

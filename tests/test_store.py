@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tagmatch.errors import StoreError
-from tagmatch.features import FeatureConfig
-from tagmatch.index import index_library
-from tagmatch.store import Store, vector_scale, TrackInfo
+from tagmatch.audio.features import FeatureConfig
+from tagmatch.store.index import index_library
+from tagmatch.store.shards import Store, vector_scale, TrackInfo
 
 
 def _toy_store(n_tracks=3, per_track=5, dim=8, seed=0) -> Store:
@@ -118,7 +118,7 @@ def test_index_reports_bad_files_and_goes_on(library_copy, model):
 
 
 def test_int8_quantization_keeps_unit_vectors_and_clips_outliers():
-    from tagmatch.store import quantize
+    from tagmatch.store.shards import quantize
 
     rng = np.random.default_rng(1)
     v = rng.standard_normal((200, 128)).astype(np.float32)
@@ -134,7 +134,7 @@ def test_int8_quantization_keeps_unit_vectors_and_clips_outliers():
 
 @pytest.mark.parametrize("n", [7, 300, 1000, 4099])
 def test_blocked_top_k_equals_a_full_sort(n):
-    from tagmatch.store import top_k_columns
+    from tagmatch.store.shards import top_k_columns
 
     sims = np.random.default_rng(n).standard_normal((5, n)).astype(np.float32)
     k = min(10, n)
@@ -213,7 +213,7 @@ def test_track_vectors_reads_one_tracks_rows_from_its_shard(tmp_path):
 
 
 def test_loading_maps_the_vectors_and_searches_shard_by_shard(tmp_path, monkeypatch):
-    import tagmatch.store as store_mod
+    import tagmatch.store.shards as store_mod
 
     s = _toy_store(n_tracks=4, per_track=50)
     s.save(tmp_path / "a")
@@ -263,7 +263,7 @@ def test_an_older_single_file_store_and_a_damaged_folder_say_what_to_do(tmp_path
 
 
 def test_many_small_saves_are_merged_into_few_shards(tmp_path, monkeypatch):
-    import tagmatch.store as store_mod
+    import tagmatch.store.shards as store_mod
 
     monkeypatch.setattr(store_mod, "SMALL_SHARD", 100)
     monkeypatch.setattr(store_mod, "MAX_SMALL_SHARDS", 3)
@@ -284,7 +284,7 @@ def test_many_small_saves_are_merged_into_few_shards(tmp_path, monkeypatch):
 
 
 def test_a_crash_mid_index_keeps_the_files_done_and_a_rerun_finishes(fixture_dir, tmp_path, library_store):
-    from tagmatch.audio import find_audio_files
+    from tagmatch.audio.decode import find_audio_files
     from tagmatch.jobs import index_job
 
     class Crash(Exception):

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from tagmatch.errors import TagWriteError
-from tagmatch.tags import (Picture, read_pictures, read_tag_values, read_tags, retag_file, write_tags)
+from tagmatch.organize.tags import (Picture, read_pictures, read_tag_values, read_tags, retag_file, write_tags)
 
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")
 ID3_FORMATS = ("mp3", "wav", "aiff")

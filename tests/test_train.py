@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from tagmatch.augment import AugmentConfig
-from tagmatch.features import FeatureConfig
-from tagmatch.model import ModelConfig
-from tagmatch.train import AudioPool, TrainConfig, make_optimizer, make_train_step, train
+from tagmatch.audio.augment import AugmentConfig
+from tagmatch.audio.features import FeatureConfig
+from tagmatch.model.encoder import ModelConfig
+from tagmatch.train.loop import AudioPool, TrainConfig, make_optimizer, make_train_step, train
 
 TINY = ModelConfig(channels=(8, 16, 16), hidden=32, dim=16)
 
@@ -31,7 +31,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(loss):
     import jax
     from flax import nnx
 
-    from tagmatch.model import Siamese
+    from tagmatch.model.encoder import Siamese
 
     cfg = tiny_config(loss=loss, learning_rate=3e-3)
     pool = AudioPool.from_signals([melody(1), melody(2)])
@@ -47,7 +47,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(loss):
 
 
 def test_train_writes_a_model_and_resumes_from_its_checkpoint(tmp_path):
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     music = [melody(3), melody(4)]
     ck, out = tmp_path / "ck.joblib", tmp_path / "model.joblib"
@@ -78,7 +78,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 def test_augmented_view_keeps_shape_and_is_finite():
     import jax
 
-    from tagmatch.augment import degrade
+    from tagmatch.audio.augment import degrade
 
     feat, aug = FeatureConfig(), AugmentConfig()
     crop = melody(6, 3.0)[: aug.crop_samples(feat)]
@@ -90,7 +90,7 @@ def test_augmented_view_keeps_shape_and_is_finite():
 
 def test_fine_tuning_starts_from_the_given_models_weights(tmp_path):
     from tagmatch.errors import TagmatchError
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     music = [melody(6)]
     base = tmp_path / "base.joblib"
@@ -106,7 +106,7 @@ def test_fine_tuning_starts_from_the_given_models_weights(tmp_path):
 
 
 def test_an_output_projection_shrinks_the_vectors_and_renames_the_model(tmp_path):
-    from tagmatch.modelio import load_model, set_projection
+    from tagmatch.model.modelfile import load_model, set_projection
 
     path = tmp_path / "m.joblib"
     train([melody(8)], path, tiny_config(steps=0))
@@ -125,7 +125,7 @@ def test_an_output_projection_shrinks_the_vectors_and_renames_the_model(tmp_path
 
 
 def test_same_source_share_draws_that_part_of_the_batch_from_one_source():
-    from tagmatch.train import batch_crops
+    from tagmatch.train.loop import batch_crops
 
     # six tracks, each a constant level, so a crop says which track it came from
     pool = AudioPool.from_signals([np.full(4000, 0.01 * (i + 1), np.float32) for i in range(6)])
@@ -145,8 +145,8 @@ def test_same_source_share_draws_that_part_of_the_batch_from_one_source():
 @pytest.mark.parametrize("kind", ["window", "shared"])
 def test_distillation_pulls_a_smaller_student_towards_its_teacher(tmp_path, kind):
     from tagmatch.errors import TagmatchError
-    from tagmatch.features import log_mel, window_starts
-    from tagmatch.modelio import load_model
+    from tagmatch.audio.features import log_mel, window_starts
+    from tagmatch.model.modelfile import load_model
 
     music = [melody(5), melody(6)]
     teacher = tmp_path / "teacher.joblib"

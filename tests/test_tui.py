@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tagmatch.plan import build_plan, load_scan, save_scan
-from tagmatch.tags import read_tags
+from tagmatch.organize.plan import build_plan, load_scan, save_scan
+from tagmatch.organize.tags import read_tags
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, HelpScreen
 from tagmatch.tui.review import ReviewScreen
@@ -23,7 +23,7 @@ from helpers import goto, messages, rows, settle, tree
 @pytest.fixture(scope="module")
 def real_scan_doc(fixture_dir, library_store, model, tmp_path_factory) -> tuple[dict, Path]:
     """A real `scan` of a copy of the messy folder (once per module): (doc, the folder scanned)."""
-    from tagmatch.scan import scan, scan_json, scan_paths
+    from tagmatch.match.scan import scan, scan_json, scan_paths
 
     store, store_path = library_store
     folder = tmp_path_factory.mktemp("scanned") / "messy"

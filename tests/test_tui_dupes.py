@@ -16,7 +16,8 @@ import pytest
 from textual.widgets import Input
 
 from tagmatch.cli import main
-from tagmatch.dupes import check_quarantine, find_group, load_dupes, save_dupes
+from tagmatch.dupes.quarantine import check_quarantine
+from tagmatch.dupes.report import find_group, load_dupes, save_dupes
 from tagmatch.errors import TagmatchError
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen

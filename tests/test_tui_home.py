@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from tagmatch.audio import find_audio_files
+from tagmatch.audio.decode import find_audio_files
 from tagmatch.jobs import Step, index_job, list_scans
-from tagmatch.plan import load_scan
-from tagmatch.store import Store
+from tagmatch.organize.plan import load_scan
+from tagmatch.store.shards import Store
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import FormScreen
 from tagmatch.tui.home import HomeScreen
@@ -148,7 +148,7 @@ async def test_keys_are_remapped_from_the_config_file(fixture_dir, manifest, tmp
     messy = tmp_path / "music" / "messy"
     shutil.copytree(fixture_dir / "messy", messy)
     scan_path = tmp_path / "scan.json"
-    from tagmatch.plan import save_scan
+    from tagmatch.organize.plan import save_scan
 
     save_scan(manifest_scan(fixture_dir, manifest, messy), scan_path)
     config = tmp_path / "config.toml"

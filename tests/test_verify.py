@@ -1,15 +1,16 @@
-"""Verification against the reference files (tagmatch.verify) and the segment reader under it."""
+"""Verification against the reference files (tagmatch.match.verify) and the segment reader under it."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from tagmatch.audio import load_audio, read_segment
-from tagmatch.features import FeatureConfig, log_mel
-from tagmatch.match import MatchConfig, match_file
-from tagmatch.scan import candidate_json
-from tagmatch.verify import check_reference, compare
+from tagmatch.audio.decode import load_audio, read_segment
+from tagmatch.audio.features import FeatureConfig, log_mel
+from tagmatch.match.config import MatchConfig
+from tagmatch.match.decide import match_file
+from tagmatch.match.scan import candidate_json
+from tagmatch.match.verify import check_reference, compare
 
 FC = FeatureConfig()
 

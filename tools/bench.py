@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tagmatch.devcorpus import DEFAULT_ROOT, DevCorpus, Track, corpus_available, load_corpus
+from tagmatch.train.devcorpus import DEFAULT_ROOT, DevCorpus, Track, corpus_available, load_corpus
 from tagmatch.fsutil import atomic_path, atomic_write_text
 
 DEFAULT_CACHE = Path.home() / ".cache" / "tagmatch" / "bench"
@@ -291,7 +291,7 @@ class NoiseBank:
 
     def recordings(self, sr: int) -> list[tuple[np.ndarray, str]]:
         if sr not in self._by_sr:
-            from tagmatch.audio import load_audio
+            from tagmatch.audio.decode import load_audio
 
             recs = [(load_audio(p, sr), f"{p.parent.parent.name}/{p.name}") for p in self.paths]
             self._by_sr[sr] = [(y, n) for y, n in recs if power(y) > 1e-8]
@@ -437,8 +437,8 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
     of the run that built it.
     """
     from tagmatch.errors import StoreError
-    from tagmatch.index import index_library
-    from tagmatch.store import Store, disk_bytes
+    from tagmatch.store.index import index_library
+    from tagmatch.store.shards import Store, disk_bytes
 
     ref_dir, store_path, stats_path = cache / "ref", cache / "store", cache / "store-stats.json"
     by_name = link_reference(corpus, ref_dir)
@@ -499,7 +499,8 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
     """match_file on every query, one at a time so each file's wall and CPU time is its own.
     `searcher`: what `tagmatch scan` would search (default: the store, exact). `query_hop_s`:
     None for the model's own."""
-    from tagmatch.match import MatchConfig, match_file
+    from tagmatch.match.config import MatchConfig
+    from tagmatch.match.decide import match_file
 
     cfg = MatchConfig(query_hop_s=query_hop_s)  # the threshold is on the calibrated confidence: 0.5
     records = []
@@ -691,7 +692,7 @@ def fit_calibration(margin: np.ndarray, label: np.ndarray, unknown: np.ndarray,
     below it, and then confidence 0.9 is reached by only half the right answers.)
     Returns (Calibration, facts for the report).
     """
-    from tagmatch.modelio import Calibration
+    from tagmatch.model.calibration import Calibration
 
     u = np.sort(margin[unknown])[::-1]
     if len(u) == 0:
@@ -732,7 +733,7 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], args: argparse.Nam
     unknown margins, and 27 unknown songs x 7 conditions is too few to tolerate even one false
     match at 0.5%. Whole-file queries have no randomness, so they would be the very same files
     as in the reported set: they are left out of the fit set."""
-    from tagmatch.modelio import set_calibration
+    from tagmatch.model.modelfile import set_calibration
 
     old = model.calibration
     model.calibration = replace(old, score="verified")  # fit the matcher's current score (older models too)
@@ -769,7 +770,7 @@ def print_calibration(calib: dict) -> None:
 
 
 def _model_path(arg: Path | None) -> Path:
-    from tagmatch.modelio import default_model_path
+    from tagmatch.model.modelfile import default_model_path
 
     return Path(arg or os.environ.get("TAGMATCH_MODEL") or default_model_path())
 
@@ -788,9 +789,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-store", action="store_true", help="reuse the last reference store if still valid")
     ap.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",
                     help="search the queries as `tagmatch index --search` would have the scan search (auto: "
-                         "exact up to tagmatch.ann.EXACT_MAX_VECTORS, as a user's store of this size)")
+                         "exact up to tagmatch.store.ann.EXACT_MAX_VECTORS, as a user's store of this size)")
     ap.add_argument("--probe", default=None, metavar="NPROBE:REFINE",
-                    help="approximate search: cells probed and re-rank factor (default: tagmatch.ann.default_probe)")
+                    help="approximate search: cells probed and re-rank factor (default: tagmatch.store.ann.default_probe)")
     ap.add_argument("--query-hop", type=float, default=None, metavar="S",
                     help="seconds between query windows (default: the model's own, as `tagmatch scan`)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="work folder (default %(default)s)")
@@ -810,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"corpus {corpus.root}: {len(corpus.known)} known, {len(corpus.unknown)} unknown tracks, "
         f"{len(corpus.bench_noise)} bench noise recordings; load {load['start']}")
 
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
     from tagmatch.threads import one_compute_thread
 
     one_compute_thread()  # as `tagmatch index` and `tagmatch scan` run it
@@ -820,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"model {model_path} (id {model.query_id}, {model.calibration}); encoder compiled in {compile_s:.1f} s")
 
     store, index_stats, by_name = build_store(corpus, model, args.cache, args.reuse_store)
-    from tagmatch.ann import searcher_for, update_index
+    from tagmatch.store.ann import searcher_for, update_index
 
     search = update_index(store, args.search)  # after the index timing, as `tagmatch index` reports it apart
     searcher = searcher_for(store)

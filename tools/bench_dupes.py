@@ -24,12 +24,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import cpu_seconds, write_av, write_mp3  # noqa: E402  (tools/ is not a package)
 
-from tagmatch.audio import load_audio  # noqa: E402
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
-from tagmatch.dupes import DupesConfig, file_facts, find_duplicates, model_for_dupes  # noqa: E402
+from tagmatch.audio.decode import load_audio  # noqa: E402
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
+from tagmatch.dupes.find import DupesConfig, find_duplicates, model_for_dupes  # noqa: E402
+from tagmatch.dupes.report import file_facts
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.index import index_library  # noqa: E402
-from tagmatch.modelio import load_model  # noqa: E402
+from tagmatch.store.index import index_library  # noqa: E402
+from tagmatch.model.modelfile import load_model  # noqa: E402
 from tagmatch.threads import one_compute_thread  # noqa: E402
 
 SR = 44100
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     c0, w0 = cpu_seconds(), time.perf_counter()  # embedding runs on worker processes (auto backend)
     saved = args.out / f"store-{model.model_id}-hop{fc.ref_hop_frames}"
     if args.reuse_store and saved.exists():
-        from tagmatch.store import Store
+        from tagmatch.store.shards import Store
 
         store, report = Store.load(saved), None
         embed_wall = embed_cpu = float("nan")

@@ -5,7 +5,7 @@ speed does not depend on them), on the reference grid and on a query grid.
 The window kind embeds each 0.96 s window on its own (reference every `ref_hop_frames`, query
 every 0.2 s), so every log-mel frame goes through the convolutions ~4-5 times. The shared kind
 runs them once over a stretch of log-mel (reference: a window every 0.32 s), and a query's two
-phases 0.16 s apart share the first four convolutions (tagmatch/modelio.py).
+phases 0.16 s apart share the first four convolutions (tagmatch/model/modelfile.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def best_cpu(fn, reps: int) -> float:
 def other_kind(like):
     """A model of the other kind with `like`'s channels and random weights, on that kind's
     reference grid (shared: its stride; window: 0.25 s, as the previous default)."""
-    from tagmatch.modelio import untrained_model
+    from tagmatch.model.modelfile import untrained_model
 
     kind = "window" if like.model_config.kind == "shared" else "shared"
     mc = replace(like.model_config, kind=kind)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path, help="model file, either kind (default: the shipped one)")
     ap.add_argument("--other", type=Path, help="a model of the other kind (default: untrained, same channels)")
     args = ap.parse_args(argv)
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
     from tagmatch.threads import one_compute_thread
 
     one_compute_thread()  # as `tagmatch index` runs the encoder

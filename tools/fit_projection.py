@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tagmatch.audio import load_audio
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.audio.decode import load_audio
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
 from tagmatch.errors import TagmatchError
-from tagmatch.index import reference_frames
-from tagmatch.modelio import default_model_path, load_model, set_projection
+from tagmatch.store.index import reference_frames
+from tagmatch.model.modelfile import default_model_path, load_model, set_projection
 
 
 def main(argv=None) -> int:

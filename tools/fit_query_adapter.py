@@ -1,4 +1,4 @@
-"""Fit a model's query adapter on the development corpus (`tagmatch.query_adapter`), in place.
+"""Fit a model's query adapter on the development corpus (`tagmatch.train.adapter`), in place.
 
 Decodes the corpus' known songs and training noise (the songs the encoder was trained on; the
 benchmark's unknown songs and noise recordings are never used), embeds (clean, degraded) pairs
@@ -14,10 +14,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
-from tagmatch.modelio import load_model
-from tagmatch.query_adapter import AdapterConfig, fit_query_adapter
-from tagmatch.train import decode_folder
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.model.modelfile import load_model
+from tagmatch.train.adapter import AdapterConfig, fit_query_adapter
+from tagmatch.train.loop import decode_folder
 
 
 def main(argv=None) -> int:

@@ -20,11 +20,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import bench  # noqa: E402
 
-from tagmatch.audio import load_audio  # noqa: E402
-from tagmatch.features import log_mel, window_starts  # noqa: E402
-from tagmatch.match import MatchConfig, match_file, match_vectors, query_frames  # noqa: E402
-from tagmatch.modelio import load_model  # noqa: E402
-from tagmatch.store import Store  # noqa: E402
+from tagmatch.audio.decode import load_audio  # noqa: E402
+from tagmatch.audio.features import log_mel, window_starts  # noqa: E402
+from tagmatch.match.config import MatchConfig  # noqa: E402
+from tagmatch.match.decide import match_file, match_vectors
+from tagmatch.match.query import query_frames
+from tagmatch.model.modelfile import load_model  # noqa: E402
+from tagmatch.store.shards import Store  # noqa: E402
 from tagmatch.threads import one_compute_thread  # noqa: E402
 
 
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     queries = sorted(p for p in (args.cache / "queries").glob("g*-seed1/*_*s/*")
                      if not p.name.endswith(".json"))
     queries = queries[:: max(1, len(queries) // args.queries)][: args.queries]
-    from tagmatch.ann import describe_search, searcher_for
+    from tagmatch.store.ann import describe_search, searcher_for
 
     cfg, searcher = MatchConfig(), searcher_for(store)
     cpu = profile_queries(queries, store, model, cfg, searcher)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagmatch.dupes import find_duplicates
-from tagmatch.store import Store, TrackInfo, quantize, vector_scale
+from tagmatch.dupes.find import find_duplicates
+from tagmatch.store.shards import Store, TrackInfo, quantize, vector_scale
 
 CACHE = Path.home() / ".cache" / "tagmatch" / "bench-dupes"
 

@@ -11,7 +11,7 @@ reference hop (0.25 s) = N x 1,008 vectors, cut at whole tracks (the base tracks
 
 Per size, with every stage cached under ~/.cache/tagmatch/scale/ (a re-run goes on from there):
   build    replicate, save with Store.save (sharded), time it, store size on disk
-  index    build the approximate index (tagmatch.ann.IVFPQSearch), save it next to the store
+  index    build the approximate index (tagmatch.store.ann.IVFPQSearch), save it next to the store
   update   (only when asked: --stages update) on a hard-linked copy of the store, what
            `tagmatch index` spends keeping the index current: first build, one track added,
            one track removed
@@ -42,7 +42,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-from tagmatch.store import SHARD_VECTORS, Shard, Store, TrackInfo, disk_bytes, quantize, top_k_columns, vector_scale
+from tagmatch.store.shards import SHARD_VECTORS, Shard, Store, TrackInfo, disk_bytes, quantize, top_k_columns, vector_scale
 
 CACHE = Path.home() / ".cache" / "tagmatch" / "scale"
 BENCH = Path.home() / ".cache" / "tagmatch" / "bench"
@@ -90,7 +90,7 @@ def base_store(model) -> dict:
                 "vec_time": np.asarray(s.vec_time), "tracks": tracks, "feature_config": s.feature_config,
                 "path": str(p)}
     d = joblib.load(p)
-    from tagmatch.features import FeatureConfig
+    from tagmatch.audio.features import FeatureConfig
 
     return {"vectors": d["vectors"], "vec_track": np.asarray(d["vec_track"], np.int32),
             "vec_time": np.asarray(d["vec_time"], np.float32), "tracks": d["tracks"],
@@ -161,10 +161,11 @@ def query_set(model, base: dict, limit: int) -> list[dict]:
         qs = joblib.load(out)
         if len(qs) >= limit:
             return qs[:limit]
-    from tagmatch.audio import load_audio
-    from tagmatch.devcorpus import DEFAULT_ROOT
+    from tagmatch.audio.decode import load_audio
+    from tagmatch.train.devcorpus import DEFAULT_ROOT
     from tagmatch.errors import TagmatchError
-    from tagmatch.match import MatchConfig, query_frames
+    from tagmatch.match.config import MatchConfig
+    from tagmatch.match.query import query_frames
 
     key_to_track = {}
     for i, t in enumerate(base["tracks"]):
@@ -237,7 +238,7 @@ class Precomputed:
 
 
 def stage_index(size: str, store_path: Path, params: dict) -> dict:
-    from tagmatch.ann import IVFPQSearch
+    from tagmatch.store.ann import IVFPQSearch
 
     store = Store.load(store_path)
     t0 = time.perf_counter()
@@ -250,10 +251,10 @@ def stage_index(size: str, store_path: Path, params: dict) -> dict:
 
 
 def stage_update(size: str, store_path: Path) -> dict:
-    """What `tagmatch index` costs to keep the approximate index current (tagmatch.ann.update_index)
+    """What `tagmatch index` costs to keep the approximate index current (tagmatch.store.ann.update_index)
     on a copy of the store (hard links: shards are never written in place): the first build, then
     one track added, then one track removed from the first shard (its shard is rewritten)."""
-    from tagmatch.ann import update_index
+    from tagmatch.store.ann import update_index
 
     work = store_path.parent / "update-store"
     shutil.rmtree(work, ignore_errors=True)
@@ -294,9 +295,10 @@ def stage_update(size: str, store_path: Path) -> dict:
 
 def stage_measure(size: str, store_path: Path, n_agree: int, n_exact_frag: int, settings: list[tuple[int, int]]) -> dict:
     """Run in a fresh process: open, resident memory, query cost, agreement."""
-    from tagmatch.ann import IVFPQSearch
-    from tagmatch.match import MatchConfig, match_vectors
-    from tagmatch.modelio import load_model
+    from tagmatch.store.ann import IVFPQSearch
+    from tagmatch.match.config import MatchConfig
+    from tagmatch.match.decide import match_vectors
+    from tagmatch.model.modelfile import load_model
 
     model = load_model()
     base = base_store(model)
@@ -413,8 +415,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-fragments", type=int, default=5)
     ap.add_argument("--settings", default="16:8,32:8,32:16,64:16",
                     help="approximate search settings to measure: nprobe:refine,...")
-    ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default: by size, see tagmatch.ann)")
-    ap.add_argument("--pq", type=int, default=0, help="PQ sub-quantizers (default: tagmatch.ann's)")
+    ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default: by size, see tagmatch.store.ann)")
+    ap.add_argument("--pq", type=int, default=0, help="PQ sub-quantizers (default: tagmatch.store.ann's)")
     ap.add_argument("--measure-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -425,7 +427,7 @@ def main(argv=None) -> int:
         res = stage_measure(size, CACHE / size / "store", int(agree.get(size, 100)), args.exact_fragments, settings)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     results_path = CACHE / "results.json"
     results = load_json(results_path)

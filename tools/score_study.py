@@ -35,11 +35,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import bench  # noqa: E402
 
-from tagmatch.audio import load_audio  # noqa: E402
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
+from tagmatch.audio.decode import load_audio  # noqa: E402
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.match import (MatchConfig, _decide, _frame_grid, _Hits, _margins, _vote, fragment_bounds,  # noqa: E402
-                            query_frames)
+from tagmatch.match.config import MatchConfig  # noqa: E402
+from tagmatch.match.decide import decide  # noqa: E402
+from tagmatch.match.query import fragment_bounds, frame_grid, query_frames  # noqa: E402
+from tagmatch.match.votes import Hits, rival_margins, vote  # noqa: E402
 
 K = 32  # neighbours cached per window (the matcher uses 10)
 TEST_SEED = 1
@@ -110,7 +112,7 @@ class Variant:
     transform: Callable | None = None  # (query's hits) -> sim' [w, K]: what a hit votes with
     raw: str = "margin"  # "margin" | "ratio" | "margin_x_agree"
     bin_s: float = 0.5
-    aligned: int = 0  # > 0: the matcher's own decision (`_decide`), this many tracks scored along their alignment
+    aligned: int = 0  # > 0: the matcher's own decision (`decide`), this many tracks scored along their alignment
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,12 @@ def decided(r: dict, v: Variant, ctx: Context):
     decides with exact search."""
     frame_s, hits = ctx.frame_s, []
     cfg = MatchConfig(top_k=v.k, offset_bin_s=v.bin_s, rescore=v.aligned)
-    for a, b in fragment_bounds(r["n_frames"], *_frame_grid(ctx.model, cfg)[1:]):
+    for a, b in fragment_bounds(r["n_frames"], *frame_grid(ctx.model, cfg)[1:]):
         sel = (r["starts"] >= a) & (r["starts"] < b)
         if sel.any():
-            hits.append(_Hits(a * frame_s, r["track"][sel, : v.k], r["time"][sel, : v.k], r["sim"][sel, : v.k],
+            hits.append(Hits(a * frame_s, r["track"][sel, : v.k], r["time"][sel, : v.k], r["sim"][sel, : v.k],
                               r["starts"][sel] * frame_s, r["vectors"][sel].astype(np.float32)))
-    return _decide("", hits, ctx.store, ctx.model, cfg)
+    return decide("", hits, ctx.store, ctx.model, cfg)
 
 
 def totals_of(r: dict, v: Variant, ctx: Context) -> tuple[dict[int, float], list]:
@@ -141,10 +143,10 @@ def totals_of(r: dict, v: Variant, ctx: Context) -> tuple[dict[int, float], list
     track, when, sim = r["track"][:, : v.k], r["time"][:, : v.k], sim[:, : v.k]
     q_time = r["starts"] * ctx.frame_s
     frags = []
-    for a, b in fragment_bounds(r["n_frames"], *_frame_grid(ctx.model, MatchConfig())[1:]):
+    for a, b in fragment_bounds(r["n_frames"], *frame_grid(ctx.model, MatchConfig())[1:]):
         sel = (r["starts"] >= a) & (r["starts"] < b)
         if sel.any():
-            frags.append(_vote(track[sel], when[sel], sim[sel], q_time[sel], v.bin_s))
+            frags.append(vote(track[sel], when[sel], sim[sel], q_time[sel], v.bin_s))
     n = len(frags)
     totals: dict[int, float] = {}
     for f in frags:
@@ -163,7 +165,7 @@ def score(r: dict, v: Variant, ctx: Context) -> tuple[int | None, float]:
     totals, frags = totals_of(r, v, ctx)
     if not totals:
         return None, -math.inf
-    margins = _margins(totals, MatchConfig().same_audio_ratio)
+    margins = rival_margins(totals, MatchConfig().same_audio_ratio)
     best = max(totals, key=totals.get)
     m = margins[best]
     if v.raw == "ratio":
@@ -337,7 +339,7 @@ def main(argv=None) -> int:
     if not corpus_available(DEFAULT_ROOT):
         print("score_study: dev corpus not found; get it with ../shared/corpus/fetch-dev-corpus. Skipping.")
         return 0
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     model = load_model(args.model)
     corpus = load_corpus(DEFAULT_ROOT)
@@ -347,7 +349,7 @@ def main(argv=None) -> int:
     log(f"{len(queries)} queries; store {len(store.tracks)} tracks, {store.n_vectors:,} vectors")
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.query_id}.joblib")
     # each variant is calibrated here, so the aligned rows score as the matcher does, also for a
-    # model file calibrated before (`_decide` follows the model calibration's score). The cached
+    # model file calibrated before (`decide` follows the model calibration's score). The cached
     # hits hold no audio, so the check against the reference files (session 12) is not studied here.
     model.calibration = replace(model.calibration, score="aligned")
     ctx = Context(store, model)

@@ -28,12 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import bench  # noqa: E402  (the benchmark's corpus split, query cache and reference links)
 
-from tagmatch.audio import load_audio  # noqa: E402
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
+from tagmatch.audio.decode import load_audio  # noqa: E402
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
 from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.index import reference_frames  # noqa: E402
-from tagmatch.match import MatchConfig, match_vectors, query_frames  # noqa: E402
-from tagmatch.store import Store, TrackInfo, quantize  # noqa: E402
+from tagmatch.store.index import reference_frames  # noqa: E402
+from tagmatch.match.config import MatchConfig  # noqa: E402
+from tagmatch.match.decide import match_vectors
+from tagmatch.match.query import query_frames
+from tagmatch.store.shards import Store, TrackInfo, quantize  # noqa: E402
 
 @dataclass(frozen=True)
 class Variant:
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
     if not corpus_available(args.corpus):
         print(f"tradeoff: dev corpus not found at {args.corpus}. Skipping.")
         return 0
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     model = load_model(args.model)
     corpus = load_corpus(args.corpus)

@@ -1,7 +1,7 @@
 """Train the shipped default model on the development corpus (`make train-default`).
 
 Resumable: state is checkpointed under ~/.cache/tagmatch/ every 100 steps; re-running continues.
-Songs held out by `tagmatch.devcorpus` (the benchmark's unknowns) are never trained on.
+Songs held out by `tagmatch.train.devcorpus` (the benchmark's unknowns) are never trained on.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tagmatch.augment import AugmentConfig
-from tagmatch.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
-from tagmatch.model import ModelConfig
-from tagmatch.train import TrainConfig, decode_folder, train
+from tagmatch.audio.augment import AugmentConfig
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.model.encoder import ModelConfig
+from tagmatch.train.loop import TrainConfig, decode_folder, train
 
 
 def augment_config(overrides: list[str]) -> AugmentConfig:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--distill-weight", type=float, default=1.0, help="with --teacher: weight of the distillation term")
     ap.add_argument("--channels", help="encoder channels, e.g. 8,16,32,64,64 (default: ModelConfig's)")
     ap.add_argument("--hidden", type=int, help="encoder hidden units (default: ModelConfig's)")
-    ap.add_argument("--kind", choices=["window", "shared"], help="encoder kind (default: ModelConfig's; see tagmatch/model.py)")
+    ap.add_argument("--kind", choices=["window", "shared"], help="encoder kind (default: ModelConfig's; see tagmatch/model/encoder.py)")
     ap.add_argument("--batch-pairs", type=int, default=TrainConfig.batch_pairs)
     args = ap.parse_args(argv)
     if not corpus_available(args.corpus):
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     meta = {"data": f"dev corpus: {len(music)} tracks, {hours:.1f} h; {len(noise)} ambience recordings"}
     if args.init_from:
-        from tagmatch.modelio import load_model
+        from tagmatch.model.modelfile import load_model
         start = load_model(args.init_from)
         # Its reference hop may have been changed after training (tools/fit_projection.py); the
         # rest of the front end must match, and _init_encoder checks that.

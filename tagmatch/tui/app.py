@@ -7,9 +7,9 @@ from pathlib import Path
 
 from textual.app import App
 
-from tagmatch.dupes import load_report
+from tagmatch.dupes.report import load_report
 from tagmatch.errors import TagmatchError
-from tagmatch.naming import DEFAULT_TEMPLATE
+from tagmatch.organize.naming import DEFAULT_TEMPLATE
 
 CSS = """
 #review-title, #runs-title, #dupes-title { height: 1; background: $primary-background; padding: 0 1; }

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
-from tagmatch.journal import RunInfo
+from tagmatch.organize.journal import RunInfo
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -132,9 +132,9 @@ def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
 def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") -> tuple[str, str, str | None, int]:
     """Run an approved plan as a journaled run (call it in a worker thread), as the CLI's
     `apply --yes` / `dupes --quarantine --yes` do: (message, severity, run id or None, files done)."""
-    from tagmatch.apply import apply_plan, start_run
+    from tagmatch.organize.apply import apply_plan, start_run
     from tagmatch.errors import TagmatchError
-    from tagmatch.journal import default_runs_dir
+    from tagmatch.organize.journal import default_runs_dir
 
     try:
         run = start_run(plan, default_runs_dir(), scan=scan)

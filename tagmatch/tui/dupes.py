@@ -20,9 +20,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from tagmatch.dupes import check_quarantine, keeper_reason, quarantine_plan, save_dupes, set_keeper
+from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
+from tagmatch.dupes.keeper import keeper_reason
+from tagmatch.dupes.report import save_dupes, set_keeper
 from tagmatch.errors import TagmatchError
-from tagmatch.plan import Plan
+from tagmatch.organize.plan import Plan
 from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, carry_out, common_folder, rel
 
 WIDE, DETAIL_W = 140, 46  # from this width on the detail pane sits on the right (the table needs more than Review's)

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from tagmatch.plan import VALUE_SEP, Values, split_values
-from tagmatch.tags import TAG_NAMES
+from tagmatch.organize.plan import VALUE_SEP, Values, split_values
+from tagmatch.organize.tags import TAG_NAMES
 
 EDIT_TAGS = tuple(n for n in TAG_NAMES if not n.startswith("musicbrainz_"))  # the ones people type
 KEYS = (f"Tab/Shift+Tab: move   Enter or Ctrl+S: save   Esc: cancel\n"

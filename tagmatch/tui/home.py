@@ -20,9 +20,9 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from tagmatch.errors import TagmatchError
 from tagmatch.jobs import SavedScan, default_scans_dir, list_scans
-from tagmatch.journal import default_runs_dir, list_runs
-from tagmatch.plan import load_scan
-from tagmatch.store import default_cache_store_path, default_store_path
+from tagmatch.organize.journal import default_runs_dir, list_runs
+from tagmatch.organize.plan import load_scan
+from tagmatch.store.shards import default_cache_store_path, default_store_path
 from tagmatch.tui.common import FormScreen, HelpScreen, run_summary
 
 RECENT = 3
@@ -118,8 +118,8 @@ class HomeScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def load_store(self, path: Path) -> None:
         """Store.load reads every vector: off the UI thread."""
-        from tagmatch.ann import describe_search
-        from tagmatch.store import Store
+        from tagmatch.store.ann import describe_search
+        from tagmatch.store.shards import Store
 
         try:
             s = Store.load(path)
@@ -209,7 +209,7 @@ class HomeScreen(Screen):
     def action_dupes(self) -> None:
         def start(folder: Path) -> None:
             def job(on_step, stop):
-                from tagmatch.dupes import save_dupes
+                from tagmatch.dupes.report import save_dupes
                 from tagmatch.jobs import dupes_job, new_scan_path
 
                 doc = dupes_job([folder], default_cache_store_path(), on_step=on_step, should_stop=stop)
@@ -247,7 +247,7 @@ class HomeScreen(Screen):
             ("Save the model to (a checkpoint next to it lets a re-run resume)", str(out))]), answered)
 
     def _train(self, folder: Path, steps: int, out: Path) -> None:
-        from tagmatch.audio import find_audio_files
+        from tagmatch.audio.decode import find_audio_files
         from tagmatch.jobs import TrainRequest, train_job
 
         req = TrainRequest(music=find_audio_files(folder), out=out, checkpoint=out.with_suffix(".ckpt"),

@@ -20,11 +20,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from tagmatch.apply import undo_run
+from tagmatch.organize.apply import undo_run
 from tagmatch.errors import TagmatchError
-from tagmatch.journal import applied_sources, default_runs_dir, find_run, list_runs
-from tagmatch.naming import DEFAULT_TEMPLATE
-from tagmatch.plan import (VALUE_SEP, PlannedOp, Plan, build_plan, clear_decision, hand_tagged, preview,
+from tagmatch.organize.journal import applied_sources, default_runs_dir, find_run, list_runs
+from tagmatch.organize.naming import DEFAULT_TEMPLATE
+from tagmatch.organize.plan import (VALUE_SEP, PlannedOp, Plan, build_plan, clear_decision, hand_tagged, preview,
                            resulting_tags, save_scan, set_decision)
 from tagmatch.tui.common import ConfirmScreen, HelpScreen, TableKeys, carry_out, common_folder, rel, undo_summary
 from tagmatch.tui.edit import Edit, EditScreen

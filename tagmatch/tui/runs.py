@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from tagmatch.apply import undo_run
+from tagmatch.organize.apply import undo_run
 from tagmatch.errors import TagmatchError
-from tagmatch.journal import default_runs_dir, find_run, list_runs
+from tagmatch.organize.journal import default_runs_dir, find_run, list_runs
 from tagmatch.tui.common import ConfirmScreen, TableKeys, run_summary, undo_summary
 
 

@@ -50,7 +50,7 @@ def worker_model(model_path: str | None, model_id: str):
     """The model in a worker process, loaded from `model_path` (None: the worker's shipped default;
     never its environment) once per process. It must have id `model_id`, or the run fails:
     vectors of another model would be garbage."""
-    from tagmatch.modelio import default_model_path, load_model
+    from tagmatch.model.modelfile import default_model_path, load_model
     from tagmatch.threads import one_compute_thread
 
     model = _WORKER_MODELS.get(model_path)
@@ -71,7 +71,7 @@ def model_path_for_workers(model_path) -> str | None:
     elsewhere)."""
     from pathlib import Path
 
-    from tagmatch.modelio import default_model_path
+    from tagmatch.model.modelfile import default_model_path
 
     model_path = model_path or os.environ.get("TAGMATCH_MODEL")
     if not model_path or Path(model_path).resolve() == default_model_path().resolve():

@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from tagmatch.audio import load_audio
-from tagmatch.augment import AugmentConfig
+from tagmatch.audio.decode import load_audio
+from tagmatch.audio.augment import AugmentConfig
 from tagmatch.errors import AudioReadError, TagmatchError
-from tagmatch.features import FeatureConfig
+from tagmatch.audio.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump
-from tagmatch.model import ModelConfig
+from tagmatch.model.encoder import ModelConfig
 
 LOSSES = ("ntxent", "pair-bce")
 
@@ -134,7 +134,7 @@ def make_train_step(cfg: TrainConfig, teacher=None):
     import optax
     from flax import nnx
 
-    from tagmatch.augment import degrade
+    from tagmatch.audio.augment import degrade
 
     feat, aug = cfg.features, cfg.augment
     ctx = cfg.model.context_frames
@@ -231,8 +231,8 @@ def train(
     import joblib
     from flax import nnx
 
-    from tagmatch.model import Siamese
-    from tagmatch.modelio import save_model
+    from tagmatch.model.encoder import Siamese
+    from tagmatch.model.modelfile import save_model
 
     if cfg.loss not in LOSSES:
         raise TagmatchError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
@@ -328,8 +328,8 @@ def _teacher(path: Path, cfg: TrainConfig):
     carry at least the context it reads."""
     from flax import nnx
 
-    from tagmatch.model import Siamese
-    from tagmatch.modelio import load_model
+    from tagmatch.model.encoder import Siamese
+    from tagmatch.model.modelfile import load_model
 
     if cfg.distill_weight <= 0:
         raise TagmatchError("a teacher needs distill_weight > 0")
@@ -347,7 +347,7 @@ def _teacher(path: Path, cfg: TrainConfig):
 
 def _init_encoder(model, path: Path, cfg: TrainConfig) -> None:
     """Copy the encoder weights of the model file at `path` into `model` (configs must agree)."""
-    from tagmatch.modelio import load_model
+    from tagmatch.model.modelfile import load_model
 
     start = load_model(path)
     if start.feature_config != cfg.features or start.model_config != cfg.model:

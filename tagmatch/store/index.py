@@ -20,17 +20,14 @@ from typing import Callable
 
 import numpy as np
 
-from tagmatch.audio import find_audio_files, load_audio
+from tagmatch.audio.decode import find_audio_files, load_audio
 from tagmatch.errors import TagmatchError
-from tagmatch.features import FeatureConfig, log_mel, window_starts
-from tagmatch.modelio import LoadedModel
-from tagmatch.parallel import (check_backend, model_path_for_workers, ordered_map, prefetch, resolve_backend,
+from tagmatch.audio.features import SILENT_RMS, FeatureConfig, log_mel, window_rms, window_starts
+from tagmatch.model.modelfile import LoadedModel
+from tagmatch.store.parallel import (check_backend, model_path_for_workers, ordered_map, prefetch, resolve_backend,
                                worker_model)
-from tagmatch.store import Store, TrackInfo, quantize
-from tagmatch.tags import read_tags
-
-SILENT_RMS = 1e-4  # about -80 dBFS
-
+from tagmatch.store.shards import Store, TrackInfo, quantize
+from tagmatch.organize.tags import read_tags
 
 @dataclass
 class IndexReport:
@@ -64,24 +61,6 @@ def reference_frames(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.
         starts = window_starts(len(S), cfg.ref_hop_frames, cfg)
     loud = window_rms(y, starts, cfg) > SILENT_RMS
     return S, starts[loud]
-
-
-def window_rms(y: np.ndarray, starts: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """RMS of the audio under each window. Windows start on whole hops, so it comes from a
-    cumulative sum of each hop's energy, plus the few samples past a window's last whole hop:
-    a sixth of the cost of summing every sample's square (that was 7% of indexing a track)."""
-    hop = cfg.hop_length
-    a = np.asarray(starts, np.int64) * hop
-    if len(a) == 0:
-        return np.zeros(0)
-    b = np.minimum(a + cfg.window_samples, len(y))
-    whole = len(y) // hop
-    hops = y[: whole * hop].reshape(whole, hop)
-    c = np.concatenate([[0.0], np.cumsum(np.einsum("ij,ij->i", hops, hops), dtype=np.float64)])
-    end = b // hop  # the window's whole hops: a // hop .. end
-    past = end[:, None] * hop + np.arange(hop)  # and the samples after them, up to b
-    rest = np.where(past < b[:, None], y[np.minimum(past, len(y) - 1)], 0).astype(np.float64)
-    return np.sqrt((c[end] - c[a // hop] + (rest**2).sum(axis=1)) / np.maximum(b - a, 1))
 
 
 def _prepare(path: Path, cfg: FeatureConfig):

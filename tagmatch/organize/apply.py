@@ -30,10 +30,10 @@ from typing import Callable, Iterator
 
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
 from tagmatch.fsutil import fsync_dir
-from tagmatch.journal import Journal, OpRecord, RunInfo, create_run
-from tagmatch.naming import free_path
-from tagmatch.plan import Plan, PlannedOp
-from tagmatch.tags import is_read_only, read_pictures, read_tag_values, write_tags
+from tagmatch.organize.journal import Journal, OpRecord, RunInfo, create_run
+from tagmatch.organize.naming import free_path
+from tagmatch.organize.plan import Plan, PlannedOp
+from tagmatch.organize.tags import is_read_only, read_pictures, read_tag_values, write_tags
 
 TEST_DELAY_ENV = "TAGMATCH_TEST_SLOW_APPLY"  # test-only: seconds to sleep after each journal line
 
@@ -354,7 +354,7 @@ def _revert(e: dict, h1: str | None, *, done: bool) -> str:
 def undo_run(info: RunInfo) -> Iterator[UndoResult]:
     """Revert a run's done and in-flight ops, newest first, each judged on its own: one refusal
     does not stop the rest. Journals every outcome in the run's own journal."""
-    from tagmatch.journal import JOURNAL, read_run
+    from tagmatch.organize.journal import JOURNAL, read_run
 
     with Journal(info.dir / JOURNAL) as journal:  # locked: not while an apply still runs
         info = read_run(info.dir)

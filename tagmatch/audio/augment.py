@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tagmatch.features import LOG_EPS, FeatureConfig, mel_basis, stft_window
+from tagmatch.audio.features import LOG_EPS, FeatureConfig, mel_basis, stft_window
 
 
 @dataclass(frozen=True)

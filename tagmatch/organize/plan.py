@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from tagmatch.errors import TagmatchError
-from tagmatch.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
-from tagmatch.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
+from tagmatch.organize.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
+from tagmatch.organize.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
 
 SCAN_VERSION = 1  # the scan JSON version this module understands (see scan.py)
 MODES = ("move", "copy")

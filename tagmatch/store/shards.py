@@ -29,7 +29,7 @@ import joblib
 import numpy as np
 
 from tagmatch.errors import StoreError
-from tagmatch.features import FeatureConfig
+from tagmatch.audio.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir
 
 STORE_FORMAT = "tagmatch-store"

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 
-from tagmatch.audio import read_segment
+from tagmatch.audio.decode import read_segment
 from tagmatch.errors import AudioReadError
-from tagmatch.features import FeatureConfig, log_mel
+from tagmatch.audio.features import FeatureConfig, log_mel
 
 MAX_LAG_S = 0.6  # the alignment's offset comes from 0.5 s vote bins and +-0.3 s shifts
 

@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 
 from tagmatch.errors import TagmatchError
-from tagmatch.modelio import LoadedModel
-from tagmatch.store import Store, dequantize
+from tagmatch.model.modelfile import LoadedModel
+from tagmatch.dupes.keeper import choose_keeper
+from tagmatch.store.shards import Store, dequantize
 
-DUPES_VERSION = 1
 APPROX_ABOVE = 2_000_000  # stored vectors (~140 h of audio) above which stage 1 uses an IVF index
 
 
@@ -145,7 +145,7 @@ def searcher(store: Store, mode: str = "auto"):
         mode = "approximate" if store.n_vectors > APPROX_ABOVE else "exact"
     if mode == "exact":
         return store
-    from tagmatch.ann import IVFSearch
+    from tagmatch.store.ann import IVFSearch
 
     return IVFSearch(store)
 
@@ -271,24 +271,6 @@ def _duplicate_groups(pairs: dict[tuple[int, int], Overlap], length: Callable[[i
     return [m for r, m in sorted(members.items()) if parent[r] == r and len(m) > 1]
 
 
-def keeper_rank(info: dict, longest_s: float) -> tuple:
-    """Sort key, best last: a complete copy (at least 90% of the group's longest), then lossless,
-    bit rate, length, number of tags; the path breaks ties so the choice is stable. Completeness
-    comes first so that a lossless excerpt never displaces the whole recording."""
-    dur = float(info.get("duration_s") or 0)
-    return (dur >= 0.9 * longest_s, bool(info.get("lossless")), int(info.get("bitrate") or 0), round(dur, 1),
-            len([v for v in (info.get("tags") or {}).values() if v]), [-ord(c) for c in info.get("path", "")])
-
-
-def choose_keeper(members: list[int], infos: dict[int, dict], keep: set[str] = frozenset()) -> int:
-    """The user's pick (`keep` holds paths) when one is in the group, else the best by keeper_rank."""
-    chosen = [m for m in members if infos[m].get("path") in keep]
-    if chosen:
-        return chosen[0]
-    longest = max(float(infos[m].get("duration_s") or 0) for m in members)
-    return max(members, key=lambda m: keeper_rank(infos[m], longest))
-
-
 def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: DupesConfig = DupesConfig(),
                     keep: set[str] = frozenset(), progress: Callable[[str, int, int], None] | None = None,
                     search: str = "auto") -> list[Group]:
@@ -359,160 +341,3 @@ def against_library(store: Store, library: Store, window_s: float,
         if ov is not None and (a not in best or ov.overlap_s > best[a].overlap.overlap_s):
             best[a] = LibraryHit(a, b, ov)
     return [best[a] for a in sorted(best)]
-
-
-# ---- the dupes document (JSON) and the quarantine plan ---------------------------------------------
-def file_facts(path: str, tags: dict, size: int) -> dict:
-    """What the report shows per file; a header mutagen cannot parse leaves the codec fields empty."""
-    from tagmatch.tags import TagReadError, stream_info
-
-    try:
-        info = stream_info(path)
-    except TagReadError:
-        info = {"format": Path(path).suffix.lower().lstrip("."), "lossless": False, "bitrate": None,
-                "sample_rate": None, "channels": None, "duration_s": None}
-    return {"path": path, **info, "size": size, "tags": tags}
-
-
-def dupes_doc(groups: list[Group], store: Store, infos: dict[int, dict], roots: list[Path],
-              library_hits: list[LibraryHit] = (), library: Store | None = None) -> dict:
-    """The JSON report: {"version", "roots", "groups": [{"kind", "keeper", "files": [...]}], "library"}.
-
-    Per file, overlap_s is the audio it shares with the keeper, and offset_s the time in the keeper
-    that this file's start lines up with (negative: the file starts before the keeper does). Files
-    in no group are not listed."""
-    out_groups = []
-    for g in groups:
-        files = []
-        for m in g.members:
-            ov = g.overlaps.get(m)
-            files.append({**infos[m], "overlap_s": ov.overlap_s if ov else None,
-                          "offset_s": 0.0 - ov.offset_s if ov else 0.0})
-        out_groups.append({"kind": g.kind, "keeper": infos[g.members[0]]["path"], "files": files})
-    doc = {"version": DUPES_VERSION, "roots": [str(r) for r in roots], "groups": out_groups}
-    if library is not None:
-        doc["library"] = [{"path": infos[h.track]["path"], "library_path": library.tracks[h.library_track].path,
-                           "library_tags": library.tracks[h.library_track].tags, "kind": h.overlap.kind,
-                           "overlap_s": h.overlap.overlap_s, "offset_s": h.overlap.offset_s}
-                          for h in library_hits]
-    return doc
-
-
-def load_dupes(path: Path | str) -> dict:
-    """Read and check a dupes report (as written by `tagmatch dupes --json`)."""
-    from tagmatch.fsutil import read_json
-
-    doc = read_json(path)
-    if not isinstance(doc, dict) or doc.get("version") != DUPES_VERSION or not isinstance(doc.get("groups"), list):
-        raise TagmatchError(f"{path} is not a tagmatch dupes report (version {DUPES_VERSION})")
-    return doc
-
-
-def load_report(path: Path | str) -> tuple[str, dict]:
-    """("dupes", doc) for a dupes report (it has "groups"), else ("scan", doc): which screen
-    `tagmatch review FILE` opens. A file that is neither raises TagmatchError (one line)."""
-    from tagmatch.fsutil import read_json
-    from tagmatch.plan import load_scan
-
-    doc = read_json(path)
-    if isinstance(doc, dict) and "groups" in doc:
-        return "dupes", load_dupes(path)
-    return "scan", load_scan(path)
-
-
-def save_dupes(doc: dict, path: Path | str) -> None:
-    """Write a report back atomically, formatted as `dupes --json` writes it."""
-    import json
-
-    from tagmatch.fsutil import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-
-
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    import os
-
-    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
-
-
-def find_group(doc: dict, path: str | Path) -> int:
-    """Index of the group holding `path`: its duplicate group when it has one (a file may also be in
-    a partial pair), else the first group naming it."""
-    hits = [i for i, g in enumerate(doc["groups"]) if any(_same_file(f["path"], path) for f in g["files"])]
-    if not hits:
-        raise TagmatchError(f"{path} is in no group of the report")
-    return next((i for i in hits if doc["groups"][i].get("kind") == "duplicate"), hits[0])
-
-
-def set_keeper(doc: dict, group_index: int, path: str | Path) -> None:
-    """Make `path` the keeper of duplicate group `group_index` (the user's choice over the rule).
-    The files' overlap_s/offset_s stay measured against the group's first file, the one the rule
-    proposed: they describe the audio, which a new keeper does not change."""
-    groups = doc["groups"]
-    if not 0 <= group_index < len(groups):
-        raise TagmatchError(f"no group {group_index + 1} in the report ({len(groups)} groups)")
-    g = groups[group_index]
-    if g.get("kind") != "duplicate":
-        raise TagmatchError(f"group {group_index + 1} is a partial overlap: none of it is moved, so it has no keeper")
-    member = next((f["path"] for f in g["files"] if _same_file(f["path"], path)), None)
-    if member is None:
-        raise TagmatchError(f"{path} is not in group {group_index + 1}")
-    g["keeper"] = member
-
-
-KEEPER_REASONS = ("complete (the others are excerpts)", "lossless", "higher bit rate", "longer", "better tagged",
-                  "first by path (otherwise equal)")
-
-
-def keeper_reason(files: list[dict]) -> tuple[str, str]:
-    """(path the keeper rule picks, why: the first keeper_rank criterion where it beats the runner-up)."""
-    longest = max(float(f.get("duration_s") or 0) for f in files)
-    ranked = sorted(files, key=lambda f: keeper_rank(f, longest), reverse=True)
-    if len(ranked) < 2:
-        return ranked[0]["path"], "the only file"
-    a, b = keeper_rank(ranked[0], longest), keeper_rank(ranked[1], longest)
-    return ranked[0]["path"], KEEPER_REASONS[next((i for i in range(len(a)) if a[i] != b[i]), len(a) - 1)]
-
-
-def check_quarantine(doc: dict, qdir: Path | str) -> Path:
-    """The quarantine folder, absolute. One inside a scanned folder is refused: the next search
-    there would find the moved copies again."""
-    q = Path(qdir).expanduser().absolute()
-    for r in doc.get("roots", []):
-        if any(p == Path(r) or p.is_relative_to(r) for p in (q, q.resolve())):
-            raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
-    return q
-
-
-def quarantine_plan(doc: dict, quarantine: Path):
-    """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
-    to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
-    the document says (edit it to choose another)."""
-    from tagmatch.naming import free_path, path_key
-    from tagmatch.plan import Plan, PlannedOp, Skip
-
-    roots = [Path(r) for r in doc.get("roots", [])]
-    quarantine = Path(quarantine).absolute()
-    plan, taken = Plan(mode="move", dest=quarantine, template=""), set()
-    for g in doc["groups"]:
-        if g.get("kind") != "duplicate":
-            continue
-        paths = [f["path"] for f in g["files"]]
-        if g["keeper"] not in paths:
-            plan.skipped.append(Skip(g["keeper"], "the keeper is not one of its group's files: group left alone"))
-            continue
-        for p in paths:
-            if p == g["keeper"]:
-                continue
-            src = Path(p)
-            if not src.exists():  # moved aside by an earlier run (or gone): nothing to move
-                plan.skipped.append(Skip(p, "not there any more (moved aside already?)"))
-                continue
-            root = next((r for r in roots if src.is_relative_to(r)), src.parent)
-            rel = src.relative_to(root)
-            if len(roots) > 1:
-                rel = Path(root.name) / rel
-            dst = free_path(quarantine / rel, taken)
-            taken.add(path_key(dst))
-            plan.ops.append(PlannedOp(src, dst, "move", [], why=f"duplicate of {g['keeper']}"))
-    return plan

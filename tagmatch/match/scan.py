@@ -5,7 +5,7 @@
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
                     "fragments_agreeing": 4, "fragments_total": 5, "score": 0.21, "margin": 0.17,
-                    "verified": null | 0.31,    # correlation with the reference file (tagmatch.verify)
+                    "verified": null | 0.31,    # correlation with the reference file (tagmatch.match.verify)
                     "significance": null | 9.8},  # and how many standard deviations above chance
    "alternatives": [<same shape as match>, ...],
    "stopped_at_s": null | 10.0}]}     # where reading stopped, sure of the answer; null: read it all
@@ -18,12 +18,14 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tagmatch.audio import find_audio_files
+from tagmatch.audio.decode import find_audio_files
 from tagmatch.fsutil import atomic_write_text
-from tagmatch.match import Candidate, FileMatch, MatchConfig, QueryAudio, match_file, open_query
-from tagmatch.modelio import LoadedModel
-from tagmatch.parallel import prefetch
-from tagmatch.store import Store
+from tagmatch.match.decide import Candidate, FileMatch, match_file
+from tagmatch.match.config import MatchConfig
+from tagmatch.match.query import open_query, QueryAudio
+from tagmatch.model.modelfile import LoadedModel
+from tagmatch.store.parallel import prefetch
+from tagmatch.store.shards import Store
 
 SCAN_VERSION = 1
 JSON_TAGS = ("title", "artist", "album", "tracknumber")
@@ -38,11 +40,11 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
          should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
     """Match files one by one (a generator, so callers can show progress and stop early). The
     start of the next file is decoded in a thread while this one is embedded and searched.
-    `searcher`: default `tagmatch.ann.searcher_for(store)`: the store's saved approximate index
+    `searcher`: default `tagmatch.store.ann.searcher_for(store)`: the store's saved approximate index
     when it has a current one, else exact."""
     store.check_model(model.model_id, model.feature_config)
     if searcher is None:
-        from tagmatch.ann import searcher_for
+        from tagmatch.store.ann import searcher_for
 
         searcher = searcher_for(store)
     for p, prepared in prefetch(lambda p: open_query(Path(p), model, cfg), paths, 1, 1, discard=QueryAudio.close):
@@ -58,12 +60,12 @@ _WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped
 
 def match_in_worker(path: str, store_path: str, model_path: str | None, model_id: str,
                     cfg: MatchConfig) -> FileMatch:
-    """Match one file in a worker process (tagmatch.parallel). The worker opens the store itself,
+    """Match one file in a worker process (tagmatch.store.parallel). The worker opens the store itself,
     once per store version (a re-index between scans changes its manifest), memory-mapped; track
     numbers in the result are the same as in the client's copy of that store."""
-    from tagmatch.ann import ANN_META, searcher_for
-    from tagmatch.parallel import worker_model
-    from tagmatch.store import MANIFEST
+    from tagmatch.store.ann import ANN_META, searcher_for
+    from tagmatch.store.parallel import worker_model
+    from tagmatch.store.shards import MANIFEST
 
     model = worker_model(model_path, model_id)
     meta = Path(store_path) / ANN_META  # `tagmatch index` may change the index and not the store

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from tagmatch.store import Store, dequantize
+from tagmatch.store.shards import Store, dequantize
 
 
 class IVFSearch:

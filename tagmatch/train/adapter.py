@@ -1,4 +1,5 @@
-"""Query adapter: a small residual MLP applied to query vectors only, fitted after the encoder.
+"""Fitting the query adapter (`tagmatch.model.adapter`), a small residual MLP applied to query
+vectors only, after the encoder is trained.
 
 Why: a query is a degraded copy and a reference is the clean original, but the Siamese encoder
 embeds both with the same weights, so it cannot correct in one direction. With the encoder frozen,
@@ -21,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from tagmatch.augment import AugmentConfig
+from tagmatch.audio.augment import AugmentConfig
 from tagmatch.errors import TagmatchError
 
 PAIR_BATCH = 256  # pairs embedded per jitted call
@@ -42,18 +43,6 @@ class AdapterConfig:
     seed: int = 0
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """jax.nn.gelu's default (tanh) form, so numpy and the training code agree."""
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def apply_adapter(params: dict, z: np.ndarray) -> np.ndarray:
-    """Unit query vectors [shape=(n, dim)] -> adapted unit vectors (float32)."""
-    z = np.asarray(z, np.float32)
-    y = z + _gelu(z @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
-    return (y / (np.linalg.norm(y, axis=-1, keepdims=True) + 1e-9)).astype(np.float32)
-
-
 def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | None, cfg: AdapterConfig,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,9 +53,9 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
     import jax.numpy as jnp
     from flax import nnx
 
-    from tagmatch.augment import degrade
-    from tagmatch.modelio import _encoder_parts
-    from tagmatch.train import AudioPool, synthetic_noise
+    from tagmatch.audio.augment import degrade
+    from tagmatch.model.embedders import encoder_parts
+    from tagmatch.train.loop import AudioPool, synthetic_noise
 
     fc, ctx = model.feature_config, model.context_frames
     aug = replace(AugmentConfig(), max_shift_s=cfg.max_shift_s)
@@ -76,7 +65,7 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
     noise_pool = AudioPool.from_signals(noise) if noise else synthetic_noise(rng, 120, fc.sample_rate)
     if noise_pool.lengths.max() < crop:
         noise_pool = synthetic_noise(rng, 120, fc.sample_rate)
-    graphdef, params, project = _encoder_parts(model)
+    graphdef, params, project = encoder_parts(model)
     light = int(round(cfg.light_share * PAIR_BATCH))
 
     def first_window(e, x):  # a shared-kind encoder gives every window of the view; the first is ours
@@ -165,7 +154,7 @@ def fit_query_adapter(model_path, music: list[np.ndarray], noise: list[np.ndarra
     """Make pairs with the model in `model_path`, fit its adapter and store it there (the
     calibration is reset; the id stays). Returns the number of pairs, 0 when stopped first (the
     model is then left as it was)."""
-    from tagmatch.modelio import load_model, set_query_adapter
+    from tagmatch.model.modelfile import load_model, set_query_adapter
 
     clean, degraded = training_pairs(load_model(model_path), music, noise, cfg, on_pairs, should_stop)
     if should_stop and should_stop():

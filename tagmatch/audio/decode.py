@@ -233,7 +233,7 @@ def load_audio(path: Path | str, sr: int) -> np.ndarray:
 def read_segment(path: Path | str, sr: int, start_s: float, duration_s: float) -> np.ndarray:
     """Mono float32 at `sr` Hz of `duration_s` seconds of `path` from `start_s` on (shorter at the
     end of the file), seeking instead of decoding what comes before. For the matcher's check of a
-    candidate against its reference file (tagmatch.verify); accurate to a few milliseconds, which
+    candidate against its reference file (tagmatch.match.verify); accurate to a few milliseconds, which
     that check's lag search absorbs. Raises AudioReadError like `stream_audio`."""
     path = Path(path)
     _check_readable(path)

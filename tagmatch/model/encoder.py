@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tagmatch.features import FeatureConfig
+from tagmatch.audio.features import FeatureConfig
 
 
 @dataclass(frozen=True)

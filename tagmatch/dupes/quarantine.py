@@ -1,0 +1,52 @@
+"""Moving a report's extra copies aside: the quarantine folder's check and the plan of moves,
+carried out (journaled, undoable) by `tagmatch.organize.apply`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tagmatch.errors import TagmatchError
+
+
+def check_quarantine(doc: dict, qdir: Path | str) -> Path:
+    """The quarantine folder, absolute. One inside a scanned folder is refused: the next search
+    there would find the moved copies again."""
+    q = Path(qdir).expanduser().absolute()
+    for r in doc.get("roots", []):
+        if any(p == Path(r) or p.is_relative_to(r) for p in (q, q.resolve())):
+            raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
+    return q
+
+
+def quarantine_plan(doc: dict, quarantine: Path):
+    """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
+    to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
+    the document says (edit it to choose another)."""
+    from tagmatch.organize.naming import free_path, path_key
+    from tagmatch.organize.plan import Plan, PlannedOp, Skip
+
+    roots = [Path(r) for r in doc.get("roots", [])]
+    quarantine = Path(quarantine).absolute()
+    plan, taken = Plan(mode="move", dest=quarantine, template=""), set()
+    for g in doc["groups"]:
+        if g.get("kind") != "duplicate":
+            continue
+        paths = [f["path"] for f in g["files"]]
+        if g["keeper"] not in paths:
+            plan.skipped.append(Skip(g["keeper"], "the keeper is not one of its group's files: group left alone"))
+            continue
+        for p in paths:
+            if p == g["keeper"]:
+                continue
+            src = Path(p)
+            if not src.exists():  # moved aside by an earlier run (or gone): nothing to move
+                plan.skipped.append(Skip(p, "not there any more (moved aside already?)"))
+                continue
+            root = next((r for r in roots if src.is_relative_to(r)), src.parent)
+            rel = src.relative_to(root)
+            if len(roots) > 1:
+                rel = Path(root.name) / rel
+            dst = free_path(quarantine / rel, taken)
+            taken.add(path_key(dst))
+            plan.ops.append(PlannedOp(src, dst, "move", [], why=f"duplicate of {g['keeper']}"))
+    return plan
