@@ -36,33 +36,33 @@ test-fast: $(STAMP)
 
 # Needs the dev corpus (../shared/corpus/fetch-dev-corpus); skipped with a message without it.
 bench: $(STAMP)
-	$(BIN)/python tools/bench.py
+	$(BIN)/python -m tools.bench
 
 # Duplicate finding: precision/recall of duplicate pairs and time per 1,000 files (dev corpus).
 bench-dupes: $(STAMP)
-	$(BIN)/python tools/bench_dupes.py
+	$(BIN)/python -m tools.bench_dupes
 
 # Store and search at 1k / 10k / 100k tracks' worth of vectors (bench-dupes' vectors replicated;
 # needs `make bench-dupes` and `make bench` first; hours at 100k: see docs/benchmarks.md, Scale).
 # Stages are cached under ~/.cache/tagmatch/scale: a re-run goes on where it stopped.
 SCALE_SIZES ?= 1k,10k,100k
 scale: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python tools/scale_store.py --sizes $(SCALE_SIZES)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m tools.scale_store --sizes $(SCALE_SIZES)
 
 train-default: $(STAMP)
-	$(BIN)/python tools/train_default.py
+	$(BIN)/python -m tools.train_default
 
 # CPU per stage of the index and query paths (after `make bench`, on a quiet machine).
 profile: $(STAMP)
-	$(BIN)/python tools/profile.py
+	$(BIN)/python -m tools.profile
 
 # Reference hop, query hop, vector dtype and dimension against accuracy (uses bench's queries).
 tradeoff: $(STAMP)
-	$(BIN)/python tools/tradeoff.py
+	$(BIN)/python -m tools.tradeoff
 
 # Other ways to score the neighbours, on cached bench hits, each calibrated like the shipped one.
 score-study: $(STAMP)
-	$(BIN)/python tools/score_study.py
+	$(BIN)/python -m tools.score_study
 
 # The seed's pair-BCE Siamese vs NT-Xent: same data, same steps, same seed, from scratch,
 # then both scored by the trade-off study's default variant (docs/benchmarks.md).
@@ -71,11 +71,11 @@ COMPARE_DIR ?= $(HOME)/.cache/tagmatch/compare
 compare-losses: $(STAMP)
 	mkdir -p $(COMPARE_DIR)
 	for loss in ntxent pair-bce; do \
-	  $(BIN)/python tools/train_default.py --loss $$loss --steps $(COMPARE_STEPS) \
+	  $(BIN)/python -m tools.train_default --loss $$loss --steps $(COMPARE_STEPS) \
 	    --out $(COMPARE_DIR)/$$loss.joblib --checkpoint $(COMPARE_DIR)/$$loss.ckpt || exit 1; \
 	done
 	for loss in ntxent pair-bce; do \
-	  $(BIN)/python tools/tradeoff.py --model $(COMPARE_DIR)/$$loss.joblib --variants default --limit 40 || exit 1; \
+	  $(BIN)/python -m tools.tradeoff --model $(COMPARE_DIR)/$$loss.joblib --variants default --limit 40 || exit 1; \
 	done
 
 clean:

@@ -372,3 +372,73 @@ def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_
                                            info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
         on_fit=lambda i, n, loss: on_step(Step("query adapter: fitting", i, n, loss=loss, info=f"loss {loss:.3f}",
                                                unit="steps")))
+
+
+# ---- calibrate --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CalibrateRequest:
+    model: Path  # the model file the calibration is written into
+    music: list[Path] = field(default_factory=list)  # folders of music (ignored with dev_corpus)
+    unknown: list[Path] = field(default_factory=list)  # songs kept out of the reference (default: 1 in 5)
+    noise: list[Path] = field(default_factory=list)  # background recordings for the noisy conditions
+    dev_corpus: Path | None = None  # the dev corpus's own split instead of `music`
+    work: Path | None = None  # the reference store and the query files (default: the user cache dir)
+    seed: int = 1  # fit sets at seed + 1000, + 2000, ...
+    sets: int = 5
+    limit: int | None = None  # songs per side (None: all)
+    conditions: str | None = None  # comma-separated condition names (None: all of tagmatch.train.queries')
+
+
+def default_calibrate_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tagmatch")) / "calibrate"
+
+
+def calibrate_job(req: CalibrateRequest, *, on_step: OnStep = _quiet) -> dict:
+    """Fit the model's calibration on degraded copies of known songs (indexed into a work store)
+    and of held-out ones, and write it into the model file (tagmatch.train.calibrate). Everything
+    made on the way (store, query files) is kept under the work folder, so a re-run, also after a
+    kill, reuses it."""
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.ann import searcher_for, update_index
+    from tagmatch.store.index import index_library
+    from tagmatch.store.shards import Store
+    from tagmatch.train.calibrate import calibrate
+    from tagmatch.train.devcorpus import corpus_available, folder_corpus, load_corpus
+    from tagmatch.train.queries import link_reference, queryable, select_conditions
+
+    conditions = select_conditions(req.conditions)
+    if req.dev_corpus is not None:
+        if not corpus_available(req.dev_corpus):
+            raise TagmatchError(f"no dev corpus at {req.dev_corpus} (../shared/corpus/fetch-dev-corpus builds it)")
+        corpus = load_corpus(req.dev_corpus)
+    else:
+        if not req.music:
+            raise TagmatchError("calibrate needs folders of music (or --dev-corpus)")
+        for d in [*req.music, *req.unknown, *req.noise]:
+            if not Path(d).exists():
+                raise TagmatchError(f"not found: {d}")
+        corpus = folder_corpus(req.music, req.unknown, req.noise)
+    if len(corpus.known) < 2 or len(corpus.unknown) < 2:
+        raise TagmatchError(f"calibrate needs at least 2 known and 2 held-out songs "
+                            f"(found {len(corpus.known)} and {len(corpus.unknown)})")
+    model = load_model(req.model)
+    work = Path(req.work or default_calibrate_dir()) / model.model_id
+    by_name = link_reference(corpus, work / "ref")
+    store_path = work / "store"
+    store = open_store(store_path, model, must_exist=False)
+    store, report = index_library(work / "ref", store, model,
+                                  progress=lambda p: on_step(Step("indexing the known songs", p.done, p.total,
+                                                                  p.path, p.error)))
+    store.save(store_path)
+    corpus = queryable(corpus, store, by_name)  # songs that failed to index cannot be found
+    update_index(store, "auto")
+    done = [0]
+
+    def log(msg: str) -> None:
+        done[0] += 1
+        on_step(Step("calibrating", done[0], None, info=msg, unit="steps"))
+
+    return calibrate(corpus, conditions, store, model, Path(req.model), by_name, cache=work, seed=req.seed,
+                     sets=req.sets, limit=req.limit, searcher=searcher_for(store), log=log)

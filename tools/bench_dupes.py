@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_seconds, write_av, write_mp3  # noqa: E402  (tools/ is not a package)
+from tagmatch.audio.degrade import write_av, write_mp3
+from tools.bench import cpu_seconds
 
-from tagmatch.audio.decode import load_audio  # noqa: E402
-from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
-from tagmatch.dupes.find import DupesConfig, find_duplicates, model_for_dupes  # noqa: E402
+from tagmatch.audio.decode import load_audio
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.dupes.find import DupesConfig, find_duplicates, model_for_dupes
 from tagmatch.dupes.report import file_facts
-from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.store.index import index_library  # noqa: E402
-from tagmatch.model.modelfile import load_model  # noqa: E402
-from tagmatch.threads import one_compute_thread  # noqa: E402
+from tagmatch.errors import TagmatchError
+from tagmatch.store.index import index_library
+from tagmatch.model.modelfile import load_model
+from tagmatch.threads import one_compute_thread
 
 SR = 44100
 CACHE = Path.home() / ".cache" / "tagmatch" / "bench-dupes"

@@ -2,8 +2,8 @@
 model file, optionally with a new reference hop. The trade-off study (docs/benchmarks.md) measured
 64 of 128 dimensions losing nothing, which halves the store and the search.
 
-    .venv/bin/python tools/fit_projection.py --model M --dim 64 --ref-hop-s 0.25
-    .venv/bin/python tools/bench.py --model M --calibrate     # the calibration is reset: refit it
+    .venv/bin/python -m tools.fit_projection --model M --dim 64 --ref-hop-s 0.25
+    .venv/bin/python -m tools.bench --model M --calibrate     # the calibration is reset: refit it
 
 The PCA is fitted on the encoder's vectors of the dev corpus' known songs (the benchmark's
 reference; never the held-out unknowns), a window every 0.5 s.

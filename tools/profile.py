@@ -17,17 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench  # noqa: E402
+from tools import bench
 
-from tagmatch.audio.decode import load_audio  # noqa: E402
-from tagmatch.audio.features import log_mel, window_starts  # noqa: E402
-from tagmatch.match.config import MatchConfig  # noqa: E402
+from tagmatch.audio.decode import load_audio
+from tagmatch.audio.features import log_mel, window_starts
+from tagmatch.match.config import MatchConfig
 from tagmatch.match.decide import match_file, match_vectors
 from tagmatch.match.query import query_frames
-from tagmatch.model.modelfile import load_model  # noqa: E402
-from tagmatch.store.shards import Store  # noqa: E402
-from tagmatch.threads import one_compute_thread  # noqa: E402
+from tagmatch.model.modelfile import load_model
+from tagmatch.store.shards import Store
+from tagmatch.threads import one_compute_thread
 
 
 class Clock:

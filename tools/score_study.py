@@ -32,16 +32,15 @@ from typing import Callable
 import joblib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench  # noqa: E402
+from tools import bench
 
-from tagmatch.audio.decode import load_audio  # noqa: E402
-from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
-from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.match.config import MatchConfig  # noqa: E402
-from tagmatch.match.decide import decide  # noqa: E402
-from tagmatch.match.query import fragment_bounds, frame_grid, query_frames  # noqa: E402
-from tagmatch.match.votes import Hits, rival_margins, vote  # noqa: E402
+from tagmatch.audio.decode import load_audio
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.errors import TagmatchError
+from tagmatch.match.config import MatchConfig
+from tagmatch.match.decide import decide
+from tagmatch.match.query import fragment_bounds, frame_grid, query_frames
+from tagmatch.match.votes import Hits, rival_margins, vote
 
 K = 32  # neighbours cached per window (the matcher uses 10)
 TEST_SEED = 1

@@ -25,17 +25,16 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench  # noqa: E402  (the benchmark's corpus split, query cache and reference links)
+from tools import bench
 
-from tagmatch.audio.decode import load_audio  # noqa: E402
-from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus  # noqa: E402
-from tagmatch.errors import TagmatchError  # noqa: E402
-from tagmatch.store.index import reference_frames  # noqa: E402
-from tagmatch.match.config import MatchConfig  # noqa: E402
+from tagmatch.audio.decode import load_audio
+from tagmatch.train.devcorpus import DEFAULT_ROOT, corpus_available, load_corpus
+from tagmatch.errors import TagmatchError
+from tagmatch.store.index import reference_frames
+from tagmatch.match.config import MatchConfig
 from tagmatch.match.decide import match_vectors
 from tagmatch.match.query import query_frames
-from tagmatch.store.shards import Store, TrackInfo, quantize  # noqa: E402
+from tagmatch.store.shards import Store, TrackInfo, quantize
 
 @dataclass(frozen=True)
 class Variant:

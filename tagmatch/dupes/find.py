@@ -19,7 +19,6 @@ recordings of one song do not align over time, so they are neither.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

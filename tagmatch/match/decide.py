@@ -24,6 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from tagmatch.errors import AudioReadError, TagmatchError
 from tagmatch.match.align import aligned_score, strongest
 from tagmatch.match.config import MatchConfig, Searcher

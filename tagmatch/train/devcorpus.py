@@ -1,6 +1,8 @@
-"""The development corpus of real music (built by ../shared/corpus/fetch-dev-corpus).
+"""Music to train and calibrate on, split into known songs and held-out ones: the development
+corpus of real music (built by ../shared/corpus/fetch-dev-corpus), or any folders of music.
 
-Used only by `make train-default` and `make bench`, never by tests. One fixed split serves both:
+The dev corpus serves `make train-default`, `make bench` and the shipped model's calibration,
+never the tests. One fixed split serves them all:
 about a fifth of the songs are held out of training AND of the benchmark's reference library, so
 the "unknown song" queries are music the model has never seen. Remastered pairs
 (related.tsv) stay on one side of the split and count as one song.
@@ -66,3 +68,26 @@ def load_corpus(root: Path = DEFAULT_ROOT) -> DevCorpus:
     train_noise = [p for p in noise if _bucket(str(p.relative_to(root)), 4) != 0]
     bench_noise = [p for p in noise if _bucket(str(p.relative_to(root)), 4) == 0]
     return DevCorpus(root, known, unknown, train_noise, bench_noise)
+
+
+def folder_corpus(music: list[Path], unknown: list[Path] = (), noise: list[Path] = (),
+                  held_out: int = 5) -> DevCorpus:
+    """A corpus of any folders of music, for `tagmatch calibrate`: every file is a song of its own.
+    The songs under `unknown` are the held-out ones; without any, one song in `held_out` is, picked
+    by a hash of its path (so the split stays the same when files are added). `noise`: background
+    recordings for the noisy conditions (none: synthetic noise)."""
+    from tagmatch.audio.decode import find_audio_files
+
+    music = [Path(m).absolute() for m in music]
+    root = music[0] if len(music) == 1 and music[0].is_dir() else Path(os.path.commonpath(music))
+
+    def tracks(dirs) -> list[Track]:
+        files = sorted({p.absolute() for d in dirs for p in find_audio_files(Path(d))})
+        return [Track(p, "", p.stem, "", str(p)) for p in files]
+
+    songs, held = tracks(music), tracks(unknown)
+    if not held:
+        held = [t for t in songs if _bucket(t.group, held_out) == 0]
+        songs = [t for t in songs if _bucket(t.group, held_out) != 0]
+    noise_files = sorted({p.absolute() for d in noise for p in find_audio_files(Path(d))})
+    return DevCorpus(root, songs, held, [], noise_files)

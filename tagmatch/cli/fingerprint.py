@@ -1,0 +1,183 @@
+"""The commands that listen to audio: train, calibrate, index, scan, info, dupes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from tagmatch.cli.output import (carry_out, err, expand_sources, graceful_interrupt, print_plan, rel, step_bars,
+                                  store_arg)
+from tagmatch.errors import TagmatchError
+
+
+def cmd_train(args) -> int:
+    from tagmatch.jobs import TrainRequest, train_job
+
+    req = TrainRequest(music=expand_sources(args.sources), out=args.out,
+                       noise=expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
+                       steps=args.steps, batch_pairs=args.batch, learning_rate=args.lr, loss=args.loss,
+                       seed=args.seed, kind=args.kind, adapter_pairs=args.adapter_pairs)
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        summary = train_job(req, on_step=on_step, should_stop=stopped)
+    adapter = summary.get("query_adapter_pairs")
+    print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
+          f"final loss {summary['final_loss']:.3f}"
+          + (f", query adapter fitted on {adapter} pairs" if adapter else ", no query adapter")
+          + f", {summary['seconds']:.0f} s")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from tagmatch.jobs import CalibrateRequest, calibrate_job
+
+    model = args.model or (Path(os.environ["TAGMATCH_MODEL"]) if os.environ.get("TAGMATCH_MODEL") else None)
+    if model is None:
+        raise TagmatchError("calibrate writes into a model file: name it with --model (or $TAGMATCH_MODEL)")
+    req = CalibrateRequest(model=model, music=args.music, unknown=args.unknown or [], noise=args.noise or [],
+                           dev_corpus=args.dev_corpus, work=args.work, seed=args.seed, sets=args.sets,
+                           limit=args.limit, conditions=args.conditions)
+    with step_bars(args.quiet) as on_step:
+        fit = calibrate_job(req, on_step=on_step)
+    f, new, old = fit["facts"], fit["new"], fit["old"]
+    print(f"{model}: calibration mid {new['mid']} width {new['width']} (was mid {old['mid']} width {old['width']}), "
+          f"fitted on {f['n_queries']} queries of seeds {', '.join(map(str, fit['seeds']))}")
+    print(f"  {f['n_unknown']} of them unknown songs, {f['allowed_false_matches']} tolerated above the threshold; "
+          f"known songs right at the threshold: {f['known_acc_at_mid']:.1%}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from tagmatch.jobs import index_job
+
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        res = index_job(args.ref_dir, store_arg(args.store), args.model, on_step=on_step, should_stop=stopped,
+                        backend=args.backend, n_jobs=args.jobs,
+                        scheduler=args.scheduler, search=args.search)
+    if res.stopped:
+        err("interrupted: what was indexed so far is saved; run the same command to continue")
+    store, report = res.store, res.report
+    print(f"{res.store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {store.n_vectors} vectors "
+          f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
+          f"unchanged {report.unchanged}, errors {len(report.errors)})")
+    if res.search:
+        print(res.search)
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from tagmatch.jobs import new_scan_path, scan_job
+    from tagmatch.match.scan import describe
+
+    json_path = args.json or new_scan_path(args.dir)
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        res = scan_job(args.dir, store_arg(args.store), args.model, threshold=args.threshold,
+                       json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
+                       n_jobs=args.jobs, scheduler=args.scheduler, whole_files=args.whole_files,
+                       verify=not args.no_verify)
+    results, store = res.results, res.store
+    if res.search.startswith("exact:"):
+        err(f"search {res.search}")
+    if not results:
+        raise TagmatchError("interrupted before the first file was matched")
+    base = args.dir if args.dir.is_dir() else args.dir.parent
+    width = min(48, max(len(rel(m.path, base)) for m in results))
+    for m in results:
+        name = rel(m.path, base).ljust(width)
+        if m.status == "match":
+            print(f"{name}  {describe(m, store)}  ({m.match.confidence:.2f})")
+        elif m.status == "unknown":
+            hint = f"  (best guess {describe(m, store)}, {m.match.confidence:.2f})" if m.match else ""
+            print(f"{name}  unknown{hint}")
+        else:
+            print(f"{name}  error: {m.error}")
+    counts = {s: res.count(s) for s in ("match", "unknown", "error")}
+    print(f"{len(results)} files: {counts['match']} matched, {counts['unknown']} unknown, {counts['error']} errors"
+          + ("; interrupted, the rest was not scanned" if res.stopped else "")
+          + f"; wrote {json_path} (review it: tagmatch review {json_path})", file=sys.stderr)
+    return 1 if counts["error"] == len(results) else 0
+
+
+def cmd_info(args) -> int:
+    from tagmatch.store.ann import describe_search
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.shards import Store
+
+    store_path = store_arg(args.store)
+    store = Store.load(store_path)
+    model = load_model(args.model)
+    ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
+    dtype = store.shards[0].vectors.dtype if store.shards else "int8"
+    print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
+          f"vectors {store.n_vectors} x {store.dim} {dtype}\nmodel   {store.model_id} ({ok})\n"
+          f"search  {describe_search(store)}")
+    return 0
+
+
+def cmd_dupes(args) -> int:
+    """Find duplicate recordings under the folders (or act on a saved report with --from)."""
+    from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
+    from tagmatch.dupes.report import find_group, load_dupes, save_dupes, set_keeper
+
+    if args.from_json:
+        if args.dirs:
+            raise TagmatchError("give folders or --from, not both")
+        doc = load_dupes(args.from_json)
+        for k in args.keep:  # what the Duplicates screen's "keep this one" does
+            i = find_group(doc, k)
+            set_keeper(doc, i, k)
+            print(f"group {i + 1}: keep {doc['groups'][i]['keeper']}", file=sys.stderr)
+    else:
+        if not args.dirs:
+            raise TagmatchError("name at least one folder (or --from a saved report)")
+        doc = _find_dupes(args)
+        _print_dupes(doc)
+    if args.json:
+        save_dupes(doc, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if not args.quarantine:
+        return 0
+    q = check_quarantine(doc, args.quarantine)
+    plan = quarantine_plan(doc, q)
+    print_plan(plan)
+    if not plan.ops:
+        print("nothing to move", file=sys.stderr)
+        return 0
+    if not args.yes:
+        print(f"{len(plan.ops)} files to move to {q}. Dry run: nothing was changed; add --yes to move them.",
+              file=sys.stderr)
+        return 0
+    return carry_out(plan, args, scan=f"dupes --quarantine {q}")
+
+
+def _find_dupes(args) -> dict:
+    from tagmatch.jobs import dupes_job
+    from tagmatch.store.shards import default_cache_store_path
+
+    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+        doc = dupes_job(args.dirs, args.cache or default_cache_store_path(), args.model, keep=args.keep,
+                        library_path=store_arg(args.store) if args.against_library else None,
+                        on_step=on_step, should_stop=stopped)
+    if doc is None:
+        raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
+    return doc
+
+
+def _print_dupes(doc: dict) -> None:
+    import os
+
+    roots = [Path(r) for r in doc["roots"]]
+    base = Path(os.path.commonpath(roots)) if roots else Path.cwd()
+    n_dup = sum(g["kind"] == "duplicate" for g in doc["groups"])
+    for g in doc["groups"]:
+        print(f"{g['kind']} group ({len(g['files'])} files):")
+        for f in g["files"]:
+            keeper = f["path"] == g["keeper"]
+            what = f"{f['format']}" + (f" {f['bitrate'] // 1000} kb/s" if f.get("bitrate") else "") + \
+                (f", {f['duration_s']:.1f} s" if f.get("duration_s") else "")
+            where = "keep" if keeper else f"shares {f['overlap_s']:.1f} s at {f['offset_s']:+.1f} s"
+            print(f"  {'*' if keeper else ' '} {rel(f['path'], base)}   ({what}; {where})")
+    for h in doc.get("library", []):
+        print(f"in library: {rel(h['path'], base)} = {h['library_path']} ({h['kind']}, {h['overlap_s']:.1f} s)")
+    print(f"{n_dup} duplicate group(s), {len(doc['groups']) - n_dup} partial overlap(s)"
+          + (f", {len(doc['library'])} files already in the library" if "library" in doc else ""), file=sys.stderr)

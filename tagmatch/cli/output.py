@@ -1,0 +1,158 @@
+"""What every command shares: stderr messages, rich progress bars for the jobs' steps, Ctrl-C that
+stops after the current item, and the plan's printout."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from tagmatch.errors import TagmatchError
+
+
+PROG = "tagmatch"
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def graceful_interrupt():
+    """First Ctrl-C (or `kill`, SIGTERM) asks the running job to stop after the current item (so
+    what is done gets saved); a second one interrupts at once."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err("stopping after the current item (Ctrl-C again to abort)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop.is_set
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+
+
+def store_arg(arg: Path | None) -> Path:
+    from tagmatch.store.shards import default_store_path
+
+    return Path(arg) if arg else default_store_path()
+
+
+def expand_sources(sources: list[Path]) -> list[Path]:
+    """Folders, audio files, or text files listing one audio path a line."""
+    from tagmatch.audio.decode import find_audio_files, is_audio_path
+
+    out = []
+    for s in sources:
+        if s.is_file() and not is_audio_path(s):
+            out += [Path(l.strip()) for l in s.read_text().splitlines() if l.strip()]
+        elif s.exists():
+            out += find_audio_files(s)
+        else:
+            raise TagmatchError(f"not found: {s}")
+    return out
+
+
+@contextmanager
+def step_bars(quiet: bool):
+    """Yield an `on_step` for jobs.py: one rich bar per stage (done/total, rate, ETA) and each
+    file's error on its own line; with `quiet`, only the errors."""
+    if quiet:
+        def errors_only(step):
+            if step.error:
+                err(f"{step.item}: {step.error}")
+        yield errors_only
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=console(), transient=False) as prog:
+        tasks: dict[str, int] = {}
+
+        def on_step(step):
+            if step.stage not in tasks:
+                tasks[step.stage] = prog.add_task(step.stage, total=step.total, info="")
+            info = step.info or Path(step.item).name[:40]
+            prog.update(tasks[step.stage], completed=step.done, total=step.total, info=info)
+            if step.error:
+                prog.console.print(f"{PROG}: {step.item}: {step.error}", markup=False, highlight=False)
+        yield on_step
+
+
+def show(values) -> str:
+    return "(none)" if not values else "; ".join(values)
+
+
+def print_plan(plan) -> None:
+    """The plan as the user reviews it: one block per file, then what is skipped and why."""
+    import os
+
+    paths = [str(op.src) for op in plan.ops] + [str(op.dst) for op in plan.ops if not plan.dest]
+    base = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else Path.cwd()
+    verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
+    for op in plan.ops:
+        dst = rel(str(op.dst), plan.dest) if plan.dest else rel(str(op.dst), base)
+        why = op.why if "confidence" in op.why or op.confidence is None else f"{op.why}, confidence {op.confidence:.2f}"
+        print(f"{verb} {rel(str(op.src), base)}\n  -> {dst}   ({why})")
+        added = [f"{c.name}: {show(c.new)}" for c in op.tag_changes if c.old is None]
+        if added:
+            print("     + " + " | ".join(added))
+        for c in op.tag_changes:
+            if c.old is not None:
+                print(f"     {'~' if c.new else '-'} {c.name}: {show(c.old)} -> {show(c.new)}")
+        if op.art_from:
+            print("     + cover art from the reference")
+    for sk in plan.skipped:
+        print(f"skip {rel(sk.path, base)}   ({sk.reason})")
+
+
+def rel(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).absolute().relative_to(base.absolute()))
+    except ValueError:
+        return str(path)
+
+
+def carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
+    """Run an approved plan as a journaled, undoable run, with a progress bar."""
+    import os
+
+    from tagmatch.organize.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.jobs import Step
+    from tagmatch.organize.journal import default_runs_dir
+
+    run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
+    delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
+    results = []
+    try:
+        with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+            for r in apply_plan(plan, run, id3v23=id3v23, should_stop=stopped, delay_s=delay):
+                results.append(r)
+                on_step(Step("applying", len(results), len(plan.ops), str(r.src),
+                             r.message if r.status == "failed" else None))
+    except KeyboardInterrupt:
+        err(f"run {run.id} stopped mid-operation; `tagmatch undo {run.id}` puts everything back")
+        raise
+    done = sum(r.status == "done" for r in results)
+    failed = len(results) - done
+    left = len(plan.ops) - len(results)
+    print(f"run {run.id}: {done} done, {failed} failed" + (" (left unchanged)" if failed else "")
+          + (f", {left} not started (interrupted)" if left else "")
+          + (f"; undo with: tagmatch undo {run.id}" if done else ""), file=sys.stderr)
+    return 1 if failed and not done else 0
