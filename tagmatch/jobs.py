@@ -1,7 +1,7 @@
 """The long jobs (index, scan, find duplicates, train) as plain functions, whole: load the model
 and the store, do the work, save the result.
 
-The CLI and the TUI both call these; each shows `Step`s its own way (a rich bar, a Textual
+The CLI and the TUI both call these; each shows their `tagmatch.progress.Progress` events its own way (a rich bar, a Textual
 progress screen) and hands in its own stop signal (Ctrl-C, Escape). A stopped job saves what is
 done, atomically, so nothing is ever half-written: a re-run goes on from there.
 """
@@ -11,36 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
-
-
-@dataclass(frozen=True)
-class Step:
-    """Where a job stands: `done` of `total` in `stage` (total None: not known yet). `item` is
-    the file (or step) just finished, `error` its one-line error; `loss` is set while training."""
-
-    stage: str
-    done: int
-    total: int | None
-    item: str = ""
-    error: str | None = None
-    loss: float | None = None
-    info: str = ""
-    unit: str = ""  # what `done` counts, when not the job's usual (files, or steps while training)
-
-
-OnStep = Callable[[Step], None]
-ShouldStop = Callable[[], bool]
-
-
-def _quiet(step: Step) -> None:
-    pass
-
-
-def _never() -> bool:
-    return False
+from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
 
 def open_store(store_path: Path, model, must_exist: bool):
@@ -69,7 +43,7 @@ SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill los
 
 
 def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
-              on_step: OnStep = _quiet, should_stop: ShouldStop = _never, backend: str | None = None,
+              on_progress: OnProgress = quiet, should_stop: ShouldStop = never, backend: str | None = None,
               n_jobs: int | None = None, scheduler: str | None = None,
               save_every_s: float = SAVE_EVERY_S, search: str = "auto") -> IndexResult:
     """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
@@ -96,7 +70,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
         if time.monotonic() - last_save >= save_every_s:
             store.save(store_path)  # between files the store is whole
             last_save = time.monotonic()
-        on_step(Step("indexing", p.done, p.total, p.path, p.error))
+        on_progress(p)
 
     backend = _backend(backend, scheduler)
     store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
@@ -105,10 +79,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     if should_stop():
         return IndexResult(store, report, store_path, True)
 
-    def ann_progress(done: int, total: int) -> None:
-        on_step(Step("approximate index", done, total, unit="vectors"))
-
-    how = update_index(store, search, on_progress=ann_progress, should_stop=should_stop)
+    how = update_index(store, search, on_progress=on_progress, should_stop=should_stop)
     return IndexResult(store, report, store_path, should_stop(), how)
 
 
@@ -127,7 +98,7 @@ class ScanResult:
 
 
 def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, threshold: float = 0.5,
-             json_path: Path | None = None, on_step: OnStep = _quiet, should_stop: ShouldStop = _never,
+             json_path: Path | None = None, on_progress: OnProgress = quiet, should_stop: ShouldStop = never,
              backend: str | None = None, n_jobs: int | None = None, scheduler: str | None = None,
              whole_files: bool = False, verify: bool = True) -> ScanResult:
     """Match every audio file under `target`; write the scan JSON to `json_path` when given
@@ -169,7 +140,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     with contextlib.closing(matches):  # closing a parallel run cancels what is in flight
         for m in matches:
             results.append(m)
-            on_step(Step("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
+            on_progress(Progress("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
             if should_stop():
                 break
     doc = scan_json(results, store, store_path, target)
@@ -250,7 +221,7 @@ def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
 # ---- duplicates -------------------------------------------------------------------------------
 def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = None, *,
               keep: Iterable[str] = (), library_path: Path | None = None,
-              on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict | None:
+              on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> dict | None:
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
     and return the report (dupes.dupes_doc). With `library_path`, also the files already in that
     store. Returns None when stopped during embedding (what was embedded is cached)."""
@@ -273,8 +244,8 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
     except (StoreError, TagmatchError):
         cache = None  # a cache from another model or version: start again
     for root in roots:
-        def progress(p, stage=f"embedding {root.name}") -> None:
-            on_step(Step(stage, p.done, p.total, p.path, p.error))
+        def progress(p: Progress, stage=f"embedding {root.name}") -> None:
+            on_progress(replace(p, stage=stage))
         cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop)
         cache.save(cache_path)
         if should_stop():
@@ -286,11 +257,8 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
     window_s = fc.window_samples / fc.sample_rate
     cfg = DupesConfig()
 
-    def progress(stage: str, n: int, total: int) -> None:
-        on_step(Step(stage, n, total))
-
     groups = find_duplicates(store, infos, window_s, cfg, keep={str(Path(k).resolve()) for k in keep},
-                             progress=progress)
+                             progress=on_progress)
     library, hits = None, []
     if library_path is not None:
         library = open_store(library_path, base, must_exist=True)
@@ -318,7 +286,7 @@ class TrainRequest:
     adapter_pairs: int | None = None
 
 
-def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: ShouldStop = _never) -> dict:
+def train_job(req: TrainRequest, *, on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> dict:
     """Decode the audio, train, and save the model to `req.out` (atomically; a stop saves the
     model as it stands, and with a checkpoint a re-run resumes). Returns train()'s summary plus
     `seconds`."""
@@ -331,47 +299,34 @@ def train_job(req: TrainRequest, *, on_step: OnStep = _quiet, should_stop: Shoul
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     if req.kind is not None:
         cfg = replace(cfg, model=replace(cfg.model, kind=req.kind))
-    total, done = len(req.music) + len(req.noise), 0
-
-    def on_file(p, err) -> None:
-        nonlocal done
-        done += 1
-        on_step(Step("decoding", done, total, str(p), err))
-
     sr = cfg.features.sample_rate
-    music = decode_folder(req.music, sr, on_file, should_stop=should_stop)
-    noise = decode_folder(req.noise, sr, on_file, should_stop=should_stop) if req.noise else None
+    music = decode_folder(req.music, sr, on_progress, should_stop=should_stop)
+    noise = decode_folder(req.noise, sr, lambda p: on_progress(replace(p, stage="decoding noise")),
+                          should_stop=should_stop) if req.noise else None
     if should_stop():
         raise TagmatchError("stopped before training began; nothing was written")
     if not music:
         raise TagmatchError("none of the training files could be decoded")
     t0 = time.time()
 
-    def progress(p) -> None:
-        on_step(Step("training", p.step, p.steps, loss=p.loss,
-                     info=f"loss {p.loss:.3f}  top1 {p.top1:.2f}  {p.pairs_per_s:.0f} pairs/s"))
-
-    summary = train(music, req.out, cfg, noise=noise, checkpoint=req.checkpoint, progress=progress,
+    summary = train(music, req.out, cfg, noise=noise, checkpoint=req.checkpoint, progress=on_progress,
                     should_stop=should_stop, meta={"data": f"{len(music)} files"})
     if req.adapter_pairs != 0 and not should_stop():
-        summary["query_adapter_pairs"] = _fit_query_adapter(req, music, noise, on_step, should_stop)
+        summary["query_adapter_pairs"] = _fit_query_adapter(req, music, noise, on_progress, should_stop)
     return {**summary, "seconds": time.time() - t0}
 
 
-def _fit_query_adapter(req: TrainRequest, music, noise, on_step: OnStep, should_stop: ShouldStop) -> int:
+def _fit_query_adapter(req: TrainRequest, music, noise, on_progress: OnProgress, should_stop: ShouldStop) -> int:
     """Fit the trained model's query adapter on the same music and store it in the model file.
     Returns the number of pairs (0 when stopped first: the model is left without one)."""
-    from tagmatch.train.adapter import AdapterConfig, fit_query_adapter, PAIR_BATCH
+    from tagmatch.train.adapter import AdapterConfig, fit_query_adapter
 
     cfg = AdapterConfig() if req.adapter_pairs is None else replace(AdapterConfig(), pairs=req.adapter_pairs)
     if req.seed is not None:
         cfg = replace(cfg, seed=req.seed)
     return fit_query_adapter(
         req.out, music, noise, cfg, note="fitted after training: ", should_stop=should_stop,
-        on_pairs=lambda i, n: on_step(Step("query adapter: pairs", i, n, unit="batches",
-                                           info=f"{i * PAIR_BATCH} (clean, degraded) pairs")),
-        on_fit=lambda i, n, loss: on_step(Step("query adapter: fitting", i, n, loss=loss, info=f"loss {loss:.3f}",
-                                               unit="steps")))
+        on_progress=on_progress)
 
 
 # ---- calibrate --------------------------------------------------------------------------------
@@ -395,7 +350,7 @@ def default_calibrate_dir() -> Path:
     return Path(user_cache_dir("tagmatch")) / "calibrate"
 
 
-def calibrate_job(req: CalibrateRequest, *, on_step: OnStep = _quiet) -> dict:
+def calibrate_job(req: CalibrateRequest, *, on_progress: OnProgress = quiet) -> dict:
     """Fit the model's calibration on degraded copies of known songs (indexed into a work store)
     and of held-out ones, and write it into the model file (tagmatch.train.calibrate). Everything
     made on the way (store, query files) is kept under the work folder, so a re-run, also after a
@@ -403,7 +358,6 @@ def calibrate_job(req: CalibrateRequest, *, on_step: OnStep = _quiet) -> dict:
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.ann import searcher_for, update_index
     from tagmatch.store.index import index_library
-    from tagmatch.store.shards import Store
     from tagmatch.train.calibrate import calibrate
     from tagmatch.train.devcorpus import corpus_available, folder_corpus, load_corpus
     from tagmatch.train.queries import link_reference, queryable, select_conditions
@@ -429,16 +383,9 @@ def calibrate_job(req: CalibrateRequest, *, on_step: OnStep = _quiet) -> dict:
     store_path = work / "store"
     store = open_store(store_path, model, must_exist=False)
     store, report = index_library(work / "ref", store, model,
-                                  progress=lambda p: on_step(Step("indexing the known songs", p.done, p.total,
-                                                                  p.path, p.error)))
+                                  progress=lambda p: on_progress(replace(p, stage="indexing the known songs")))
     store.save(store_path)
-    corpus = queryable(corpus, store, by_name)  # songs that failed to index cannot be found
-    update_index(store, "auto")
-    done = [0]
-
-    def log(msg: str) -> None:
-        done[0] += 1
-        on_step(Step("calibrating", done[0], None, info=msg, unit="steps"))
-
+    corpus = queryable(corpus, store, by_name, on_progress)  # songs that failed to index cannot be found
+    update_index(store, "auto", on_progress=on_progress)
     return calibrate(corpus, conditions, store, model, Path(req.model), by_name, cache=work, seed=req.seed,
-                     sets=req.sets, limit=req.limit, searcher=searcher_for(store), log=log)
+                     sets=req.sets, limit=req.limit, searcher=searcher_for(store), on_progress=on_progress)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
 
 
@@ -98,3 +101,43 @@ def untrained_model(kind: str = "window", channels: tuple[int, ...] = (4, 8, 8, 
     mc = ModelConfig(channels=channels, hidden=32, dim=16, kind=kind)
     fc = FeatureConfig(ref_hop_frames=mc.stride if kind == "shared" else FeatureConfig.ref_hop_frames)
     return modelio.untrained_model(fc, mc, seed)
+
+
+FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")  # the formats tags are written to
+
+
+def make_tone(path: Path, seconds: float = 3.0) -> Path:
+    """A short tone in the format `path`'s extension names (soundfile, PyAV for M4A)."""
+    fmt = path.suffix.lstrip(".")
+    sr = 48000 if fmt == "opus" else 44100
+    t = np.arange(int(sr * seconds)) / sr
+    y = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    if fmt == "m4a":
+        import av
+
+        with av.open(str(path), "w", format="ipod") as c:
+            st = c.add_stream("aac", rate=sr, layout="mono")
+            frame = av.AudioFrame.from_ndarray(y[None, :], format="flt", layout="mono")
+            frame.sample_rate = sr
+            for p in [*st.encode(frame), *st.encode(None)]:
+                c.mux(p)
+    else:
+        kw = {"mp3": dict(format="MP3", subtype="MPEG_LAYER_III"), "ogg": dict(format="OGG", subtype="VORBIS"),
+              "opus": dict(format="OGG", subtype="OPUS"), "aiff": dict(format="AIFF")}.get(fmt, {})
+        sf.write(str(path), y, sr, **kw)
+    return path
+
+
+def bench_record(condition, kind, group, pred_group, status, margin, confidence=None):
+    """One per-query record as the bench writes it (tools.bench, tagmatch.train.calibrate)."""
+    return {"condition": condition, "kind": kind, "group": group, "pred_group": pred_group,
+            "correct": pred_group is not None and pred_group == group, "status": status,
+            "margin": margin, "confidence": confidence if confidence is not None else (None if margin is None else 0.9 if status == "match" else 0.1),
+            "wall_ms": 100.0, "cpu_ms": 150.0, "duration_s": 10.0}
+
+
+def music_like(seconds: float = 4.0, sr: int = 44100, amp: float = 0.1) -> np.ndarray:
+    """A few harmonics with a slow tremolo: music-like enough for level and spectrum tests."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((440.0, 660.0, 990.0, 1500.0), 1))
+    return (amp * y * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tagmatch.fsutil import atomic_write_text
+from tagmatch.progress import Progress
 from tagmatch.train import queries as query_sets
 from tagmatch.train.calibrate import MAX_FALSE_MATCH, calibrate, run_queries  # noqa: F401 (the studies use them)
 from tagmatch.train.devcorpus import DEFAULT_ROOT, DevCorpus, Track, corpus_available, load_corpus
@@ -60,9 +61,21 @@ def loadavg() -> list[float]:
         return []
 
 
+def log_progress(p: Progress) -> None:
+    """The library's progress events as the bench's log lines: each error, every 100th item, and
+    a stage's summary when it ends."""
+    if p.error:
+        log(f"{p.stage}: {p.item}: {p.error}")
+    if p.info and p.done == p.total:
+        log(f"{p.stage}: {p.info}")
+    elif p.done % 100 == 0 or p.done == p.total:
+        log(f"{p.stage}: {p.done}/{p.total} {p.unit or 'files'} ({p.info})" if p.info else
+            f"{p.stage}: {p.done}/{p.total} {p.unit or 'files'}")
+
+
 def make_queries(*args, **kw) -> list[Query]:
     """`tagmatch.train.queries.make_queries`, logging as the bench does."""
-    return query_sets.make_queries(*args, log=log, **kw)
+    return query_sets.make_queries(*args, on_progress=log_progress, **kw)
 
 
 def warm_up(model) -> float:
@@ -123,7 +136,7 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
 
     def progress(p) -> None:
         if p.error:
-            log(f"index error {p.path}: {p.error}")
+            log(f"index error {p.item}: {p.error}")
         if p.done % 20 == 0 or p.done == p.total:
             log(f"indexed {p.done}/{p.total} tracks")
 
@@ -148,7 +161,7 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
 
 def queryable(corpus: DevCorpus, store, by_name: dict[str, Track]) -> DevCorpus:
     """`tagmatch.train.queries.queryable`, logging as the bench does."""
-    return query_sets.queryable(corpus, store, by_name, log=log)
+    return query_sets.queryable(corpus, store, by_name, on_progress=log_progress)
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -353,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         calib = calibrate(corpus, conditions, store, model, model_path, by_name, cache=args.cache, seed=args.seed,
                           sets=args.fit_unknown_sets, limit=args.limit, whole_limit=args.whole_limit,
-                          searcher=searcher, query_hop_s=args.query_hop, log=log, by="tools/bench.py --calibrate")
+                          searcher=searcher, query_hop_s=args.query_hop, on_progress=log_progress,
+                          by="tools/bench.py --calibrate")
         calib["summary"] = summarise(calib["records"])
         stages["calibration_s"] = round(time.perf_counter() - t0, 1)
 
@@ -361,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = make_queries(corpus, conditions, args.seed, args.limit, args.whole_limit, args.cache)
     stages["queries_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    records = run_queries(queries, store, model, by_name, "bench", searcher, args.query_hop, log=log)
+    records = run_queries(queries, store, model, by_name, "bench", searcher, args.query_hop, log_progress)
     stages["scan_s"] = round(time.perf_counter() - t0, 1)
     load["end"] = loadavg()
 

@@ -40,18 +40,14 @@ def main(argv=None) -> int:
     noise = decode_folder(corpus.train_noise, sr)
     print(f"decoded {len(music)} tracks and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
 
-    def made(i, n):
-        if i % 50 == 0 or i == n:
-            print(f"pairs: batch {i}/{n} [{time.time() - t0:.0f} s]", flush=True)
+    def progress(p):
+        if p.done % (50 if p.unit == "batches" else 500) == 0 or p.done == p.total:
+            print(f"{p.stage}: {p.done}/{p.total} {p.info} [{time.time() - t0:.0f} s]", flush=True)
 
-    def fitted(i, n, loss):
-        if i % 500 == 0 or i == n:
-            print(f"adapter: step {i}/{n} loss {loss:.3f} [{time.time() - t0:.0f} s]", flush=True)
-
-    fit_query_adapter(args.model, music, noise, cfg, on_pairs=made, on_fit=fitted,
+    fit_query_adapter(args.model, music, noise, cfg, on_progress=progress,
                       note=f"tools/fit_query_adapter.py: {len(music)} dev-corpus tracks, ")
     print(f"wrote the query adapter to {args.model} ({time.time() - t0:.0f} s); "
-          f"now run tools/bench.py --model {args.model} --calibrate")
+          f"now run tagmatch calibrate --dev-corpus --model {args.model}")
     return 0
 
 

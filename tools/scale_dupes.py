@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     stages: dict[str, float] = {}
     last = [time.perf_counter(), None]
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(p) -> None:
+        stage = p.stage
         if stage != last[1]:
             if last[1]:
                 stages[last[1]] = time.perf_counter() - last[0]

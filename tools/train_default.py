@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     decoded: list[Path] = []  # the files that decoded, in the order of `music`
     music = decode_folder([t.path for t in corpus.known], 8000,
-                          on_file=lambda p, err: decoded.append(p) if err is None else None)
+                          on_progress=lambda p: decoded.append(Path(p.item)) if p.error is None else None)
     noise = decode_folder(corpus.train_noise, 8000)
     hours = sum(len(m) for m in music) / 8000 / 3600
     print(f"decoded {len(music)} tracks ({hours:.1f} h) and {len(noise)} noise recordings in {time.time() - t0:.0f} s", flush=True)
@@ -75,9 +75,8 @@ def main(argv=None) -> int:
     sources = [p.resolve().relative_to(corpus.root.resolve()).parts[0] for p in decoded]
 
     def progress(p):
-        if p.step % 10 == 0 or p.step == p.steps:
-            print(f"step {p.step}/{p.steps} loss {p.loss:.3f} top1 {p.top1:.3f} {p.pairs_per_s:.0f} pairs/s "
-                  f"[{time.strftime('%H:%M:%S')}]", flush=True)
+        if p.done % 10 == 0 or p.done == p.total:
+            print(f"step {p.done}/{p.total} {p.info} [{time.strftime('%H:%M:%S')}]", flush=True)
 
     meta = {"data": f"dev corpus: {len(music)} tracks, {hours:.1f} h; {len(noise)} ambience recordings"}
     if args.init_from:

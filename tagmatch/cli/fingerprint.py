@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from tagmatch.cli.output import (carry_out, err, expand_sources, graceful_interrupt, print_plan, rel, step_bars,
+from tagmatch.cli.output import (carry_out, err, expand_sources, graceful_interrupt, print_plan, rel, progress_bars,
                                   store_arg)
 from tagmatch.errors import TagmatchError
 
@@ -18,8 +18,8 @@ def cmd_train(args) -> int:
                        noise=expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
                        steps=args.steps, batch_pairs=args.batch, learning_rate=args.lr, loss=args.loss,
                        seed=args.seed, kind=args.kind, adapter_pairs=args.adapter_pairs)
-    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
-        summary = train_job(req, on_step=on_step, should_stop=stopped)
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
+        summary = train_job(req, on_progress=on_progress, should_stop=stopped)
     adapter = summary.get("query_adapter_pairs")
     print(f"saved {args.out}: model {summary['model_id']}, {summary['steps']} steps, "
           f"final loss {summary['final_loss']:.3f}"
@@ -37,8 +37,8 @@ def cmd_calibrate(args) -> int:
     req = CalibrateRequest(model=model, music=args.music, unknown=args.unknown or [], noise=args.noise or [],
                            dev_corpus=args.dev_corpus, work=args.work, seed=args.seed, sets=args.sets,
                            limit=args.limit, conditions=args.conditions)
-    with step_bars(args.quiet) as on_step:
-        fit = calibrate_job(req, on_step=on_step)
+    with progress_bars(args.quiet) as on_progress:
+        fit = calibrate_job(req, on_progress=on_progress)
     f, new, old = fit["facts"], fit["new"], fit["old"]
     print(f"{model}: calibration mid {new['mid']} width {new['width']} (was mid {old['mid']} width {old['width']}), "
           f"fitted on {f['n_queries']} queries of seeds {', '.join(map(str, fit['seeds']))}")
@@ -50,8 +50,8 @@ def cmd_calibrate(args) -> int:
 def cmd_index(args) -> int:
     from tagmatch.jobs import index_job
 
-    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
-        res = index_job(args.ref_dir, store_arg(args.store), args.model, on_step=on_step, should_stop=stopped,
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
+        res = index_job(args.ref_dir, store_arg(args.store), args.model, on_progress=on_progress, should_stop=stopped,
                         backend=args.backend, n_jobs=args.jobs,
                         scheduler=args.scheduler, search=args.search)
     if res.stopped:
@@ -70,9 +70,9 @@ def cmd_scan(args) -> int:
     from tagmatch.match.scan import describe
 
     json_path = args.json or new_scan_path(args.dir)
-    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         res = scan_job(args.dir, store_arg(args.store), args.model, threshold=args.threshold,
-                       json_path=json_path, on_step=on_step, should_stop=stopped, backend=args.backend,
+                       json_path=json_path, on_progress=on_progress, should_stop=stopped, backend=args.backend,
                        n_jobs=args.jobs, scheduler=args.scheduler, whole_files=args.whole_files,
                        verify=not args.no_verify)
     results, store = res.results, res.store
@@ -154,10 +154,10 @@ def _find_dupes(args) -> dict:
     from tagmatch.jobs import dupes_job
     from tagmatch.store.shards import default_cache_store_path
 
-    with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         doc = dupes_job(args.dirs, args.cache or default_cache_store_path(), args.model, keep=args.keep,
                         library_path=store_arg(args.store) if args.against_library else None,
-                        on_step=on_step, should_stop=stopped)
+                        on_progress=on_progress, should_stop=stopped)
     if doc is None:
         raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
     return doc

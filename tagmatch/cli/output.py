@@ -68,13 +68,13 @@ def expand_sources(sources: list[Path]) -> list[Path]:
 
 
 @contextmanager
-def step_bars(quiet: bool):
-    """Yield an `on_step` for jobs.py: one rich bar per stage (done/total, rate, ETA) and each
+def progress_bars(quiet: bool):
+    """Yield an `on_progress` for the jobs (tagmatch.progress.Progress events): one rich bar per stage (done/total, rate, ETA) and each
     file's error on its own line; with `quiet`, only the errors."""
     if quiet:
-        def errors_only(step):
-            if step.error:
-                err(f"{step.item}: {step.error}")
+        def errors_only(p):
+            if p.error:
+                err(f"{p.item}: {p.error}")
         yield errors_only
         return
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
@@ -85,14 +85,14 @@ def step_bars(quiet: bool):
     with Progress(*columns, console=console(), transient=False) as prog:
         tasks: dict[str, int] = {}
 
-        def on_step(step):
-            if step.stage not in tasks:
-                tasks[step.stage] = prog.add_task(step.stage, total=step.total, info="")
-            info = step.info or Path(step.item).name[:40]
-            prog.update(tasks[step.stage], completed=step.done, total=step.total, info=info)
-            if step.error:
-                prog.console.print(f"{PROG}: {step.item}: {step.error}", markup=False, highlight=False)
-        yield on_step
+        def on_progress(p):
+            if p.stage not in tasks:
+                tasks[p.stage] = prog.add_task(p.stage, total=p.total, info="")
+            info = p.info or Path(p.item).name[:40]
+            prog.update(tasks[p.stage], completed=p.done, total=p.total, info=info)
+            if p.error:
+                prog.console.print(f"{PROG}: {p.item}: {p.error}", markup=False, highlight=False)
+        yield on_progress
 
 
 def show(values) -> str:
@@ -134,18 +134,14 @@ def carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
     import os
 
     from tagmatch.organize.apply import TEST_DELAY_ENV, apply_plan, start_run
-    from tagmatch.jobs import Step
     from tagmatch.organize.journal import default_runs_dir
 
     run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
     delay = float(os.environ.get(TEST_DELAY_ENV) or 0)  # test-only: lets a test kill the run midway
-    results = []
     try:
-        with step_bars(args.quiet) as on_step, graceful_interrupt() as stopped:
-            for r in apply_plan(plan, run, id3v23=id3v23, should_stop=stopped, delay_s=delay):
-                results.append(r)
-                on_step(Step("applying", len(results), len(plan.ops), str(r.src),
-                             r.message if r.status == "failed" else None))
+        with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
+            results = list(apply_plan(plan, run, id3v23=id3v23, should_stop=stopped, delay_s=delay,
+                                      on_progress=on_progress))
     except KeyboardInterrupt:
         err(f"run {run.id} stopped mid-operation; `tagmatch undo {run.id}` puts everything back")
         raise

@@ -26,6 +26,7 @@ import numpy as np
 from tagmatch.errors import TagmatchError
 from tagmatch.model.modelfile import LoadedModel
 from tagmatch.dupes.keeper import choose_keeper
+from tagmatch.progress import OnProgress, Progress
 from tagmatch.store.shards import Store, dequantize
 
 APPROX_ABOVE = 2_000_000  # stored vectors (~140 h of audio) above which stage 1 uses an IVF index
@@ -150,7 +151,7 @@ def searcher(store: Store, mode: str = "auto"):
 
 
 def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None,
-                    progress: Callable[[int, int], None] | None = None, batch: int = 4096,
+                    progress: OnProgress | None = None, batch: int = 4096,
                     search: str = "auto") -> set[tuple[int, int]]:
     """(track of `store`, partner) pairs worth verifying. Partners come from `against` when given
     (the reference library), else from `store` itself (then pairs are ordered a < b). Probes of
@@ -184,7 +185,7 @@ def candidate_pairs(store: Store, cfg: DupesConfig, against: Store | None = None
             flush()
             queued = 0
         if progress:
-            progress(a + 1, n_tracks)
+            progress(Progress("searching", a + 1, n_tracks))
     return pairs
 
 
@@ -271,19 +272,19 @@ def _duplicate_groups(pairs: dict[tuple[int, int], Overlap], length: Callable[[i
 
 
 def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: DupesConfig = DupesConfig(),
-                    keep: set[str] = frozenset(), progress: Callable[[str, int, int], None] | None = None,
+                    keep: set[str] = frozenset(), progress: OnProgress | None = None,
                     search: str = "auto") -> list[Group]:
     """Groups of `store`'s tracks that share audio, keeper first (duplicate groups, then partial
     pairs). `infos` maps track id -> file facts (stream_info plus "path" and "tags") for the
     keeper rule; `keep` holds paths the user wants kept."""
     tracks = _Tracks(store)
-    pairs = sorted(candidate_pairs(store, cfg, progress=(lambda n, t: progress("searching", n, t)) if progress else None,
+    pairs = sorted(candidate_pairs(store, cfg, progress=progress,
                                    search=search))
     measured: dict[tuple[int, int], Overlap | None] = {}  # (a < b) -> their overlap (None: none)
     for n, (a, b) in enumerate(pairs, 1):
         measured[(a, b)] = verify(tracks, a, tracks, b, window_s, cfg)
         if progress:
-            progress("verifying", n, len(pairs))
+            progress(Progress("verifying", n, len(pairs)))
     found = {p: ov for p, ov in measured.items() if ov is not None}
 
     def measure(a: int, b: int) -> Overlap | None:

@@ -33,6 +33,7 @@ from tagmatch.fsutil import fsync_dir
 from tagmatch.organize.journal import Journal, OpRecord, RunInfo, create_run
 from tagmatch.organize.naming import free_path
 from tagmatch.organize.plan import Plan, PlannedOp
+from tagmatch.progress import OnProgress, Progress, quiet
 from tagmatch.organize.tags import is_read_only, read_pictures, read_tag_values, write_tags
 
 TEST_DELAY_ENV = "TAGMATCH_TEST_SLOW_APPLY"  # test-only: seconds to sleep after each journal line
@@ -188,15 +189,18 @@ def start_run(plan: Plan, runs_dir: Path, *, scan: str | None = None, id3v23: bo
 
 
 def apply_plan(plan: Plan, run: Run, *, id3v23: bool = False, should_stop: Callable[[], bool] | None = None,
-               delay_s: float = 0.0) -> Iterator[OpResult]:
-    """Carry out every op of `plan` in `run`, one result each; a failed op is rolled back and the
-    run goes on. Closes the journal at the end (or when the caller stops iterating)."""
+               delay_s: float = 0.0, on_progress: OnProgress = quiet) -> Iterator[OpResult]:
+    """Carry out every op of `plan` in `run`, one result each (and a Progress "applying" event);
+    a failed op is rolled back and the run goes on. Closes the journal at the end (or when the
+    caller stops iterating)."""
     completed = False
     try:
         for i, op in enumerate(plan.ops):
             if should_stop and should_stop():
                 return
-            yield _apply_one(op, i, run, id3v23, delay_s)
+            r = _apply_one(op, i, run, id3v23, delay_s)
+            on_progress(Progress("applying", i + 1, len(plan.ops), r.src, r.message if r.status == "failed" else None))
+            yield r
         completed = True
     finally:
         run.journal.write({"type": "end", "interrupted": not completed})
@@ -351,25 +355,27 @@ def _revert(e: dict, h1: str | None, *, done: bool) -> str:
     return note
 
 
-def undo_run(info: RunInfo) -> Iterator[UndoResult]:
+def undo_run(info: RunInfo, on_progress: OnProgress = quiet) -> Iterator[UndoResult]:
     """Revert a run's done and in-flight ops, newest first, each judged on its own: one refusal
-    does not stop the rest. Journals every outcome in the run's own journal."""
+    does not stop the rest. Journals every outcome in the run's own journal; each comes as a
+    result and as a Progress "undoing" event (a refusal as its error)."""
     from tagmatch.organize.journal import JOURNAL, read_run
 
     with Journal(info.dir / JOURNAL) as journal:  # locked: not while an apply still runs
         info = read_run(info.dir)
-        for o in reversed(info.ops):
-            if o.state not in ("done", "in-flight"):
-                continue
+        todo = [o for o in reversed(info.ops) if o.state in ("done", "in-flight")]
+        for n, o in enumerate(todo, 1):
             was_in_flight = o.state == "in-flight"
             try:
                 note = _revert(o.entry, o.hash_after, done=o.state == "done")
             except (OSError, TagmatchError) as exc:
                 reason = _reason(exc)
                 journal.write({"type": "undo_refused", "i": o.i, "reason": reason})
+                on_progress(Progress("undoing", n, len(todo), str(o.dst), reason))
                 yield UndoResult(o, "refused", reason, was_in_flight)
                 continue
             journal.write({"type": "undone", "i": o.i, "note": note})
+            on_progress(Progress("undoing", n, len(todo), str(o.dst)))
             yield UndoResult(o, "undone", note, was_in_flight)
     backup_dir = info.dir / "backup"
     if backup_dir.is_dir() and not any(backup_dir.iterdir()):

@@ -12,7 +12,10 @@ import json
 
 import numpy as np
 
+from tagmatch.progress import Progress
 from tagmatch.store.shards import Store, dequantize
+
+STAGE = "approximate index"  # what its Progress events report
 
 
 class IVFSearch:
@@ -160,7 +163,7 @@ class IVFPQSearch:
               nprobe: int | None = None, refine: int | None = None, seed: int = 0, log=None,
               key: str | None = None, on_progress=None, should_stop=None) -> "IVFPQSearch | None":
         """Train and fill an index over a saved store (every shard has its file). Returns None
-        when `should_stop()` turned true between batches. `on_progress(done, total)`: vectors.
+        when `should_stop()` turned true between batches. `on_progress`: Progress events, counting vectors.
         nprobe / refine default to `default_probe(n)`."""
         import time
 
@@ -177,7 +180,7 @@ class IVFPQSearch:
         rng = np.random.default_rng(seed)
         n_train = min(n, max(train_points * ivf.nlist, 65536))
         if on_progress:
-            on_progress(0, n)  # training the cells comes first (minutes on a big store)
+            on_progress(Progress(STAGE, 0, n, unit="vectors"))  # training the cells comes first (minutes on a big store)
         t0 = time.perf_counter()
         x = gather_vectors(store, np.sort(rng.choice(n, size=n_train, replace=False)))
         index.train(x)
@@ -190,7 +193,7 @@ class IVFPQSearch:
             nonlocal done
             done += count
             if on_progress:
-                on_progress(done, n)
+                on_progress(Progress(STAGE, done, n, unit="vectors"))
 
         slots = {}
         for slot, s in enumerate(store.shards):
@@ -380,7 +383,7 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
                 nonlocal added
                 added += n_added
                 if on_progress:
-                    on_progress(added, total)
+                    on_progress(Progress(STAGE, added, total, unit="vectors"))
 
             for s in new:
                 slots[s.file], nxt = nxt, nxt + 1

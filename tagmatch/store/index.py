@@ -28,6 +28,7 @@ from tagmatch.store.parallel import (check_backend, model_path_for_workers, orde
                                worker_model)
 from tagmatch.store.shards import Store, TrackInfo, quantize
 from tagmatch.organize.tags import read_tags
+from tagmatch.progress import OnProgress, Progress
 
 @dataclass
 class IndexReport:
@@ -37,14 +38,6 @@ class IndexReport:
     unchanged: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
     audio_seconds: float = 0.0
-
-
-@dataclass
-class Progress:
-    done: int
-    total: int
-    path: str
-    error: str | None = None
 
 
 def reference_frames(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +77,7 @@ def index_library(
     store: Store | None,
     model: LoadedModel,
     *,
-    progress: Callable[[Progress], None] | None = None,
+    progress: OnProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
     backend: str = "auto",
     n_jobs: int | None = None,
@@ -139,7 +132,7 @@ def index_library(
         else:
             report.errors.append((str(p), fe.error))
         if progress:
-            progress(Progress(n, len(todo), str(p), fe.error))
+            progress(Progress("indexing", n, len(todo), str(p), fe.error))
 
     if backend == "local":
         for n, ((p, st, was_known), prepared) in enumerate(prefetch(lambda t: _prepare(t[0], cfg), todo, 2, 3), 1):

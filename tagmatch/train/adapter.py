@@ -24,6 +24,7 @@ import numpy as np
 
 from tagmatch.audio.augment import AugmentConfig
 from tagmatch.errors import TagmatchError
+from tagmatch.progress import OnProgress, Progress
 
 PAIR_BATCH = 256  # pairs embedded per jitted call
 
@@ -44,7 +45,7 @@ class AdapterConfig:
 
 
 def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | None, cfg: AdapterConfig,
-                   progress: Callable[[int, int], None] | None = None,
+                   progress: OnProgress | None = None,
                    should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(clean, degraded) vectors [shape=(n, dim)] of random moments of `music` with `model`
     (a LoadedModel), degraded as in training (`augment.degrade`, real `noise` when given).
@@ -97,14 +98,15 @@ def training_pairs(model, music: list[np.ndarray], noise: list[np.ndarray] | Non
         clean.append(np.asarray(a))
         degraded.append(np.asarray(b))
         if progress:
-            progress(i + 1, calls)
+            progress(Progress("query adapter: pairs", i + 1, calls, unit="batches",
+                              info=f"{(i + 1) * PAIR_BATCH} (clean, degraded) pairs"))
     if not clean:
         return np.zeros((0, model.dim), np.float32), np.zeros((0, model.dim), np.float32)
     return np.concatenate(clean)[: cfg.pairs], np.concatenate(degraded)[: cfg.pairs]
 
 
 def fit_adapter(clean: np.ndarray, degraded: np.ndarray, cfg: AdapterConfig = AdapterConfig(),
-                progress: Callable[[int, int, float], None] | None = None) -> dict:
+                progress: OnProgress | None = None) -> dict:
     """Fit the adapter on pairs; returns its parameters as numpy arrays (W1, b1, W2, b2)."""
     import jax
     import jax.numpy as jnp
@@ -142,23 +144,23 @@ def fit_adapter(clean: np.ndarray, degraded: np.ndarray, cfg: AdapterConfig = Ad
         idx = rng.choice(n, batch, replace=False) if batch == n else rng.integers(0, n, batch)
         params, state, loss = step(params, state, degraded[idx], clean[idx])
         if progress and ((i + 1) % 100 == 0 or i + 1 == cfg.steps):
-            progress(i + 1, cfg.steps, float(loss))
+            progress(Progress("query adapter: fitting", i + 1, cfg.steps, loss=float(loss), unit="steps",
+                              info=f"loss {float(loss):.3f}"))
     return {k: np.asarray(v, np.float32) for k, v in params.items()}
 
 
 def fit_query_adapter(model_path, music: list[np.ndarray], noise: list[np.ndarray] | None,
                       cfg: AdapterConfig = AdapterConfig(), *, note: str = "",
-                      on_pairs: Callable[[int, int], None] | None = None,
-                      on_fit: Callable[[int, int, float], None] | None = None,
+                      on_progress: OnProgress | None = None,
                       should_stop: Callable[[], bool] | None = None) -> int:
     """Make pairs with the model in `model_path`, fit its adapter and store it there (the
     calibration is reset; the id stays). Returns the number of pairs, 0 when stopped first (the
     model is then left as it was)."""
     from tagmatch.model.modelfile import load_model, set_query_adapter
 
-    clean, degraded = training_pairs(load_model(model_path), music, noise, cfg, on_pairs, should_stop)
+    clean, degraded = training_pairs(load_model(model_path), music, noise, cfg, on_progress, should_stop)
     if should_stop and should_stop():
         return 0
-    adapter = fit_adapter(clean, degraded, cfg, on_fit)
+    adapter = fit_adapter(clean, degraded, cfg, on_progress)
     set_query_adapter(model_path, adapter, note=f"{note}{len(clean)} pairs, {cfg.steps} steps, seed {cfg.seed}")
     return len(clean)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tagmatch.train.devcorpus import DevCorpus, Track
-from tagmatch.train.queries import Condition, Log, Query, _quiet, make_queries
+from tagmatch.progress import OnProgress, Progress, quiet
+from tagmatch.train.queries import Condition, Query, make_queries
 
 
 
@@ -24,7 +25,8 @@ MAX_FALSE_MATCH = 0.005  # calibration: at most this false-match rate on unknown
 
 
 def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], label: str,
-                searcher=None, query_hop_s: float | None = None, log: Log = _quiet) -> list[dict]:
+                searcher=None, query_hop_s: float | None = None,
+                on_progress: OnProgress = quiet) -> list[dict]:
     """match_file on every query, one at a time so each file's wall and CPU time is its own.
     `searcher`: what `tagmatch scan` would search (default: the store, exact). `query_hop_s`:
     None for the model's own. `by_name` maps a stored track's file name to its corpus track
@@ -54,8 +56,8 @@ def run_queries(queries: list[Query], store, model, by_name: dict[str, Track], l
             "verified": best.verified if best else None,
             "significance": best.significance if best else None,
         })
-        if i % 100 == 0 or i == len(queries):
-            log(f"{label}: scanned {i}/{len(queries)} queries ({time.perf_counter() - t0:.0f} s)")
+        on_progress(Progress(label, i, len(queries), str(q.path), fm.error, unit="queries",
+                             info=f"{time.perf_counter() - t0:.0f} s"))
     return records
 
 
@@ -131,7 +133,8 @@ def fit_calibration(margin: np.ndarray, label: np.ndarray, unknown: np.ndarray,
 
 def calibrate(corpus: DevCorpus, conditions: list[Condition], store, model, model_path: Path,
               by_name: dict[str, Track], *, cache: Path, seed: int = 1, sets: int = 5, limit: int | None = None,
-              whole_limit: int = 30, searcher=None, query_hop_s: float | None = None, log: Log = _quiet,
+              whole_limit: int = 30, searcher=None, query_hop_s: float | None = None,
+              on_progress: OnProgress = quiet,
               by: str = "tagmatch calibrate") -> dict:
     """Fit the calibration on query sets of `corpus` (its known songs are what `store` holds),
     write it into `model_path` and into `model`, and return what the fit saw.
@@ -147,17 +150,18 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], store, model, mode
     model.calibration = replace(old, score="verified")  # fit the matcher's current score (older models too)
     fit_conditions = [c for c in conditions if c.excerpt_s is not None] or conditions
     seeds = [seed + 1000 * i for i in range(1, max(1, sets) + 1)]
-    queries = make_queries(corpus, fit_conditions, seeds[0], limit, whole_limit, cache, log=log)
+    queries = make_queries(corpus, fit_conditions, seeds[0], limit, whole_limit, cache, on_progress=on_progress)
     for s in seeds[1:]:
-        queries += make_queries(corpus, fit_conditions, s, limit, whole_limit, cache, kinds=("unknown",), log=log)
-    records = run_queries(queries, store, model, by_name, "calibration set", searcher, query_hop_s, log=log)
+        queries += make_queries(corpus, fit_conditions, s, limit, whole_limit, cache, kinds=("unknown",),
+                                on_progress=on_progress)
+    records = run_queries(queries, store, model, by_name, "scanning the calibration set", searcher, query_hop_s,
+                          on_progress)
     cal, facts = fit_calibration(*calibration_data(records))
     note = (f"{by}, model {model.query_id}: seeds {', '.join(map(str, seeds))}, "
             f"{facts['n_queries']} queries; mid = margin reached by < {MAX_FALSE_MATCH:.1%} of "
             f"{facts['n_unknown']} unknown-song queries; width = free logistic fit of P(right song | margin)")
     set_calibration(model_path, cal, note)
     model.calibration = cal
-    log(f"calibration: {old} -> {cal}, written to {model_path}")
     return {"old": {"mid": old.mid, "width": old.width}, "new": {"mid": cal.mid, "width": cal.width},
             "facts": facts, "note": note, "model_path": str(model_path), "seeds": seeds,
             "conditions": [c.name for c in fit_conditions], "records": records}

@@ -20,6 +20,7 @@ from tagmatch.errors import AudioReadError, TagmatchError
 from tagmatch.audio.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump
 from tagmatch.model.encoder import ModelConfig
+from tagmatch.progress import OnProgress, Progress
 
 LOSSES = ("ntxent", "pair-bce")
 
@@ -102,9 +103,10 @@ def synthetic_noise(rng: np.random.Generator, seconds: float, sr: int) -> AudioP
     return AudioPool.from_signals(signals)
 
 
-def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | None], None] | None = None,
+def decode_folder(paths: list[Path], sr: int, on_progress: OnProgress | None = None,
                   n_jobs: int = 2, should_stop: Callable[[], bool] | None = None) -> list[np.ndarray]:
-    """Decode files in parallel (joblib); undecodable ones are reported and skipped."""
+    """Decode files in parallel (joblib); undecodable ones are reported (Progress "decoding", with
+    the error) and skipped."""
     from joblib import Parallel, delayed
 
     def one(p):
@@ -114,11 +116,12 @@ def decode_folder(paths: list[Path], sr: int, on_file: Callable[[Path, str | Non
             return None, exc.reason
 
     signals = []
-    for p, (y, err) in zip(paths, Parallel(n_jobs=n_jobs, return_as="generator")(delayed(one)(p) for p in paths)):
+    decoded = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(one)(p) for p in paths)
+    for i, (p, (y, err)) in enumerate(zip(paths, decoded), 1):
         if should_stop and should_stop():
             break
-        if on_file:
-            on_file(p, err)
+        if on_progress:
+            on_progress(Progress("decoding", i, len(paths), str(p), err))
         if y is not None:
             signals.append(y)
     return signals
@@ -193,15 +196,6 @@ def make_optimizer(model, cfg: TrainConfig):
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-@dataclass
-class TrainProgress:
-    step: int
-    steps: int
-    loss: float
-    top1: float
-    pairs_per_s: float
-
-
 def train(
     music: list[np.ndarray],
     out: Path,
@@ -209,7 +203,7 @@ def train(
     *,
     noise: list[np.ndarray] | None = None,
     checkpoint: Path | None = None,
-    progress: Callable[[TrainProgress], None] | None = None,
+    progress: OnProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
     meta: dict | None = None,
     init_from: Path | None = None,
@@ -296,7 +290,9 @@ def train(
         history.append((step + 1, loss, top1))
         now = time.perf_counter()
         if progress:
-            progress(TrainProgress(step + 1, cfg.steps, loss, top1, cfg.batch_pairs / max(now - t_last, 1e-9)))
+            rate = cfg.batch_pairs / max(now - t_last, 1e-9)
+            progress(Progress("training", step + 1, cfg.steps, loss=loss, unit="steps",
+                              info=f"loss {loss:.3f}  top1 {top1:.2f}  {rate:.0f} pairs/s"))
         t_last = now
         if checkpoint and (step + 1) % cfg.checkpoint_every == 0:
             _save_checkpoint(checkpoint, cfg, model, optimizer, step + 1, history)

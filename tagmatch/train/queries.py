@@ -25,13 +25,8 @@ from tagmatch.audio.degrade import (avoid_clipping, band_pass, change_speed, gai
                                     write_av, write_mp3)
 from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import atomic_write_text
+from tagmatch.progress import OnProgress, Progress, quiet
 from tagmatch.train.devcorpus import DevCorpus, Track
-
-Log = Callable[[str], None]
-
-
-def _quiet(msg: str) -> None:
-    pass
 
 
 
@@ -248,8 +243,9 @@ def make_query(track: Track, kind: str, cond: Condition, seed: int, out_dir: Pat
 
 def make_queries(corpus: DevCorpus, conditions: list[Condition], seed: int, limit: int | None,
                  whole_limit: int, cache: Path, kinds: tuple[str, ...] = ("known", "unknown"),
-                 log: Log = _quiet) -> list[Query]:
-    """One query per (condition, track), from known tracks and/or unknown ones; cached per seed."""
+                 on_progress: OnProgress = quiet) -> list[Query]:
+    """One query per (condition, track), from known tracks and/or unknown ones; cached per seed.
+    Progress comes per condition (stage "queries NAME"); its last event's `info` sums it up."""
     out_dir = cache / "queries" / f"g{GEN_VERSION}-seed{seed}"
     noise = NoiseBank(corpus.bench_noise)
     sides = [(kind, stable_order(corpus.known if kind == "known" else corpus.unknown, corpus.root))
@@ -257,22 +253,22 @@ def make_queries(corpus: DevCorpus, conditions: list[Condition], seed: int, limi
     queries: list[Query] = []
     for cond in conditions:
         t0, before = time.perf_counter(), len(queries)
-        cached = 0
-        for kind, tracks in sides:
-            n = len(tracks) if limit is None else limit
-            if cond.excerpt_s is None:
-                n = min(n, whole_limit)
-            for track in tracks[:n]:
-                q, was_cached = make_query(track, kind, cond, seed, out_dir, corpus.root, noise)
-                cached += was_cached
-                queries.append(q)
-                if not was_cached and (len(queries) - before - cached) % 50 == 0:
-                    log(f"queries {cond.name}: {len(queries) - before - cached} made so far")
+        todo = [(kind, t) for kind, tracks in sides
+                for t in tracks[: min(len(tracks) if limit is None else limit,
+                                      whole_limit if cond.excerpt_s is None else len(tracks))]]
+        stage, cached = f"queries {cond.name}", 0
+        for i, (kind, track) in enumerate(todo, 1):
+            q, was_cached = make_query(track, kind, cond, seed, out_dir, corpus.root, noise)
+            cached += was_cached
+            queries.append(q)
+            if i < len(todo):
+                on_progress(Progress(stage, i, len(todo), str(q.path), unit="queries"))
         made = queries[before:]
         kbps = statistics.median(q.meta["kbps"] for q in made) if made else 0.0
-        log(f"queries {cond.name}: {sum(q.kind == 'known' for q in made)} known + "
-            f"{sum(q.kind == 'unknown' for q in made)} unknown ({cond.codec}, median {kbps:.0f} kbps; "
-            f"{len(made) - cached} made, {cached} cached) in {time.perf_counter() - t0:.1f} s")
+        on_progress(Progress(stage, len(todo), len(todo), unit="queries", info=(
+            f"{sum(q.kind == 'known' for q in made)} known + {sum(q.kind == 'unknown' for q in made)} unknown "
+            f"({cond.codec}, median {kbps:.0f} kbps; {len(made) - cached} made, {cached} cached) in "
+            f"{time.perf_counter() - t0:.1f} s")))
     return queries
 
 
@@ -290,11 +286,12 @@ def link_reference(corpus: DevCorpus, ref_dir: Path) -> dict[str, Track]:
     return by_name
 
 
-def queryable(corpus: DevCorpus, store, by_name: dict[str, Track], log: Log = _quiet) -> DevCorpus:
+def queryable(corpus: DevCorpus, store, by_name: dict[str, Track], on_progress: OnProgress = quiet) -> DevCorpus:
     """Known tracks that failed to index (the corpus has a 10 s silence.ogg) are not in the
     reference and cannot be identified by anything: leave them out of the queries, loudly."""
     indexed = {by_name[Path(t.path).name] for t in store.tracks if Path(t.path).name in by_name}
     left_out = [t for t in corpus.known if t not in indexed]
-    for t in left_out:
-        log(f"not in the reference (failed to index), no queries made from it: {t.path}")
+    for i, t in enumerate(left_out, 1):
+        on_progress(Progress("left out of the queries", i, len(left_out), str(t.path),
+                             error="not in the reference (failed to index), no queries made from it"))
     return replace(corpus, known=[t for t in corpus.known if t in indexed])

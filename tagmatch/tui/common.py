@@ -131,7 +131,8 @@ def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
 
 def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") -> tuple[str, str, str | None, int]:
     """Run an approved plan as a journaled run (call it in a worker thread), as the CLI's
-    `apply --yes` / `dupes --quarantine --yes` do: (message, severity, run id or None, files done)."""
+    `apply --yes` / `dupes --quarantine --yes` do, `on_progress` getting each operation's Progress:
+    (message, severity, run id or None, files done)."""
     from tagmatch.organize.apply import apply_plan, start_run
     from tagmatch.errors import TagmatchError
     from tagmatch.organize.journal import default_runs_dir
@@ -139,9 +140,8 @@ def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") 
     try:
         run = start_run(plan, default_runs_dir(), scan=scan)
         results = []
-        for r in apply_plan(plan, run, should_stop=cancelled):
+        for r in apply_plan(plan, run, should_stop=cancelled, on_progress=on_progress):
             results.append(r)
-            on_progress(len(results))
     except (TagmatchError, OSError) as exc:
         return f"failed: {exc}", "error", None, 0
     done = sum(r.status == "done" for r in results)

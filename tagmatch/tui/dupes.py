@@ -333,7 +333,7 @@ class DupesScreen(TableKeys, Screen):
         (off the UI thread; stops between files when the worker is cancelled)."""
         worker = get_current_worker()
         msg, severity, run_id, done = carry_out(plan, f"dupes --quarantine {plan.dest}",
-                                                lambda n: self.app.call_from_thread(self._progress, n),
+                                                lambda p: self.app.call_from_thread(self._progress, p.done),
                                                 lambda: worker.is_cancelled, done_word="moved")
         if done:
             msg += f"\nundo: r (Runs) or `tagmatch undo {run_id}`"

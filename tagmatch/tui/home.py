@@ -175,7 +175,7 @@ class HomeScreen(Screen):
                           f"updated {len(r.updated)}, removed {len(r.removed)}, unchanged {r.unchanged}, "
                           f"errors {len(r.errors)}" + (f"\n{res.search}" if res.search else ""))
             self._run(f"Indexing {folder} into {store_path}",
-                      lambda on_step, stop: index_job(folder, store_path, on_step=on_step, should_stop=stop),
+                      lambda on_progress, stop: index_job(folder, store_path, on_progress=on_progress, should_stop=stop),
                       summary)
         self._ask_folder("Index a reference library", "Library folder", self.library, start)
 
@@ -201,18 +201,18 @@ class HomeScreen(Screen):
                 if res.json_path:
                     self.app.open_review(load_scan(res.json_path), res.json_path)
             self._run(f"Scanning {folder}",
-                      lambda on_step, stop: scan_job(folder, store_path, json_path=json_path, on_step=on_step,
+                      lambda on_progress, stop: scan_job(folder, store_path, json_path=json_path, on_progress=on_progress,
                                                      should_stop=stop),
                       summary, review)
         self._ask_folder("Scan a folder: a suggestion for every file", "Folder to scan", Path.cwd(), start)
 
     def action_dupes(self) -> None:
         def start(folder: Path) -> None:
-            def job(on_step, stop):
+            def job(on_progress, stop):
                 from tagmatch.dupes.report import save_dupes
                 from tagmatch.jobs import dupes_job, new_scan_path
 
-                doc = dupes_job([folder], default_cache_store_path(), on_step=on_step, should_stop=stop)
+                doc = dupes_job([folder], default_cache_store_path(), on_progress=on_progress, should_stop=stop)
                 if doc is None:
                     return None
                 path = new_scan_path(folder, default_scans_dir() / "dupes")
@@ -258,7 +258,7 @@ class HomeScreen(Screen):
                        else "")
             return (f"Saved {out}: model {res['model_id']}, {res['steps']} steps, loss {res['final_loss']:.3f}"
                     f"{adapter}. Use it with TAGMATCH_MODEL={out} (then index again).")
-        self._run(f"Training on {folder}", lambda on_step, stop: train_job(req, on_step=on_step, should_stop=stop),
+        self._run(f"Training on {folder}", lambda on_progress, stop: train_job(req, on_progress=on_progress, should_stop=stop),
                   summary, unit="files")
 
     def action_open(self) -> None:

@@ -22,9 +22,9 @@ from textual.widgets import Footer, Log, ProgressBar, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from tagmatch.errors import TagmatchError
-from tagmatch.jobs import OnStep, ShouldStop, Step
+from tagmatch.progress import OnProgress, Progress, ShouldStop
 
-Job = Callable[[OnStep, ShouldStop], Any]
+Job = Callable[[OnProgress, ShouldStop], Any]
 LOSS_POINTS = 120  # the sparkline shows the last this many training steps
 
 
@@ -41,7 +41,7 @@ def eta_text(done: int, total: int | None, elapsed: float, unit: str) -> str:
 
 
 class JobScreen(Screen):
-    """Run `job(on_step, should_stop)` in a worker; when it ends, `then(result)` gives a one-line
+    """Run `job(on_progress, should_stop)` in a worker; when it ends, `then(result)` gives a one-line
     summary (and may act: open the review of a finished scan). Enter or Esc closes then."""
 
     BINDINGS = [
@@ -84,13 +84,13 @@ class JobScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, name="job")
     def run_job(self) -> Any:
-        def on_step(step: Step) -> None:
+        def on_progress(step: Progress) -> None:
             self.app.call_from_thread(self.show_step, step)
 
-        return self.job(on_step, self.stop_event.is_set)
+        return self.job(on_progress, self.stop_event.is_set)
 
     # ---- what the job reports --------------------------------------------------------------
-    def show_step(self, step: Step) -> None:
+    def show_step(self, step: Progress) -> None:
         now = self.clock()
         if step.stage != self.stage:
             self.stage, self.stage_t0 = step.stage, now

@@ -3,33 +3,32 @@
 Every decision goes through `plan.set_decision` and is saved to the scan JSON at once (so a
 restart loses nothing, and `tagmatch apply SCAN` sees the same decisions); applying builds the
 plan with `plan.build_plan` and runs it with `apply.apply_plan`, exactly as `tagmatch apply`.
+What a row and the detail pane show is in review_entry; `w` and `U` are in review_apply.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
-from textual.worker import get_current_worker
 
-from tagmatch.organize.apply import undo_run
 from tagmatch.errors import TagmatchError
-from tagmatch.organize.journal import applied_sources, default_runs_dir, find_run, list_runs
+from tagmatch.organize.journal import applied_sources, default_runs_dir
 from tagmatch.organize.naming import DEFAULT_TEMPLATE
-from tagmatch.organize.plan import (VALUE_SEP, PlannedOp, Plan, build_plan, clear_decision, hand_tagged, preview,
-                           resulting_tags, save_scan, set_decision)
-from tagmatch.tui.common import ConfirmScreen, HelpScreen, TableKeys, carry_out, common_folder, rel, undo_summary
+from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, save_scan, set_decision
+from tagmatch.tui.common import HelpScreen, TableKeys, common_folder, rel
 from tagmatch.tui.edit import Edit, EditScreen
+from tagmatch.tui.review_apply import ApplyAndUndoRun
+from tagmatch.tui.review_entry import (SURE, candidates, chosen, chosen_candidate, entry_detail, name_of, norm_path,
+                                       row_cells, status_text)
 
-SURE = 0.9  # `A` with nothing marked accepts unreviewed matches at or above this confidence
 WIDE, DETAIL_W = 110, 46  # from this width on, the detail pane (this wide) sits right of the table
 STATUS_W = 11
 COLUMNS = ((" ", "mark"), ("File", "file"), ("Suggestion", "suggestion"), ("Conf", "conf"), ("Status", "status"))
@@ -53,41 +52,6 @@ Esc       back to Home        q  quit
 Decisions are saved to the scan JSON at once."""
 
 
-def _norm(path: str) -> str:
-    return os.path.normpath(os.path.abspath(path))
-
-
-def candidates(entry: dict) -> list[dict | None]:
-    """The match (choice 0), then the alternatives (choices 1..n)."""
-    return [entry.get("match"), *(entry.get("alternatives") or [])]
-
-
-def chosen(entry: dict) -> int:
-    d = entry.get("decision") or {}
-    return d.get("choice", 0) if d.get("status") == "accepted" and isinstance(d.get("choice"), int) else 0
-
-
-def chosen_candidate(entry: dict) -> dict | None:
-    """The candidate the decision picked (the match when undecided); None when there is none."""
-    cands, choice = candidates(entry), chosen(entry)
-    return cands[choice] if choice < len(cands) else None
-
-
-def name_of(cand: dict | None) -> str:
-    """'Artist - Title' of a candidate (its file name when untagged)."""
-    if not cand:
-        return ""
-    tags = cand.get("tags") or {}
-    title = tags.get("title") or Path(cand.get("path") or "?").stem
-    return f"{tags['artist']} - {title}" if tags.get("artist") else title
-
-
-def conf_style(conf: float | None) -> str:
-    if conf is None:
-        return "dim"
-    return "green" if conf >= SURE else ("yellow" if conf >= 0.5 else "red")
-
-
 class ReviewTable(DataTable):
     """The file list. Enter accepts (DataTable's own Enter would 'select', and a click on the
     highlighted row would too: a decision should take a key)."""
@@ -95,7 +59,7 @@ class ReviewTable(DataTable):
     BINDINGS = [Binding("enter", "screen.accept", "Accept", show=False, id="review.enter_accepts")]
 
 
-class ReviewScreen(TableKeys, Screen):
+class ReviewScreen(ApplyAndUndoRun, TableKeys, Screen):
     """One scan's files, a detail pane for the highlighted one, and the keys to decide."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
@@ -200,35 +164,10 @@ class ReviewScreen(TableKeys, Screen):
         self._previews.clear()
 
     def _status(self, i: int) -> Text:
-        entry = self.files[i]
-        hit = self.applied.get(_norm(str(entry.get("path"))))
-        if hit:
-            return Text("applied" if hit[1] == "done" else "in flight", style="bold cyan")
-        d = entry.get("decision") or {}
-        if d.get("status") == "accepted":
-            return Text(f"accept alt{d.get('choice')}" if chosen(entry) else "accepted", style="bold green")
-        if d.get("status") == "rejected":
-            return Text("rejected", style="bold red")
-        status = entry.get("status")
-        return Text("pending" if status == "match" else str(status), style="" if status == "match" else "dim")
+        return status_text(self.files[i], self.applied)
 
     def _cells(self, i: int) -> list:
-        entry = self.files[i]
-        cand = chosen_candidate(entry)
-        conf = (cand or {}).get("confidence")
-        if entry.get("status") == "error":
-            suggestion = Text(f"error: {entry.get('error') or '?'}", style="dim")
-        elif hand_tagged(entry):
-            typed = entry["decision"].get("tags") or {}
-            tags = {k: VALUE_SEP.join(v) if isinstance(v, list) else v for k, v in typed.items()}
-            suggestion = Text(f"{name_of({'tags': tags, 'path': entry.get('path')})} (by hand)")
-        elif entry.get("status") == "unknown":
-            suggestion = Text(f"? {name_of(cand)}" if cand else "", style="dim")
-        else:
-            suggestion = Text(name_of(cand))
-        return [Text("*" if i in self.marked else " ", style="bold magenta"),
-                Text(rel(str(entry.get("path")), self.base)), suggestion,
-                Text(f"{conf:.2f}" if conf is not None else "", style=conf_style(conf)), self._status(i)]
+        return row_cells(self.files[i], i in self.marked, self.base, self.applied)
 
     def _visible(self, i: int) -> bool:
         if not self.filter_text:
@@ -304,66 +243,8 @@ class ReviewScreen(TableKeys, Screen):
 
     def detail_text(self, i: int) -> Text:
         """What the highlighted file would become: tag diff, new path, alternatives, evidence."""
-        entry = self.files[i]
-        t = Text()
-        t.append(rel(str(entry.get("path")), self.base), style="bold")
-        t.append("  ")
-        t.append_text(self._status(i))
-        t.append("\n")
-        if entry.get("status") == "error":
-            t.append(f"error: {entry.get('error') or '?'}\n", style="red")
-            return t
-        cands = candidates(entry)
-        choice = chosen(entry)
-        cand = cands[choice] if choice < len(cands) else None
-        if cand:
-            label = "match" if choice == 0 else f"alternative {choice}"
-            if entry.get("status") == "unknown":
-                label = "best guess (below the threshold)"
-            t.append(f"{label}: ", style="dim")
-            t.append(name_of(cand), style="bold")
-            t.append(f"  {cand.get('confidence', 0):.2f}\n", style=conf_style(cand.get("confidence")))
-            sure = (f", sure after {entry['stopped_at_s']:g} s"
-                    if entry.get("stopped_at_s") and choice == 0 and entry.get("status") == "match" else "")
-            checked = ""
-            if cand.get("verified") is not None:
-                checked = f", reference audio correlates {cand['verified']:.2f}"
-                if cand.get("significance") is not None:  # older scans lack it
-                    checked += f" ({cand['significance']:.1f} sd above chance)"
-            t.append(f"evidence: {cand.get('fragments_agreeing', '?')}/{cand.get('fragments_total', '?')} "
-                     f"fragments agree, offset {cand.get('offset_s') or 0:+.1f} s{sure}{checked}\n", style="dim")
-        d = entry.get("decision") or {}
-        if d.get("status") == "accepted" and (d.get("tags") or d.get("path")):
-            t.append("by hand: " + ", ".join([*(d.get("tags") or {}), *(["path"] if d.get("path") else [])]) + "\n",
-                     style="magenta")
-        hit = self.applied.get(_norm(str(entry.get("path"))))
-        if hit:
-            t.append(f"{'applied' if hit[1] == 'done' else 'in flight'} in run {hit[0]}\n", style="cyan")
-        elif (cand and entry.get("status") == "match") or hand_tagged(entry):
-            op = self._preview(i, choice)
-            if isinstance(op, str):
-                t.append(f"no change: {op}\n", style="yellow")
-            else:
-                t.append("new path: ", style="dim")
-                t.append(rel(op.dst, self.dest or self.base) + "\n", style="bold")
-                for c in op.tag_changes:
-                    old, new = "; ".join(c.old or []), "; ".join(c.new or [])
-                    if c.old is None:
-                        t.append(f"  + {c.name}: {new}\n", style="green")
-                    elif c.new is None:
-                        t.append(f"  - {c.name}: {old}\n", style="red")
-                    else:
-                        t.append(f"  ~ {c.name}: {old} -> {new}\n", style="yellow")
-                if op.art_from:
-                    t.append("  + cover art from the reference\n", style="green")
-        alts = cands[1:]
-        if alts:
-            t.append("alternatives:\n", style="dim")
-            for n, a in enumerate(alts, 1):
-                mark = ">" if n == choice else " "
-                t.append(f" {mark}{n} {name_of(a)}  ")
-                t.append(f"{(a or {}).get('confidence', 0):.2f}\n", style=conf_style((a or {}).get("confidence")))
-        return t
+        return entry_detail(self.files[i], self.base, self.dest, self.applied,
+                            lambda choice: self._preview(i, choice))
 
     # ---- decisions -------------------------------------------------------------------------------
     def _idle(self) -> bool:
@@ -432,7 +313,7 @@ class ReviewScreen(TableKeys, Screen):
         old = d if d.get("status") == "accepted" else {}
         choice, overrides = chosen(entry), old.get("tags") or {}
         op = self._preview(i, choice)
-        src = Path(_norm(str(entry.get("path"))))
+        src = Path(norm_path(str(entry.get("path"))))
         path = rel(op.dst, self.dest or src.parent) if isinstance(op, PlannedOp) else (old.get("path") or src.name)
         what = "tags by hand: the library lacks it" if entry.get("status") == "unknown" else \
             f"from {name_of(candidates(entry)[choice])}"
@@ -544,106 +425,3 @@ class ReviewScreen(TableKeys, Screen):
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen("Review keys", HELP))
-
-    # ---- apply and undo ------------------------------------------------------------------------------
-    def action_apply(self) -> None:
-        if not self._idle():
-            return
-        try:
-            plan = build_plan(self.doc, template=self.template, dest=self.dest,
-                              already_applied=applied_sources(self.runs_dir))
-        except TagmatchError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        if not plan.ops:
-            self.notify(f"nothing to apply: accept files first ({len(plan.skipped)} skipped)", severity="warning")
-            return
-        verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
-        base = plan.dest
-        lines = [f"{verb} {rel(op.src, self.base)}\n  -> {rel(op.dst, base or self.base)}"
-                 + ("  (retag)" if op.retags else "") for op in plan.ops]
-        title = f"Apply {len(plan.ops)} operation(s)? ({len(plan.skipped)} file(s) skipped; undoable)"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._begin("applying", len(plan.ops))
-                self.apply_worker(plan)
-
-        self.app.push_screen(ConfirmScreen(title, "\n".join(lines), yes="Apply"), answered)
-
-    def _begin(self, what: str, total: int) -> None:
-        self.busy = what
-        bar = self.query_one("#progress", ProgressBar)
-        bar.update(total=total, progress=0)
-        bar.display = True
-        self.query_one("#review-title", Static).update(self._title())
-
-    def _progress(self, n: int) -> None:
-        self.query_one("#progress", ProgressBar).update(progress=n)
-
-    def _end(self, message: str, severity: str = "information") -> None:
-        self.busy = ""
-        self.query_one("#progress", ProgressBar).display = False
-        self._refresh_applied()
-        self._fill()
-        self.query_one("#review-title", Static).update(self._title())
-        self.notify(message, severity=severity, timeout=10)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="files")
-    def apply_worker(self, plan: Plan) -> None:
-        """Carry the plan out as a journaled run (off the UI thread); stops between operations
-        when the worker is cancelled (the app quits)."""
-        worker = get_current_worker()
-        msg, severity, run_id, _ = carry_out(plan, str(self.scan_path.absolute()),
-                                          lambda n: self.app.call_from_thread(self._progress, n),
-                                          lambda: worker.is_cancelled)
-        if run_id:
-            self.last_run_id = run_id
-        self.app.call_from_thread(self._end, msg if run_id else f"apply {msg}", severity)
-
-    def _own_run(self) -> str | None:
-        """The run to undo: the last applied here, else the latest not-undone run of this scan."""
-        if self.last_run_id:
-            return self.last_run_id
-        mine = [r for r in list_runs(self.runs_dir) if r.header.get("scan") == str(self.scan_path.absolute())
-                and r.status not in ("undone", "empty", "failed")]
-        return mine[-1].id if mine else None
-
-    def action_undo_run(self) -> None:
-        if not self._idle():
-            return
-        try:
-            run_id = self._own_run()
-            if run_id is None:
-                raise TagmatchError("no run of this scan to undo (see the Runs screen for others)")
-            info = find_run(self.runs_dir, run_id)
-        except TagmatchError as exc:
-            self.notify(str(exc), severity="warning")
-            return
-        n = info.count("done") + len(info.in_flight)
-        body = "\n".join(f"{rel(o.dst, self.base)}\n  -> {rel(o.src, self.base)}" for o in info.ops
-                         if o.state in ("done", "in-flight"))
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._begin("undoing", n)
-                self.undo_worker(info.id)
-
-        self.app.push_screen(ConfirmScreen(f"Undo run {info.id} ({n} operation(s))?", body, yes="Undo"), answered)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="files")
-    def undo_worker(self, run_id: str) -> None:
-        try:
-            results = []
-            for r in undo_run(find_run(self.runs_dir, run_id)):
-                results.append(r)
-                self.app.call_from_thread(self._progress, len(results))
-        except (TagmatchError, OSError) as exc:
-            self.app.call_from_thread(self._end, f"undo failed: {exc}", "error")
-            return
-        undone, refused = undo_summary(results)
-        if not refused:
-            self.last_run_id = None
-        msg = f"run {run_id}: {undone} undone, {refused} refused" + "".join(
-            f"\n{Path(r.op.dst).name}: {r.message}" for r in results if r.status != "undone")
-        self.app.call_from_thread(self._end, msg, "warning" if refused else "information")

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from tagmatch.audio.decode import load_audio, stream_audio
-from test_tags import FORMATS, make_tone  # one tone writer for every format
+from helpers import FORMATS, make_tone  # one tone writer for every format
 
 SR = 8000
 

@@ -7,39 +7,16 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from tagmatch.errors import TagWriteError
 from tagmatch.organize.tags import (Picture, read_pictures, read_tag_values, read_tags, retag_file, write_tags)
+from helpers import FORMATS, make_tone
 
-FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")
 ID3_FORMATS = ("mp3", "wav", "aiff")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64, 160))
-
-
-def make_tone(path: Path, seconds: float = 3.0) -> Path:
-    """A short tone in the format `path`'s extension names (soundfile, PyAV for M4A)."""
-    fmt = path.suffix.lstrip(".")
-    sr = 48000 if fmt == "opus" else 44100
-    t = np.arange(int(sr * seconds)) / sr
-    y = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    if fmt == "m4a":
-        import av
-
-        with av.open(str(path), "w", format="ipod") as c:
-            st = c.add_stream("aac", rate=sr, layout="mono")
-            frame = av.AudioFrame.from_ndarray(y[None, :], format="flt", layout="mono")
-            frame.sample_rate = sr
-            for p in [*st.encode(frame), *st.encode(None)]:
-                c.mux(p)
-    else:
-        kw = {"mp3": dict(format="MP3", subtype="MPEG_LAYER_III"), "ogg": dict(format="OGG", subtype="VORBIS"),
-              "opus": dict(format="OGG", subtype="OPUS"), "aiff": dict(format="AIFF")}.get(fmt, {})
-        sf.write(str(path), y, sr, **kw)
-    return path
 
 
 @pytest.fixture(scope="module")

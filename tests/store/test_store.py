@@ -101,7 +101,7 @@ def test_incremental_index_embeds_only_new_or_changed_files(library_copy, model,
     deleted.unlink()
     shutil.copy(files[2], library_copy / "new copy.flac" if files[2].suffix == ".flac" else library_copy / f"new copy{files[2].suffix}")
     seen = []
-    store, rep = index_library(library_copy, store, model, progress=lambda p: seen.append(p.path))
+    store, rep = index_library(library_copy, store, model, progress=lambda p: seen.append(p.item))
     assert rep.updated == [str(changed)] and rep.removed == [str(deleted)] and len(rep.added) == 1
     assert len(seen) == 2  # only the changed and the new file were decoded and embedded
     assert len(store.tracks) == len(files)
@@ -296,7 +296,7 @@ def test_a_crash_mid_index_keeps_the_files_done_and_a_rerun_finishes(fixture_dir
 
     folder = tmp_path / "store"
     with pytest.raises(Crash):
-        index_job(fixture_dir / "library", folder, on_step=crash_at_3, save_every_s=0)
+        index_job(fixture_dir / "library", folder, on_progress=crash_at_3, save_every_s=0)
     kept = Store.load(folder)
     assert len(kept.tracks) == 3  # saved before each file's report: the third is in
     res = index_job(fixture_dir / "library", folder)

@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 
 import numpy as np
 import pytest
 
-from tagmatch.train.calibrate import MAX_FALSE_MATCH, fit_calibration
+from helpers import bench_record
+from tagmatch.train.calibrate import calibration_data, fit_calibration
 
 
-def test_the_fit_puts_the_threshold_just_above_what_unknown_songs_reach():
+def test_calibration_mid_sits_above_the_unknowns_and_width_is_sane():
     rng = np.random.default_rng(0)
-    unknown = rng.uniform(0.0, 0.02, 400)
-    right = rng.uniform(0.03, 0.2, 600)
-    margin = np.concatenate([unknown, right, [-np.inf]])  # one query that found nothing
-    label = np.concatenate([np.zeros(400, bool), np.ones(600, bool), [False]])
-    is_unknown = np.concatenate([np.ones(400, bool), np.zeros(600, bool), [True]])
+    unknown = np.abs(rng.normal(0.04, 0.03, 400))
+    right = rng.normal(0.35, 0.1, 900).clip(0.0)
+    wrong = np.abs(rng.normal(0.05, 0.03, 40))
+    margin = np.concatenate([unknown, right, wrong, [-np.inf] * 5])  # 5 known queries that errored
+    label = np.concatenate([np.zeros(400), np.ones(900), np.zeros(45)]).astype(bool)
+    is_unknown = np.concatenate([np.ones(400), np.zeros(945)]).astype(bool)
     cal, facts = fit_calibration(margin, label, is_unknown)
-    assert np.mean(unknown >= cal.mid) < MAX_FALSE_MATCH  # under 0.5% of unknowns pass 0.5
-    top = np.sort(unknown)[::-1][math.ceil(MAX_FALSE_MATCH * 401) - 1]
-    assert top < cal.mid <= top + 2e-4  # and no further above than the 0.0001 grid
-    assert cal.confidence(0.1) > 0.99 and cal.confidence(0.0) < 0.01
-    assert facts["n_unknown"] == 401 and facts["known_acc_at_mid"] == 1.0
+    assert cal.mid > np.percentile(unknown, 99.5)
+    assert np.mean(unknown >= cal.mid) < 0.005
+    assert facts["allowed_false_matches"] == 1  # 2/400 would be 0.5%: not tolerated
+    assert cal.mid < np.median(right)
+    assert 0.01 <= cal.width < 0.1
+    assert facts["free_logistic"]["mid"] < cal.mid  # the threshold is more careful than the fit
+    assert cal.confidence(float(np.median(right))) > 0.9
+    assert facts["false_match_rate_at_mid"] < 0.005
+
+
+def test_calibration_with_few_unknowns_sits_above_all_of_them_and_floors_the_width():
+    rng = np.random.default_rng(1)
+    unknown = rng.uniform(0.0, 0.01, 150)  # 0.5% of 150 is under one query
+    right = rng.uniform(0.03, 0.06, 300)  # separable: a free fit would shrink the width to 0
+    margin = np.concatenate([unknown, right])
+    label = np.concatenate([np.zeros(150), np.ones(300)]).astype(bool)
+    cal, facts = fit_calibration(margin, label, np.arange(450) < 150)
+    assert facts["allowed_false_matches"] == 0 and unknown.max() < cal.mid <= unknown.max() + 0.0001
+    assert cal.width == pytest.approx(0.002)
+
+
+def test_calibration_data_labels():
+    records = [bench_record("a", "known", "g", "g", "match", 0.3), bench_record("a", "known", "g", "h", "match", 0.2),
+               bench_record("a", "unknown", "u", "g", "unknown", 0.1), bench_record("a", "known", "g", None, "error", None)]
+    m, label, unknown = calibration_data(records)
+    assert list(label) == [True, False, False, False] and list(unknown) == [False, False, True, False]
+    assert m[3] == -np.inf
 
 
 def test_a_folder_corpus_holds_out_one_song_in_five_and_keeps_the_split(fixture_dir, tmp_path):

@@ -52,10 +52,10 @@ def test_train_writes_a_model_and_resumes_from_its_checkpoint(tmp_path):
     music = [melody(3), melody(4)]
     ck, out = tmp_path / "ck.joblib", tmp_path / "model.joblib"
     seen = []
-    first = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.step),
+    first = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.done),
                   should_stop=lambda: len(seen) >= 4)
     assert first["steps"] == 4 and ck.exists() and out.exists()
-    second = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.step))
+    second = train(music, out, tiny_config(), checkpoint=ck, progress=lambda p: seen.append(p.done))
     assert seen == [1, 2, 3, 4, 5, 6]  # resumed at step 5, not from scratch
     assert second["steps"] == 6
     m = load_model(out)

@@ -15,7 +15,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from tagmatch.audio.decode import find_audio_files
-from tagmatch.jobs import Step, index_job, list_scans
+from tagmatch.jobs import Progress, index_job, list_scans
 from tagmatch.organize.plan import load_scan
 from tagmatch.store.shards import Store
 from tagmatch.tui.app import TagmatchApp
@@ -110,11 +110,11 @@ async def test_escape_stops_indexing_after_the_current_file_and_the_store_is_who
     library = fixture_dir / "library"
     first = threading.Event()
 
-    def job(on_step, should_stop):
+    def job(on_progress, should_stop):
         def slow(step):  # hold the job after its first file until the test has pressed Esc
-            on_step(step)
+            on_progress(step)
             first.wait(30)
-        return index_job(library, home_env, on_step=slow, should_stop=should_stop)
+        return index_job(library, home_env, on_progress=slow, should_stop=should_stop)
 
     app = TagmatchApp()
     async with app.run_test() as pilot:
@@ -192,13 +192,13 @@ def test_snapshot_progress_screen(snap_compare):
     """Training, as the progress screen shows it: decoding done (one file refused), loss falling."""
     ticks = itertools.count()
 
-    def job(on_step, should_stop):
-        on_step(Step("decoding", 1, 3, "/music/a.flac"))
-        on_step(Step("decoding", 2, 3, "/music/broken.mp3", error="not an audio file"))
-        on_step(Step("decoding", 3, 3, "/music/c.ogg"))
+    def job(on_progress, should_stop):
+        on_progress(Progress("decoding", 1, 3, "/music/a.flac"))
+        on_progress(Progress("decoding", 2, 3, "/music/broken.mp3", error="not an audio file"))
+        on_progress(Progress("decoding", 3, 3, "/music/c.ogg"))
         for i in range(1, 61):
             loss = 4.0 * 0.97 ** i + 0.1 * (i % 3)
-            on_step(Step("training", i, 1000, loss=loss, info=f"loss {loss:.3f}  top1 0.50  250 pairs/s"))
+            on_progress(Progress("training", i, 1000, loss=loss, info=f"loss {loss:.3f}  top1 0.50  250 pairs/s"))
         while not should_stop():
             time.sleep(0.02)
 
