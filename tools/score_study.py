@@ -7,9 +7,10 @@ that is cached (~/.cache/tagmatch/bench/hits-<model>.joblib). Each scoring varia
 the cached hits into a best track and a raw score per query, is calibrated by the rule of
 `tools/bench.py --calibrate` (the threshold is the smallest score that fewer than 0.5% of the
 calibration sets' unknown-song queries reach), and is measured on seed 1: top-1 at that
-threshold per condition, and false matches on unknown songs. The study keeps the three sets of
-sessions 10-12, so its figures compare with its earlier tables in docs/benchmarks.md; since
-session 13 the bench fits the shipped calibration on five (seeds 1001-5001).
+threshold per condition, and false matches on unknown songs. The study keeps those three
+calibration sets (567 unknown-song queries), so its figures compare with the scoring-study tables
+in docs/benchmarks.md; the shipped calibration (`tools/bench.py --calibrate`, `tagmatch calibrate
+--dev-corpus`) is fitted on five (seeds 1001-5001).
 
 `--early-stop` studies instead when a scan may stop reading a file (`MatchConfig.stop_confidence`):
 the margins that the first 5, 10, 15... s of every query reach, for unknown songs (which must
@@ -211,7 +212,7 @@ VARIANTS = (
     Variant("shipped: top-10 votes pick 5 tracks, scored along their alignment, margin", aligned=5),
     Variant("... 3 tracks", aligned=3),
     Variant("... 8 tracks", aligned=8),
-    Variant("votes only (the matcher before session 10): top-10, margin"),
+    Variant("votes only (no aligned score): top-10, margin"),
     Variant("top-20, margin", k=20),
     Variant("top-10, ratio margin/score", raw="ratio"),
     Variant("top-10, margin x fragments agreeing", raw="margin_x_agree"),
@@ -349,7 +350,7 @@ def main(argv=None) -> int:
     records = hits_for(queries, store, model, by_name, args.cache / f"hits-{model.query_id}.joblib")
     # each variant is calibrated here, so the aligned rows score as the matcher does, also for a
     # model file calibrated before (`decide` follows the model calibration's score). The cached
-    # hits hold no audio, so the check against the reference files (session 12) is not studied here.
+    # hits hold no audio, so the check against the reference files is not studied here.
     model.calibration = replace(model.calibration, score="aligned")
     ctx = Context(store, model)
     if args.early_stop:
