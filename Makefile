@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast fixtures bench bench-dupes scale profile tradeoff score-study compare-losses train-default clean
+.PHONY: install demo test test-fast test-snapshot-update fixtures bench calibrate bench-dupes scale profile tradeoff score-study compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -34,9 +34,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Rewrites the TUI's SVG snapshots (tests/tui/__snapshots__) after an intended change of a screen.
+test-snapshot-update: $(STAMP)
+	$(BIN)/python -m pytest -q tests/tui --snapshot-update
+
 # Needs the dev corpus (../shared/corpus/fetch-dev-corpus); skipped with a message without it.
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
+
+# Refits the shipped model's calibration on the dev corpus's split (what docs/benchmarks.md reports).
+calibrate: $(STAMP)
+	$(BIN)/tagmatch calibrate --dev-corpus --model tagmatch/default_model/model.joblib
 
 # Duplicate finding: precision/recall of duplicate pairs and time per 1,000 files (dev corpus).
 bench-dupes: $(STAMP)

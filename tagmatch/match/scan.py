@@ -24,10 +24,10 @@ from tagmatch.match.decide import Candidate, FileMatch, match_file
 from tagmatch.match.config import MatchConfig
 from tagmatch.match.query import open_query, QueryAudio
 from tagmatch.model.modelfile import LoadedModel
+from tagmatch.organize.plan import SCAN_VERSION
 from tagmatch.store.parallel import prefetch
 from tagmatch.store.shards import Store
 
-SCAN_VERSION = 1
 JSON_TAGS = ("title", "artist", "album", "tracknumber")
 
 

@@ -156,10 +156,6 @@ def make_encoder(feat: FeatureConfig, cfg: ModelConfig, *, rngs: nnx.Rngs) -> nn
     raise ValueError(f"unknown encoder kind {cfg.kind!r}")
 
 
-def count_params(model: nnx.Module) -> int:
-    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
 class Siamese(nnx.Module):
     """Training wrapper: one shared encoder for both views, plus the seed's pair head.
 

@@ -28,7 +28,7 @@ from tagmatch.errors import TagmatchError
 from tagmatch.organize.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
 from tagmatch.organize.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
 
-SCAN_VERSION = 1  # the scan JSON version this module understands (see scan.py)
+SCAN_VERSION = 1  # the scan JSON's version: tagmatch.match.scan writes it, load_scan reads it
 MODES = ("move", "copy")
 VALUE_SEP = "; "  # between the values of a multi-value tag, as printed and as typed
 Values = list[str]
