@@ -91,7 +91,7 @@ def cmd_decide(args) -> int:
 
 
 def cmd_undo(args) -> int:
-    from tagmatch.organize.apply import undo_run
+    from tagmatch.organize.apply import undo_counts, undo_run
     from tagmatch.organize.journal import default_runs_dir, find_run
 
     info = find_run(default_runs_dir(), args.run)
@@ -99,17 +99,17 @@ def cmd_undo(args) -> int:
         err(f"run {info.id} was cut short; {len(info.in_flight)} operation(s) were in flight:")
         for o in info.in_flight:
             err(f"  #{o.i} {o.src} -> {o.dst} ({'staged' if o.ready else 'started'})")
-    undone = refused = 0
+    results = []
     for r in undo_run(info):
+        results.append(r)
         flight = " [was in flight]" if r.was_in_flight else ""
         if r.status == "undone":
-            undone += 1
             if not args.quiet:
                 back = "" if r.op.entry.get("mode") == "copy" else f" -> {r.op.src}"
                 print(f"undone {r.op.dst}{back} ({r.message}){flight}")
         else:
-            refused += 1
             err(f"refused #{r.op.i} {r.op.dst}: {r.message}{flight}")
+    undone, refused = undo_counts(results)
     print(f"run {info.id}: {undone} undone, {refused} refused", file=sys.stderr)
     return 1 if refused and not undone else 0
 
@@ -133,11 +133,7 @@ def cmd_runs(args) -> int:
         print(f"no runs in {runs_dir}", file=sys.stderr)
         return 0
     for r in runs:
-        h = r.header
-        counts = ", ".join(f"{r.count(s)} {s}" for s in ("done", "undone", "in-flight", "failed") if r.count(s))
-        how = f"{h.get('mode')} to {h['dest']}" if h.get("dest") else "rename in place"
-        print(f"{r.id}  {h.get('time', '')[:19].replace('T', ' ')}  {h.get('n_ops', len(r.ops)):>4} ops  "
-              f"{r.status:<13} {counts or '-'}  ({how})")
+        print(f"{r.id}  {r.when}  {r.header.get('n_ops', len(r.ops)):>4} ops  {r.status:<13} {r.counts or '-'}  ({r.how})")
     return 0
 
 

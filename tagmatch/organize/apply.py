@@ -355,6 +355,12 @@ def _revert(e: dict, h1: str | None, *, done: bool) -> str:
     return note
 
 
+def undo_counts(results: list[UndoResult]) -> tuple[int, int]:
+    """(undone, refused) of a finished undo."""
+    undone = sum(r.status == "undone" for r in results)
+    return undone, len(results) - undone
+
+
 def undo_run(info: RunInfo, on_progress: OnProgress = quiet) -> Iterator[UndoResult]:
     """Revert a run's done and in-flight ops, newest first, each judged on its own: one refusal
     does not stop the rest. Journals every outcome in the run's own journal; each comes as a

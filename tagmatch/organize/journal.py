@@ -155,6 +155,22 @@ class RunInfo:
             return "done"
         return "failed" if self.count("failed") else "empty"
 
+    @property
+    def when(self) -> str:
+        """When the run started, to the second ('2026-12-03 15:04:05')."""
+        return self.header.get("time", "")[:19].replace("T", " ")
+
+    @property
+    def how(self) -> str:
+        """'copy to /music/sorted', 'move to ...' or 'rename in place'."""
+        h = self.header
+        return f"{h.get('mode')} to {h['dest']}" if h.get("dest") else "rename in place"
+
+    @property
+    def counts(self) -> str:
+        """'3 done, 1 failed': its operations by state, the states with none left out."""
+        return ", ".join(f"{self.count(s)} {s}" for s in ("done", "undone", "in-flight", "failed") if self.count(s))
+
 
 def read_run(run_dir: Path) -> RunInfo:
     """Replay a journal. A torn last line (killed mid-write) is ignored: its step never happened

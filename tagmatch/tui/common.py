@@ -122,11 +122,8 @@ def common_folder(paths: list[str]) -> Path | None:
 
 def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
     """(id, time, ops, status, how) as `tagmatch runs` shows them."""
-    h = r.header
-    counts = ", ".join(f"{r.count(s)} {s}" for s in ("done", "undone", "in-flight", "failed") if r.count(s))
-    how = f"{h.get('mode')} to {h['dest']}" if h.get("dest") else "rename in place"
-    return (r.id, h.get("time", "")[:19].replace("T", " "), str(h.get("n_ops", len(r.ops))),
-            f"{r.status}" + (f" ({counts})" if counts else ""), how)
+    return (r.id, r.when, str(r.header.get("n_ops", len(r.ops))), r.status + (f" ({r.counts})" if r.counts else ""),
+            r.how)
 
 
 def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") -> tuple[str, str, str | None, int]:
@@ -151,8 +148,3 @@ def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") 
            + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
     return msg, "warning" if failed or left else "information", run.id, done
 
-
-def undo_summary(results) -> tuple[int, int]:
-    """(undone, refused) of a finished undo."""
-    undone = sum(r.status == "undone" for r in results)
-    return undone, len(results) - undone

@@ -13,10 +13,10 @@ from textual.widgets import ProgressBar, Static
 from textual.worker import get_current_worker
 
 from tagmatch.errors import TagmatchError
-from tagmatch.organize.apply import undo_run
+from tagmatch.organize.apply import undo_counts, undo_run
 from tagmatch.organize.journal import applied_sources, find_run, list_runs
 from tagmatch.organize.plan import Plan, build_plan
-from tagmatch.tui.common import ConfirmScreen, carry_out, rel, undo_summary
+from tagmatch.tui.common import ConfirmScreen, carry_out, rel
 
 
 class ApplyAndUndoRun:
@@ -118,7 +118,7 @@ class ApplyAndUndoRun:
         except (TagmatchError, OSError) as exc:
             self.app.call_from_thread(self._end, f"undo failed: {exc}", "error")
             return
-        undone, refused = undo_summary(results)
+        undone, refused = undo_counts(results)
         if not refused:
             self.last_run_id = None
         msg = f"run {run_id}: {undone} undone, {refused} refused" + "".join(

@@ -10,10 +10,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from tagmatch.organize.apply import undo_run
+from tagmatch.organize.apply import undo_counts, undo_run
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.journal import default_runs_dir, find_run, list_runs
-from tagmatch.tui.common import ConfirmScreen, TableKeys, run_summary, undo_summary
+from tagmatch.tui.common import ConfirmScreen, TableKeys, run_summary
 
 
 class RunsScreen(TableKeys, Screen):
@@ -84,7 +84,7 @@ class RunsScreen(TableKeys, Screen):
         except (TagmatchError, OSError) as exc:
             self.app.call_from_thread(self._done, f"undo failed: {exc}", "error")
             return
-        undone, refused = undo_summary(results)
+        undone, refused = undo_counts(results)
         msg = f"run {run_id}: {undone} undone, {refused} refused" + "".join(
             f"\n{Path(r.op.dst).name}: {r.message}" for r in results if r.status != "undone")
         self.app.call_from_thread(self._done, msg, "warning" if refused else "information")
