@@ -38,7 +38,7 @@ class MatchConfig:
     # threshold (None: read all of it).
     # Checked after whole fragments only: on the benchmark's 783 unknown-song queries the best
     # margin of a first 10 s never passed 0.030, under the 0.058 that 0.9999 means (shipped model
-    # with its query adapter and session 13's calibration; docs/benchmarks.md, "Stopping early");
+    # with its query adapter and its five-set calibration; docs/benchmarks.md, "Stopping early");
     # right answers' margins have a median of 0.17.
     stop_confidence: float | None = 0.9999
     # Verification (tagmatch.match.verify): when the best answer is not already this sure, the best

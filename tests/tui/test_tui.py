@@ -135,7 +135,7 @@ async def test_decisions_are_saved_at_once_and_survive_a_restart(manifest_scan_p
         assert status["track07.mp3"] == "accepted" and status["01.wav"] == "rejected"
         assert status["AUDIO_0099.MP3"] == "pending" and status["xyz.ogg"] == "unknown"
         assert status["empty.mp3"] == "rejected"
-        await pilot.press("u")  # the undo stack is per session: nothing to undo yet
+        await pilot.press("u")  # the undo stack lives as long as the screen: nothing to undo yet
         assert "no decision to undo" in messages(app)[-1]
 
 
