@@ -2,9 +2,14 @@
 
 A template is a relative path of `/`-separated components with `$field` or `${field}` (and `$$`
 for a dollar). Field values never create folders (a `/` in "AC/DC" becomes `_`). Each component
-is made legal on Windows, macOS and Linux at once: NFC, no `<>:"/\\|?*` or control characters, no
-leading/trailing dots or spaces, no reserved names (CON, NUL, COM1...), at most 200 bytes of
-UTF-8 (ext4 allows 255; the rest leaves room for a ` (n)` suffix and temp-file names).
+is made legal on Windows, macOS and Linux at once. `pathvalidate` (platform "universal") supplies
+the rules it keeps up to date: which characters are illegal (`<>:"/\\|?*`, control characters,
+each becoming `_`), the reserved device names (CON, NUL, COM0-9, LPT0-9, COM¹..., CLOCK$) and a
+byte cut that never splits a UTF-8 character. Our own code adds what it lacks: NFC, whitespace
+runs as one space, no leading dots (so never `.` or `..`), trailing dots/spaces stripped again
+after the cut, CONIN$/CONOUT$, reserved names followed by a space ("NUL .txt"), the `_` before
+the extension, and at most 200 bytes of UTF-8 in the end (ext4 allows 255; the rest leaves room
+for a ` (n)` suffix and temp-file names).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import re
 import unicodedata
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
+
+from pathvalidate import ReservedNameError, ValidationError, sanitize_filename, validate_filename
+from pathvalidate.handler import ReservedNameHandler
 
 from tagmatch.errors import TagmatchError
 
@@ -35,9 +43,8 @@ FIELDS = {
     "genre": "genre",
 }
 _FIELD_RE = re.compile(r"\$(?:\{(\w+)\}|(\w+)|(\$))")
-_ILLEGAL = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
-_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
-             *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
+_MORE_RESERVED = ("CONIN$", "CONOUT$")  # console devices pathvalidate 3.3 does not list
 
 
 def check_template(template: str) -> None:
@@ -84,27 +91,44 @@ def template_fields(tags: Mapping[str, "str | Sequence[str] | None"], src: Path)
 
 
 def _truncate_utf8(s: str, max_bytes: int) -> str:
-    b = s.encode("utf-8")
-    if len(b) <= max_bytes:
-        return s
-    return b[:max_bytes].decode("utf-8", "ignore")  # never cut a character in half
+    """At most `max_bytes` of UTF-8, never cutting a character in half."""
+    return s.encode("utf-8")[:max(max_bytes, 0)].decode("utf-8", "ignore")
+
+
+def _is_reserved(head: str) -> bool:
+    """Whether Windows reserves `head` (the part before the first dot) as a device name."""
+    try:
+        validate_filename(head, platform="universal", additional_reserved_names=_MORE_RESERVED)
+    except ReservedNameError:
+        return True
+    except ValidationError:
+        pass
+    return False
 
 
 def sanitise_component(name: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
     """One path component legal everywhere; '' when nothing is left (callers drop or replace it)."""
-    s = unicodedata.normalize("NFC", name)
-    s = re.sub(r"[ \t\r\n\f\v]+", " ", s)
-    s = _ILLEGAL.sub("_", s).strip(" .")
-    s = _truncate_utf8(s, max_bytes).rstrip(" .")
-    if s.split(".")[0].rstrip(" ").upper() in _RESERVED:
-        head, dot, rest = s.partition(".")
+    if max_bytes < 1:
+        return ""  # pathvalidate would read max_len <= 0 as its platform limit (260)
+    # NFC and one space for tabs/newlines: pathvalidate does neither (it would write "_" for a tab).
+    # Leading dots go before the cut so a hidden-file or "../" prefix never uses up the budget.
+    s = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", name)).strip(" .")
+    if not s:
+        return ""
+    # Illegal characters -> "_", cut to max_bytes. Reserved names are ours to handle (as_is):
+    # pathvalidate's handler finds "NUL" but not "NUL .txt", and its "_" can overrun max_len.
+    s = sanitize_filename(s, "_", platform="universal", max_len=max_bytes, fs_encoding="utf-8",
+                          reserved_name_handler=ReservedNameHandler.as_is)
+    s = s.rstrip(" .")  # pathvalidate fixes only the first fault it finds, so a cut can leave these
+    head, dot, rest = s.partition(".")
+    if s and _is_reserved(head.rstrip(" ")):
         s = _truncate_utf8(head.rstrip(" "), max_bytes - 1 - len((dot + rest).encode())) + "_" + dot + rest
     return s
 
 
 def sanitise_filename(stem: str, ext: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
     """`stem` + lower-cased `ext`, the stem cut so the whole name fits `max_bytes`."""
-    ext = sanitise_component(ext.lower()) if ext else ""
+    ext = sanitise_component(ext.lower(), max_bytes - 2) if ext else ""  # room for "." and a stem
     ext = "." + ext if ext else ""
     stem = sanitise_component(stem, max_bytes - len(ext.encode("utf-8"))) or "_"
     return stem + ext

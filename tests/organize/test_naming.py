@@ -6,6 +6,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from pathvalidate import validate_filename
 
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.naming import (DEFAULT_TEMPLATE, MAX_COMPONENT_BYTES, check_template, destination, free_path,
@@ -85,6 +86,48 @@ def test_long_names_are_cut_on_character_boundaries_and_keep_the_extension():
     assert not name[:-5].endswith((" ", "."))
     folder = sanitise_component("x" * 500)
     assert len(folder) == MAX_COMPONENT_BYTES
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("COM0", "COM0_"), ("lpt0.mp3", "lpt0_.mp3"), ("COM\u00b9", "COM\u00b9_"), ("LPT\u00b3 .x", "LPT\u00b3_.x"),
+    ("CLOCK$", "CLOCK$_"),  # known to pathvalidate, not to our old list
+    ("conin$", "conin$_"), ("CONOUT$.txt", "CONOUT$_.txt"),  # ours: pathvalidate 3.3 lacks them
+    ("COM10", "COM10"), ("Clock", "Clock"), ("CON_", "CON_"), ("nul.nul", "nul_.nul"),
+])
+def test_reserved_names_from_pathvalidate_and_ours(raw, clean):
+    assert sanitise_component(raw) == clean
+
+
+def test_exactly_the_characters_pathvalidate_rejects_become_underscores():
+    replaced = {chr(c) for c in range(128) if chr(c) != "_" and sanitise_component(f"a{chr(c)}b") == "a_b"}
+    assert replaced == set('<>:"/\\|?*\x7f') | {chr(c) for c in range(32)} - set("\t\n\v\f\r")
+    assert sanitise_component("a\t\n\v\f\r b") == "a b"  # whitespace runs stay one space (ours)
+
+
+def test_dot_names_never_survive():  # pathvalidate keeps "." and ".." as they are; we do not
+    assert [sanitise_component(x) for x in (".", "..", "../x", ". .")] == ["", "", "_x", ""]
+
+
+def test_whitespace_only_names_are_empty():  # pathvalidate's rule: only-whitespace is no name
+    assert [sanitise_component(x) for x in ("\u00a0", "\u3000 ", "\x1f")] == ["", "", ""]
+    assert user_path("\u3000/Song", Path("/m/x.mp3"), Path("/out")) == Path("/out/Song.mp3")
+
+
+def test_reserved_suffix_still_fits_the_byte_limit():  # pathvalidate's own "_" would overrun it
+    out = sanitise_component("NUL." + "x" * 300)
+    assert len(out.encode("utf-8")) <= MAX_COMPONENT_BYTES and out.endswith("x")
+    assert len(sanitise_filename("AUX", "e" * 300).encode("utf-8")) <= MAX_COMPONENT_BYTES  # even an absurd extension
+
+
+@pytest.mark.parametrize("raw", [
+    'AC/DC: "Live" <at> the |Pipe|? *', "  .hidden name. ", "CON", "Lpt9 .x", "com\u00b2.MP3", "x.",
+    unicodedata.normalize("NFD", "Caf\u00e9 ") * 80, "\u6771" * 100 + " .", "a\x00\x1f\x7fb", "..\\..\\boot.ini",
+])
+def test_every_sanitised_name_is_valid_for_pathvalidate(raw):
+    for name in (sanitise_component(raw), sanitise_filename(raw, "MP3")):
+        validate_filename(name, platform="universal", max_len=MAX_COMPONENT_BYTES, fs_encoding="utf-8",
+                          additional_reserved_names=["CONIN$", "CONOUT$"])
+        assert unicodedata.is_normalized("NFC", name) and name not in (".", "..")
 
 
 def test_free_path_adds_suffixes_and_never_picks_a_taken_or_existing_name(tmp_path):
