@@ -30,6 +30,15 @@ def avoid_clipping(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
     return np.asarray(y, np.float32)
 
 
+def coloured_noise(rng: np.random.Generator, n: int, sr: int, exponent: float) -> np.ndarray:
+    """n samples of noise whose power falls as 1 / f**exponent (0 white, 1 pink, 2 brown) above
+    20 Hz, at an RMS of 0.1."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20.0)
+    x = np.fft.irfft(spec / f ** (exponent / 2), n)
+    return (x / (x.std() + 1e-9) * 0.1).astype(np.float32)
+
+
 def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """x + noise scaled so that power(x) / power(noise) is `snr_db` over the whole clip."""
     ps, pn = power(x), power(noise)

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from tagmatch.audio.decode import load_audio
+from tagmatch.audio.degrade import coloured_noise
 from tagmatch.audio.augment import AugmentConfig
 from tagmatch.errors import AudioReadError, TagmatchError
 from tagmatch.audio.features import FeatureConfig
@@ -94,13 +95,7 @@ class AudioPool:
 def synthetic_noise(rng: np.random.Generator, seconds: float, sr: int) -> AudioPool:
     """White, pink and brown noise, for when no real background recordings are given."""
     n = int(seconds * sr)
-    signals = []
-    for exponent in (0.0, 1.0, 2.0):
-        spec = np.fft.rfft(rng.standard_normal(n))
-        f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20.0)
-        x = np.fft.irfft(spec / f ** (exponent / 2), n)
-        signals.append((x / (x.std() + 1e-9) * 0.1).astype(np.float32))
-    return AudioPool.from_signals(signals)
+    return AudioPool.from_signals([coloured_noise(rng, n, sr, exponent) for exponent in (0.0, 1.0, 2.0)])
 
 
 def decode_folder(paths: list[Path], sr: int, on_progress: OnProgress | None = None,

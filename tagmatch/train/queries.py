@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tagmatch.audio.degrade import (avoid_clipping, band_pass, change_speed, gain_db, mix_at_snr, power, room_reverb,
-                                    write_av, write_mp3)
+from tagmatch.audio.degrade import (avoid_clipping, band_pass, change_speed, coloured_noise, gain_db, mix_at_snr,
+                                    power, room_reverb, write_av, write_mp3)
 from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import atomic_write_text
 from tagmatch.progress import OnProgress, Progress, quiet
@@ -156,14 +156,6 @@ def stable_order(tracks: list[Track], root: Path) -> list[Track]:
     return sorted(tracks, key=lambda t: _h(track_key(t, root), 16))
 
 
-def pink_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n samples of noise whose power falls 3 dB an octave, as much of a room's does."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
-    spectrum[0] = 0.0
-    return np.asarray(np.fft.irfft(spectrum, n), np.float32)
-
-
 class NoiseBank:
     """The bench's background recordings (never used in training), decoded once per rate."""
 
@@ -183,7 +175,7 @@ class NoiseBank:
         """n samples of a random recording from a random offset, looped when it is short; pink
         noise when the bank has no recordings."""
         if not self.paths:
-            return pink_noise(rng, n), "pink noise"
+            return coloured_noise(rng, n, sr, 1.0), "pink noise"
         recs = self.recordings(sr)
         y, name = recs[int(rng.integers(len(recs)))]
         start = int(rng.integers(len(y)))
