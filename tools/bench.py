@@ -23,7 +23,6 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,9 @@ import numpy as np
 from tagmatch.fsutil import atomic_write_text
 from tagmatch.progress import Progress
 from tagmatch.train import queries as query_sets
-from tagmatch.train.calibrate import MAX_FALSE_MATCH, calibrate, run_queries  # noqa: F401 (the studies use them)
+from tagmatch.train.calibrate import calibrate, run_queries
 from tagmatch.train.devcorpus import DEFAULT_ROOT, DevCorpus, Track, corpus_available, load_corpus
-from tagmatch.train.queries import (CONDITION_NAMES, CONDITIONS, GEN_VERSION, Condition, Query,  # noqa: F401
-                                    link_reference, select_conditions)
+from tagmatch.train.queries import CONDITION_NAMES, GEN_VERSION, Query, link_reference, select_conditions
 
 DEFAULT_CACHE = Path.home() / ".cache" / "tagmatch" / "bench"
 

@@ -33,6 +33,8 @@ from typing import Callable
 import joblib
 import numpy as np
 
+from tagmatch.train.calibrate import MAX_FALSE_MATCH
+from tagmatch.train.queries import select_conditions
 from tools import bench
 
 from tagmatch.audio.decode import load_audio
@@ -54,7 +56,7 @@ def log(msg: str) -> None:
 
 # ---- the cached hits ----------------------------------------------------------------------------
 def query_sets(corpus, cache: Path) -> list[tuple[int, object]]:
-    conditions = bench.select_conditions(None)
+    conditions = select_conditions(None)
     fit_conditions = [c for c in conditions if c.excerpt_s is not None]
     qs = [(TEST_SEED, q) for q in bench.make_queries(corpus, conditions, TEST_SEED, None, bench.WHOLE_LIMIT, cache)]
     qs += [(FIT_SEEDS[0], q) for q in bench.make_queries(corpus, fit_conditions, FIT_SEEDS[0], None,
@@ -237,7 +239,7 @@ def evaluate(records: list[dict], v: Variant, ctx: Context) -> dict:
         rows.append((r["seed"], r["condition"], r["kind"], right, raw))
     fit = [x for x in rows if x[0] != TEST_SEED]
     u = np.sort([x[4] for x in fit if x[2] == "unknown"])[::-1]
-    allowed = math.ceil(bench.MAX_FALSE_MATCH * len(u)) - 1
+    allowed = math.ceil(MAX_FALSE_MATCH * len(u)) - 1
     threshold = math.nextafter(float(u[allowed]), math.inf) if np.isfinite(u[allowed]) else -math.inf
     test = [x for x in rows if x[0] == TEST_SEED]
     out = {"variant": v.name, "threshold": threshold, "conditions": {}}

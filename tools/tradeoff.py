@@ -25,6 +25,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+from tagmatch.train.queries import CONDITIONS, link_reference
 from tools import bench
 
 from tagmatch.audio.decode import load_audio
@@ -176,8 +177,8 @@ def main(argv=None) -> int:
 
     model = load_model(args.model)
     corpus = load_corpus(args.corpus)
-    by_name = bench.link_reference(corpus, args.cache / "ref")
-    conds = [c for c in bench.CONDITIONS if c.excerpt_s is not None]  # whole files: 100% anyway, and slow
+    by_name = link_reference(corpus, args.cache / "ref")
+    conds = [c for c in CONDITIONS if c.excerpt_s is not None]  # whole files: 100% anyway, and slow
     variants = variants_for(model) if args.variants == "all" else variants_for(model)[:1]
     hop = min(int(round(v.ref_hop_s / model.feature_config.frame_seconds)) for v in variants)
     query_hop_s = min(v.query_hop_s for v in variants)
