@@ -1,7 +1,6 @@
-"""Atomic writes: a temp file in the target's folder, fsync, then rename over the target.
-
-A crash at any point leaves either the old file or the new one, never half of one.
-"""
+"""Atomic writes (a temp file in the target's folder, fsync, then rename over the target: a crash
+at any point leaves either the old file or the new one, never half of one), and paths as the
+CLI and the TUI show them."""
 
 from __future__ import annotations
 
@@ -81,3 +80,20 @@ def read_json(path: Path | str):
         raise TagmatchError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
         raise TagmatchError(f"{path} is not JSON: {exc}") from exc
+
+
+def rel(path: str | Path, base: Path | None) -> str:
+    """A path as the user knows it: relative to `base` when under it (also keeps temp folders'
+    names off the screen), else as given."""
+    if base is None:
+        return str(path)
+    try:
+        return str(Path(path).absolute().relative_to(Path(base).absolute()))
+    except ValueError:
+        return str(path)
+
+
+def common_folder(paths: list[str]) -> Path | None:
+    """The folder all these files share (the scanned folder, give or take); None for no files."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    return Path(os.path.commonpath(dirs)) if dirs else None

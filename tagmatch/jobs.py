@@ -11,10 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
+
+if TYPE_CHECKING:
+    from tagmatch.dupes.report import DupesReport
+    from tagmatch.organize.scandoc import ScanDoc
 
 
 def open_store(store_path: Path, model, must_exist: bool):
@@ -88,7 +92,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
 class ScanResult:
     results: list
     store: object
-    doc: dict
+    doc: ScanDoc
     stopped: bool
     json_path: Path | None = None
     search: str = ""  # how the store was searched (tagmatch.store.ann.describe_search)
@@ -113,7 +117,7 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     from tagmatch.match.config import MatchConfig
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
-    from tagmatch.match.scan import match_in_worker, scan, scan_json, scan_paths, write_scan_json
+    from tagmatch.match.scan import match_in_worker, scan, scan_doc, scan_paths
 
     if not Path(target).exists():
         raise TagmatchError(f"not found: {target}")
@@ -143,9 +147,9 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
             on_progress(Progress("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
             if should_stop():
                 break
-    doc = scan_json(results, store, store_path, target)
+    doc = scan_doc(results, store, store_path, target)
     if json_path is not None and results:
-        write_scan_json(doc, json_path)
+        doc.save(json_path)
     return ScanResult(results, store, doc, should_stop(), json_path if results else None, search)
 
 
@@ -198,21 +202,18 @@ class SavedScan:
 
 def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
     """The saved scans, newest first; unreadable files are left out (they are not ours)."""
-    import os
-
-    from tagmatch.organize.plan import load_scan
+    from tagmatch.organize.scandoc import ScanDoc
 
     d = scans_dir or default_scans_dir()
     out = []
     for p in d.glob("*.json") if d.is_dir() else []:
         try:
-            doc = load_scan(p)
+            doc = ScanDoc.read(p)
         except TagmatchError:
             continue
-        files = doc["files"]
-        folder = doc.get("target") or (os.path.commonpath([os.path.dirname(f["path"]) for f in files]) if files else "")
+        files = doc.files
         decided = [(f.get("decision") or {}).get("status") for f in files]
-        out.append(SavedScan(p, folder, len(files),
+        out.append(SavedScan(p, doc.folder, len(files),
                              sum(f.get("status") == "match" and not d for f, d in zip(files, decided)),
                              decided.count("accepted"), p.stat().st_mtime))
     return sorted(out, key=lambda s: -s.mtime)
@@ -221,9 +222,9 @@ def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
 # ---- duplicates -------------------------------------------------------------------------------
 def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = None, *,
               keep: Iterable[str] = (), library_path: Path | None = None,
-              on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> dict | None:
+              on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> DupesReport | None:
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
-    and return the report (dupes.dupes_doc). With `library_path`, also the files already in that
+    and return the report (tagmatch.dupes.report.dupes_doc). With `library_path`, also the files already in that
     store. Returns None when stopped during embedding (what was embedded is cached)."""
     from tagmatch.dupes.find import against_library, DupesConfig, find_duplicates, model_for_dupes, restrict
     from tagmatch.dupes.report import dupes_doc, file_facts
@@ -350,11 +351,28 @@ def default_calibrate_dir() -> Path:
     return Path(user_cache_dir("tagmatch")) / "calibrate"
 
 
-def calibrate_job(req: CalibrateRequest, *, on_progress: OnProgress = quiet) -> dict:
+class _Stopped(Exception):
+    """Raised through a job's own progress calls when the user asked it to stop."""
+
+
+def calibrate_job(req: CalibrateRequest, *, on_progress: OnProgress = quiet,
+                  should_stop: ShouldStop = never) -> dict | None:
     """Fit the model's calibration on degraded copies of known songs (indexed into a work store)
-    and of held-out ones, and write it into the model file (tagmatch.train.calibrate). Everything
-    made on the way (store, query files) is kept under the work folder, so a re-run, also after a
-    kill, reuses it."""
+    and of held-out ones, and write it into the model file (tagmatch.train.calibrate); None when
+    stopped first. Everything made on the way (store, query files) is kept under the work folder,
+    so a re-run, also after a stop or a kill, reuses it."""
+    def progress(p: Progress) -> None:
+        on_progress(p)
+        if should_stop():
+            raise _Stopped
+
+    try:
+        return _calibrate(req, progress)
+    except _Stopped:
+        return None
+
+
+def _calibrate(req: CalibrateRequest, on_progress: OnProgress) -> dict:
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.ann import searcher_for, update_index
     from tagmatch.store.index import index_library

@@ -100,10 +100,9 @@ def messy(fixture_dir, tmp_path) -> Path:
 def manifest_scan_path(fixture_dir, manifest, messy, tmp_path, env) -> Path:
     """A scan of the messy copy built from the manifest (fixed confidences, no model)."""
     from helpers import manifest_scan
-    from tagmatch.organize.plan import save_scan
 
     path = tmp_path / "scan.json"
-    save_scan(manifest_scan(fixture_dir, manifest, messy), path)
+    manifest_scan(fixture_dir, manifest, messy).save(path)
     return path
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from tagmatch.organize.scandoc import ScanDoc
+
 JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
 
 
@@ -22,7 +24,7 @@ def candidate(fixture_dir: Path, ref: dict, confidence: float) -> dict:
             "confidence": confidence, "offset_s": 12.5, "fragments_agreeing": 3, "fragments_total": 4}
 
 
-def manifest_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
+def manifest_scan(fixture_dir: Path, manifest: dict, messy: Path) -> ScanDoc:
     """What `tagmatch scan --json` says about `messy`, per the manifest (fixed confidences)."""
     lib = {e["path"]: e for e in manifest["library"]}
     others = manifest["library"][:2]
@@ -41,7 +43,7 @@ def manifest_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
             files.append({"path": path, "status": "error", "error": e.get("reason") or "bad file",
                           "match": None, "alternatives": []})
     files.sort(key=lambda f: Path(f["path"]).name)
-    return {"version": 1, "store": "/nowhere/store.joblib", "files": files}
+    return ScanDoc("/nowhere/store.joblib", files)
 
 
 def rows(app) -> list[str]:

@@ -6,9 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from tagmatch.cli.output import (carry_out, err, expand_sources, graceful_interrupt, print_plan, rel, progress_bars,
-                                  store_arg)
+from tagmatch.cli.output import carry_out, err, expand_sources, graceful_interrupt, print_plan, progress_bars, store_arg
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import rel
 
 
 def cmd_train(args) -> int:
@@ -30,6 +30,7 @@ def cmd_train(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from tagmatch.jobs import CalibrateRequest, calibrate_job
+    from tagmatch.train.calibrate import describe_fit
 
     model = args.model or (Path(os.environ["TAGMATCH_MODEL"]) if os.environ.get("TAGMATCH_MODEL") else None)
     if model is None:
@@ -37,13 +38,12 @@ def cmd_calibrate(args) -> int:
     req = CalibrateRequest(model=model, music=args.music, unknown=args.unknown or [], noise=args.noise or [],
                            dev_corpus=args.dev_corpus, work=args.work, seed=args.seed, sets=args.sets,
                            limit=args.limit, conditions=args.conditions)
-    with progress_bars(args.quiet) as on_progress:
-        fit = calibrate_job(req, on_progress=on_progress)
-    f, new, old = fit["facts"], fit["new"], fit["old"]
-    print(f"{model}: calibration mid {new['mid']} width {new['width']} (was mid {old['mid']} width {old['width']}), "
-          f"fitted on {f['n_queries']} queries of seeds {', '.join(map(str, fit['seeds']))}")
-    print(f"  {f['n_unknown']} of them unknown songs, {f['allowed_false_matches']} tolerated above the threshold; "
-          f"known songs right at the threshold: {f['known_acc_at_mid']:.1%}")
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
+        fit = calibrate_job(req, on_progress=on_progress, should_stop=stopped)
+    if fit is None:
+        raise TagmatchError("interrupted: the model is unchanged; the query files made so far are kept, "
+                            "run the same command to go on")
+    print(describe_fit(fit))
     return 0
 
 
@@ -117,23 +117,23 @@ def cmd_info(args) -> int:
 def cmd_dupes(args) -> int:
     """Find duplicate recordings under the folders (or act on a saved report with --from)."""
     from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
-    from tagmatch.dupes.report import find_group, load_dupes, save_dupes, set_keeper
+    from tagmatch.dupes.report import DupesReport
 
     if args.from_json:
         if args.dirs:
             raise TagmatchError("give folders or --from, not both")
-        doc = load_dupes(args.from_json)
+        doc = DupesReport.read(args.from_json)
         for k in args.keep:  # what the Duplicates screen's "keep this one" does
-            i = find_group(doc, k)
-            set_keeper(doc, i, k)
-            print(f"group {i + 1}: keep {doc['groups'][i]['keeper']}", file=sys.stderr)
+            i = doc.find_group(k)
+            doc.set_keeper(i, k)
+            print(f"group {i + 1}: keep {doc.groups[i]['keeper']}", file=sys.stderr)
     else:
         if not args.dirs:
             raise TagmatchError("name at least one folder (or --from a saved report)")
         doc = _find_dupes(args)
         _print_dupes(doc)
     if args.json:
-        save_dupes(doc, args.json)
+        doc.save(args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     if not args.quarantine:
         return 0
@@ -150,7 +150,7 @@ def cmd_dupes(args) -> int:
     return carry_out(plan, args, scan=f"dupes --quarantine {q}")
 
 
-def _find_dupes(args) -> dict:
+def _find_dupes(args) -> DupesReport:
     from tagmatch.jobs import dupes_job
     from tagmatch.store.shards import default_cache_store_path
 
@@ -163,13 +163,13 @@ def _find_dupes(args) -> dict:
     return doc
 
 
-def _print_dupes(doc: dict) -> None:
+def _print_dupes(doc: DupesReport) -> None:
     import os
 
-    roots = [Path(r) for r in doc["roots"]]
+    roots = [Path(r) for r in doc.roots]
     base = Path(os.path.commonpath(roots)) if roots else Path.cwd()
-    n_dup = sum(g["kind"] == "duplicate" for g in doc["groups"])
-    for g in doc["groups"]:
+    n_dup = sum(g["kind"] == "duplicate" for g in doc.groups)
+    for g in doc.groups:
         print(f"{g['kind']} group ({len(g['files'])} files):")
         for f in g["files"]:
             keeper = f["path"] == g["keeper"]
@@ -177,7 +177,7 @@ def _print_dupes(doc: dict) -> None:
                 (f", {f['duration_s']:.1f} s" if f.get("duration_s") else "")
             where = "keep" if keeper else f"shares {f['overlap_s']:.1f} s at {f['offset_s']:+.1f} s"
             print(f"  {'*' if keeper else ' '} {rel(f['path'], base)}   ({what}; {where})")
-    for h in doc.get("library", []):
+    for h in doc.library or []:
         print(f"in library: {rel(h['path'], base)} = {h['library_path']} ({h['kind']}, {h['overlap_s']:.1f} s)")
-    print(f"{n_dup} duplicate group(s), {len(doc['groups']) - n_dup} partial overlap(s)"
-          + (f", {len(doc['library'])} files already in the library" if "library" in doc else ""), file=sys.stderr)
+    print(f"{n_dup} duplicate group(s), {len(doc.groups) - n_dup} partial overlap(s)"
+          + (f", {len(doc.library)} files already in the library" if doc.library is not None else ""), file=sys.stderr)

@@ -12,25 +12,23 @@ from tagmatch.errors import TagmatchError
 
 def cmd_apply(args) -> int:
     from tagmatch.organize.journal import applied_sources, default_runs_dir
-    from tagmatch.organize.plan import build_plan, load_scan
+    from tagmatch.organize.plan import build_plan
+    from tagmatch.organize.scandoc import ScanDoc
 
-    doc = load_scan(args.scan)
+    doc = ScanDoc.read(args.scan)
     runs_dir = default_runs_dir()
     mode = "copy" if args.copy else ("move" if args.move else None)
     plan = build_plan(doc, min_confidence=args.min_confidence, template=args.template, dest=args.dest, mode=mode,
                       already_applied=applied_sources(runs_dir))
     print_plan(plan)
     if not plan.ops:
-        if args.min_confidence is None and not any(f.get("decision") for f in doc["files"]):
+        if args.min_confidence is None and not any(f.get("decision") for f in doc.files):
             raise TagmatchError("nothing accepted: no file of the scan has a review decision; "
                                 "pass --min-confidence X to accept matches at or above X")
         print("nothing to do", file=sys.stderr)
         return 0
-    n_ren = sum(op.src != op.dst for op in plan.ops)
-    n_tag = sum(op.retags for op in plan.ops)
-    summary = f"{len(plan.ops)} files: {n_ren} to {plan.mode if plan.dest else 'rename'}, {n_tag} to retag"
     if not args.yes:
-        print(f"{summary}. Dry run: nothing was changed; add --yes to apply.", file=sys.stderr)
+        print(f"{plan.summary}. Dry run: nothing was changed; add --yes to apply.", file=sys.stderr)
         return 0
     return carry_out(plan, args, scan=str(Path(args.scan).absolute()), id3v23=args.id3v23)
 
@@ -60,7 +58,10 @@ def cmd_decide(args) -> int:
     """Record a review decision in the scan JSON, as the Review screen's keys do, and show what
     `apply` will then do with the file(s)."""
     from tagmatch.organize.journal import applied_sources, default_runs_dir
-    from tagmatch.organize.plan import build_plan, clear_decision, find_entry, load_scan, save_scan, set_decision
+    from dataclasses import replace
+
+    from tagmatch.organize.plan import build_plan, clear_decision, set_decision
+    from tagmatch.organize.scandoc import ScanDoc
 
     edits = _tag_edits(args.set, args.unset)
     editing = bool(edits) or args.path is not None
@@ -68,8 +69,8 @@ def cmd_decide(args) -> int:
         raise TagmatchError("--set, --unset and --path go with --accept (or alone), not --reject or --clear")
     if not (editing or args.reject or args.clear or args.accept is not None):
         raise TagmatchError("nothing to decide: give --accept [N], --reject, --clear, --set, --unset or --path")
-    doc = load_scan(args.scan)
-    entries = [find_entry(doc, f) for f in args.files]
+    doc = ScanDoc.read(args.scan)
+    entries = [doc.entry(f) for f in args.files]
     for entry in entries:
         if args.clear:
             clear_decision(doc, entry["path"])
@@ -82,8 +83,8 @@ def cmd_decide(args) -> int:
             path = old.get("path") if args.path is None else args.path
             choice = args.accept if args.accept is not None else old.get("choice", 0)
             set_decision(doc, entry["path"], "accepted", choice=choice, tags=tags, new_path=path or None)
-    save_scan(doc, args.scan)
-    plan = build_plan({**doc, "files": entries}, template=args.template, dest=args.dest,
+    doc.save(args.scan)
+    plan = build_plan(replace(doc, files=entries), template=args.template, dest=args.dest,
                       already_applied=applied_sources(default_runs_dir()))
     print_plan(plan)
     print(f"saved {len(entries)} decision(s) to {args.scan}", file=sys.stderr)

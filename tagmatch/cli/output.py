@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import rel
 
 
 PROG = "tagmatch"
@@ -105,11 +106,10 @@ def print_plan(plan) -> None:
 
     paths = [str(op.src) for op in plan.ops] + [str(op.dst) for op in plan.ops if not plan.dest]
     base = Path(os.path.commonpath([os.path.dirname(p) for p in paths])) if paths else Path.cwd()
-    verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
     for op in plan.ops:
         dst = rel(str(op.dst), plan.dest) if plan.dest else rel(str(op.dst), base)
         why = op.why if "confidence" in op.why or op.confidence is None else f"{op.why}, confidence {op.confidence:.2f}"
-        print(f"{verb} {rel(str(op.src), base)}\n  -> {dst}   ({why})")
+        print(f"{plan.verb} {rel(str(op.src), base)}\n  -> {dst}   ({why})")
         added = [f"{c.name}: {show(c.new)}" for c in op.tag_changes if c.old is None]
         if added:
             print("     + " + " | ".join(added))
@@ -122,18 +122,11 @@ def print_plan(plan) -> None:
         print(f"skip {rel(sk.path, base)}   ({sk.reason})")
 
 
-def rel(path: str, base: Path) -> str:
-    try:
-        return str(Path(path).absolute().relative_to(base.absolute()))
-    except ValueError:
-        return str(path)
-
-
 def carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
     """Run an approved plan as a journaled, undoable run, with a progress bar."""
     import os
 
-    from tagmatch.organize.apply import TEST_DELAY_ENV, apply_plan, start_run
+    from tagmatch.organize.apply import TEST_DELAY_ENV, RunOutcome, apply_plan, start_run
     from tagmatch.organize.journal import default_runs_dir
 
     run = start_run(plan, default_runs_dir(), scan=scan, id3v23=id3v23)
@@ -145,10 +138,6 @@ def carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
     except KeyboardInterrupt:
         err(f"run {run.id} stopped mid-operation; `tagmatch undo {run.id}` puts everything back")
         raise
-    done = sum(r.status == "done" for r in results)
-    failed = len(results) - done
-    left = len(plan.ops) - len(results)
-    print(f"run {run.id}: {done} done, {failed} failed" + (" (left unchanged)" if failed else "")
-          + (f", {left} not started (interrupted)" if left else "")
-          + (f"; undo with: tagmatch undo {run.id}" if done else ""), file=sys.stderr)
-    return 1 if failed and not done else 0
+    outcome = RunOutcome.of(run.id, results, len(plan.ops))
+    print(outcome.line() + (f"; undo with: tagmatch undo {run.id}" if outcome.done else ""), file=sys.stderr)
+    return 1 if outcome.failed and not outcome.done else 0

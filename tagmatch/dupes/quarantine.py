@@ -4,31 +4,35 @@ carried out (journaled, undoable) by `tagmatch.organize.apply`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagmatch.errors import TagmatchError
 
+if TYPE_CHECKING:
+    from tagmatch.dupes.report import DupesReport
 
-def check_quarantine(doc: dict, qdir: Path | str) -> Path:
+
+def check_quarantine(doc: DupesReport, qdir: Path | str) -> Path:
     """The quarantine folder, absolute. One inside a scanned folder is refused: the next search
     there would find the moved copies again."""
     q = Path(qdir).expanduser().absolute()
-    for r in doc.get("roots", []):
+    for r in doc.roots:
         if any(p == Path(r) or p.is_relative_to(r) for p in (q, q.resolve())):
             raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
     return q
 
 
-def quarantine_plan(doc: dict, quarantine: Path):
+def quarantine_plan(doc: DupesReport, quarantine: Path):
     """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
     to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
     the document says (edit it to choose another)."""
     from tagmatch.organize.naming import free_path, path_key
     from tagmatch.organize.plan import Plan, PlannedOp, Skip
 
-    roots = [Path(r) for r in doc.get("roots", [])]
+    roots = [Path(r) for r in doc.roots]
     quarantine = Path(quarantine).absolute()
     plan, taken = Plan(mode="move", dest=quarantine, template=""), set()
-    for g in doc["groups"]:
+    for g in doc.groups:
         if g.get("kind") != "duplicate":
             continue
         paths = [f["path"] for f in g["files"]]

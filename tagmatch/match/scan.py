@@ -1,30 +1,18 @@
-"""Scanning a folder: match every file, and the JSON contract that scripts and later steps read.
-
-```
-{"version": 1, "store": "<path>", "target": "<the scanned folder or file>", "files": [
-  {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
-   "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
-                    "fragments_agreeing": 4, "fragments_total": 5, "score": 0.21, "margin": 0.17,
-                    "verified": null | 0.31,    # correlation with the reference file (tagmatch.match.verify)
-                    "significance": null | 9.8},  # and how many standard deviations above chance
-   "alternatives": [<same shape as match>, ...],
-   "stopped_at_s": null | 10.0}]}     # where reading stopped, sure of the answer; null: read it all
-```
+"""Scanning a folder: match every file, and the scan document (tagmatch.organize.scandoc) that
+scripts and the later steps read.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterator
 
 from tagmatch.audio.decode import find_audio_files
-from tagmatch.fsutil import atomic_write_text
 from tagmatch.match.decide import Candidate, FileMatch, match_file
 from tagmatch.match.config import MatchConfig
 from tagmatch.match.query import open_query, QueryAudio
 from tagmatch.model.modelfile import LoadedModel
-from tagmatch.organize.plan import SCAN_VERSION
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.store.parallel import prefetch
 from tagmatch.store.shards import Store
 
@@ -98,15 +86,10 @@ def file_json(m: FileMatch, store: Store) -> dict:
             "stopped_at_s": m.stopped_at_s}
 
 
-def scan_json(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> dict:
-    doc = {"version": SCAN_VERSION, "store": str(Path(store_path).absolute())}
-    if target is not None:
-        doc["target"] = str(Path(target).absolute())
-    return {**doc, "files": [file_json(m, store) for m in results]}
-
-
-def write_scan_json(doc: dict, path: Path) -> None:
-    atomic_write_text(Path(path), json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+def scan_doc(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> ScanDoc:
+    """The scan document of these results (`ScanDoc.save` writes it)."""
+    return ScanDoc(str(Path(store_path).absolute()), [file_json(m, store) for m in results],
+                   str(Path(target).absolute()) if target is not None else None)
 
 
 def describe(m: FileMatch, store: Store) -> str:

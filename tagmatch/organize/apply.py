@@ -59,6 +59,27 @@ class OpResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run of a plan ended, as the CLI and the TUI report it."""
+
+    run_id: str
+    done: int
+    failed: list[OpResult]
+    left: int  # planned ops never started (the run was stopped)
+
+    @classmethod
+    def of(cls, run_id: str, results: list[OpResult], n_planned: int) -> "RunOutcome":
+        return cls(run_id, sum(r.status == "done" for r in results), [r for r in results if r.status == "failed"],
+                   n_planned - len(results))
+
+    def line(self, done_word: str = "done") -> str:
+        """'run 20261204-101500-3f2a: 3 done, 1 failed (left unchanged), 2 not started (interrupted)'."""
+        return (f"run {self.run_id}: {self.done} {done_word}, {len(self.failed)} failed"
+                + (" (left unchanged)" if self.failed else "")
+                + (f", {self.left} not started (interrupted)" if self.left else ""))
+
+
 @dataclass
 class UndoResult:
     op: OpRecord

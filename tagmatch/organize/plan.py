@@ -18,7 +18,6 @@ Tag values typed by a person hold several values separated by `VALUE_SEP` (as pl
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Mapping, Sequence
 
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
 
-SCAN_VERSION = 1  # the scan JSON's version: tagmatch.match.scan writes it, load_scan reads it
 MODES = ("move", "copy")
 VALUE_SEP = "; "  # between the values of a multi-value tag, as printed and as typed
 Values = list[str]
@@ -79,38 +78,21 @@ class Plan:
     dest: Path | None = None
     template: str = DEFAULT_TEMPLATE
 
+    @property
+    def verb(self) -> str:
+        """What each op does to its file, as plans print it: 'copy', 'move' (to --dest) or 'rename'."""
+        return "rename" if self.mode == "move" and not self.dest else self.mode
 
-# ---- the scan document and its decisions -----------------------------------------------------
-def load_scan(path: Path | str) -> dict:
-    """Read and check a scan JSON file (as written by `tagmatch scan --json`)."""
-    from tagmatch.fsutil import read_json
-
-    doc = read_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
-        raise TagmatchError(f"{path} is not a tagmatch scan (no 'files' list)")
-    if doc.get("version") != SCAN_VERSION:
-        raise TagmatchError(f"{path}: scan version {doc.get('version')}, expected {SCAN_VERSION}")
-    return doc
+    @property
+    def summary(self) -> str:
+        """'5 files: 4 to rename, 3 to retag', the line before a dry run's or a confirmation's end."""
+        n_ren = sum(op.src != op.dst for op in self.ops)
+        return f"{len(self.ops)} files: {n_ren} to {self.verb}, {sum(op.retags for op in self.ops)} to retag"
 
 
-def save_scan(scan_doc: dict, path: Path | str) -> None:
-    """Write a scan (with its decisions) back atomically, formatted as `scan --json` writes it."""
-    from tagmatch.fsutil import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(scan_doc, indent=1, ensure_ascii=False) + "\n")
-
-
+# ---- decisions ------------------------------------------------------------------------------
 def _norm(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(path))
-
-
-def find_entry(scan_doc: dict, path: str | Path) -> dict:
-    """The scan's entry for a file path (TagmatchError when absent)."""
-    key = _norm(path)
-    for f in scan_doc["files"]:
-        if _norm(f["path"]) == key:
-            return f
-    raise TagmatchError(f"not in the scan: {path}")
 
 
 def split_values(text: str) -> Values | None:
@@ -141,7 +123,7 @@ def _candidate(entry: dict, choice: int) -> dict | None:
     return cands[choice] if isinstance(choice, int) and 0 <= choice < len(cands) else None
 
 
-def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int = 0,
+def set_decision(scan_doc: ScanDoc, path: str | Path, status: str, *, choice: int = 0,
                  tags: Mapping[str, "str | Sequence[str] | None"] | None = None,
                  new_path: str | None = None) -> dict:
     """Record the review's verdict on one file in `scan_doc` (in place; the caller saves it).
@@ -150,11 +132,11 @@ def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int =
     match, 1..3 for an alternative; `tags` overrides the chosen reference's tags (None removes one);
     `new_path` overrides the template (relative to --dest or the file's folder). An unknown file
     can be accepted only with `tags` or `new_path` (tagged by hand). The decision is replaced, not
-    merged. Returns it; `save_scan` writes the document back.
+    merged. Returns it; `ScanDoc.save` writes the document back.
     """
     if status not in ("accepted", "rejected"):
         raise TagmatchError(f"decision status must be 'accepted' or 'rejected', not {status!r}")
-    entry = find_entry(scan_doc, path)
+    entry = scan_doc.entry(path)
     if status == "accepted" and entry.get("status") == "unknown":
         if choice != 0 or not (tags or new_path):
             raise TagmatchError(f"{entry['path']} is unknown (not in the library): it can only be "
@@ -174,8 +156,8 @@ def set_decision(scan_doc: dict, path: str | Path, status: str, *, choice: int =
     return decision
 
 
-def clear_decision(scan_doc: dict, path: str | Path) -> None:
-    find_entry(scan_doc, path).pop("decision", None)
+def clear_decision(scan_doc: ScanDoc, path: str | Path) -> None:
+    scan_doc.entry(path).pop("decision", None)
 
 
 # ---- planning --------------------------------------------------------------------------------
@@ -244,7 +226,7 @@ def _art_from(candidate: dict, src: Path) -> Path | None:
         return None
 
 
-def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template: str = DEFAULT_TEMPLATE,
+def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, template: str = DEFAULT_TEMPLATE,
                dest: Path | None = None, mode: str | None = None,
                already_applied: Mapping[str, tuple[str, str]] | None = None) -> Plan:
     """Turn a scan (with decisions) into a plan. Reads tags, never writes.
@@ -261,7 +243,7 @@ def build_plan(scan_doc: dict, *, min_confidence: float | None = None, template:
     applied = already_applied or {}
     seen: set[str] = set()
     taken: set[str] = set()
-    for entry in scan_doc["files"]:
+    for entry in scan_doc.files:
         path = str(entry.get("path"))
         verdict = _accept(entry, min_confidence)
         if isinstance(verdict, str):

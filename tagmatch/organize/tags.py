@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import stat
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Iterator, Mapping, Sequence
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
 
 __all__ = ["TAG_NAMES", "Picture", "TagReadError", "TagWriteError", "read_tags", "read_tag_values",
-           "read_pictures", "write_tags", "retag_file", "tag_kind", "is_read_only"]
+           "read_pictures", "write_tags", "tag_kind", "is_read_only"]
 
 TAG_NAMES = ("title", "artist", "album", "albumartist", "tracknumber", "discnumber", "date", "genre",
              "musicbrainz_trackid", "musicbrainz_albumid", "musicbrainz_artistid",
@@ -326,7 +324,7 @@ def write_tags(path: Path | str, changes: Changes, *, add_pictures: Sequence[Pic
                id3v23: bool = False) -> dict[str, Values]:
     """Write `changes` (name -> values, None deletes) into `path` IN PLACE, then verify.
 
-    Callers pass a temporary copy (see `retag_file`): mutagen rewrites files in place, so a failure
+    Callers pass a temporary copy (as `tagmatch.organize.apply` stages one): mutagen rewrites files in place, so a failure
     midway must never hit the user's file. Tags not named in `changes` are kept. `add_pictures` are
     embedded only when the file has no art. After saving, the file is re-read: every tag must read
     back as intended, existing art and the audio stream parameters must be unchanged; otherwise
@@ -386,38 +384,6 @@ def is_read_only(path: Path | str) -> bool:
     """
     st = os.stat(path)
     return not (st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) or not os.access(path, os.W_OK)
-
-
-def retag_file(path: Path | str, changes: Changes, *, add_pictures: Sequence[Picture] = (),
-               id3v23: bool = False) -> dict[str, Values]:
-    """Retag a file safely: a temp copy in the same folder is written and verified, fsynced, then
-    renamed over the original. On any error the original is byte-for-byte unchanged."""
-    path = Path(path)
-    if not path.is_file():
-        raise TagWriteError(path, "no such file")
-    if is_read_only(path):
-        raise TagWriteError(path, "file is read-only")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tagmatch-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise TagWriteError(path, f"cannot create a temporary file beside it: {exc.strerror or exc}") from exc
-    try:
-        with _guard(path, TagWriteError, "cannot copy"):
-            shutil.copyfile(path, tmp)
-            shutil.copymode(path, tmp)
-        try:
-            after = write_tags(tmp, changes, add_pictures=add_pictures, id3v23=id3v23)
-        except TagWriteError as exc:  # name the user's file, not our temp copy
-            raise TagWriteError(path, exc.reason) from exc
-        with _guard(path, TagWriteError, "cannot replace"):
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        return after
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---- stream facts ---------------------------------------------------------------------------

@@ -165,3 +165,12 @@ def calibrate(corpus: DevCorpus, conditions: list[Condition], store, model, mode
     return {"old": {"mid": old.mid, "width": old.width}, "new": {"mid": cal.mid, "width": cal.width},
             "facts": facts, "note": note, "model_path": str(model_path), "seeds": seeds,
             "conditions": [c.name for c in fit_conditions], "records": records}
+
+
+def describe_fit(fit: dict) -> str:
+    """Two lines on what `calibrate` fitted and on what, as the CLI and the TUI say it."""
+    f, new, old = fit["facts"], fit["new"], fit["old"]
+    return (f"{fit['model_path']}: calibration mid {new['mid']} width {new['width']} (was mid {old['mid']} "
+            f"width {old['width']}), fitted on {f['n_queries']} queries of seeds {', '.join(map(str, fit['seeds']))}\n"
+            f"  {f['n_unknown']} of them unknown songs, {f['allowed_false_matches']} tolerated above the threshold; "
+            f"known songs right at the threshold: {f['known_acc_at_mid']:.1%}")

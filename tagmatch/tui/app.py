@@ -7,9 +7,10 @@ from pathlib import Path
 
 from textual.app import App
 
-from tagmatch.dupes.report import load_report
+from tagmatch.dupes.report import DupesReport, load_report
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.naming import DEFAULT_TEMPLATE
+from tagmatch.organize.scandoc import ScanDoc
 
 CSS = """
 #review-title, #runs-title, #dupes-title { height: 1; background: $primary-background; padding: 0 1; }
@@ -102,15 +103,15 @@ class TagmatchApp(App):
 
     def open_document(self, path: Path) -> None:
         """A scan opens its review, a duplicates report its groups (TagmatchError: neither)."""
-        kind, doc = load_report(path)
-        (self.open_dupes if kind == "dupes" else self.open_review)(doc, Path(path))
+        doc = load_report(path)
+        (self.open_dupes if isinstance(doc, DupesReport) else self.open_review)(doc, Path(path))
 
-    def open_review(self, doc: dict, scan_path: Path) -> None:
+    def open_review(self, doc: ScanDoc, scan_path: Path) -> None:
         from tagmatch.tui.review import ReviewScreen
 
         self.push_screen(ReviewScreen(doc, Path(scan_path), template=self.template, dest=self.dest))
 
-    def open_dupes(self, doc: dict, path: Path) -> None:
+    def open_dupes(self, doc: DupesReport, path: Path) -> None:
         from tagmatch.tui.dupes import DupesScreen
 
         self.push_screen(DupesScreen(doc, Path(path)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -103,23 +102,6 @@ class HelpScreen(ModalScreen[None]):
             yield Static("Esc or ? closes", id="dialog-keys", markup=False)
 
 
-def rel(path: str | Path, base: Path | None) -> str:
-    """A path as the user knows it: relative to `base` when under it (also keeps tmp paths out
-    of the screen), else as given."""
-    if base is None:
-        return str(path)
-    try:
-        return str(Path(path).absolute().relative_to(base.absolute()))
-    except ValueError:
-        return str(path)
-
-
-def common_folder(paths: list[str]) -> Path | None:
-    """The folder all these files share (the scanned folder, give or take)."""
-    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    return Path(os.path.commonpath(dirs)) if dirs else None
-
-
 def run_summary(r: RunInfo) -> tuple[str, str, str, str, str]:
     """(id, time, ops, status, how) as `tagmatch runs` shows them."""
     return (r.id, r.when, str(r.header.get("n_ops", len(r.ops))), r.status + (f" ({r.counts})" if r.counts else ""),
@@ -130,7 +112,7 @@ def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") 
     """Run an approved plan as a journaled run (call it in a worker thread), as the CLI's
     `apply --yes` / `dupes --quarantine --yes` do, `on_progress` getting each operation's Progress:
     (message, severity, run id or None, files done)."""
-    from tagmatch.organize.apply import apply_plan, start_run
+    from tagmatch.organize.apply import RunOutcome, apply_plan, start_run
     from tagmatch.errors import TagmatchError
     from tagmatch.organize.journal import default_runs_dir
 
@@ -141,10 +123,7 @@ def carry_out(plan, scan: str, on_progress, cancelled, done_word: str = "done") 
             results.append(r)
     except (TagmatchError, OSError) as exc:
         return f"failed: {exc}", "error", None, 0
-    done = sum(r.status == "done" for r in results)
-    failed = [r for r in results if r.status == "failed"]
-    left = len(plan.ops) - len(results)
-    msg = (f"run {run.id}: {done} {done_word}, {len(failed)} failed" + (f", {left} not started" if left else "")
-           + "".join(f"\n{Path(r.src).name}: {r.message}" for r in failed[:3]))
-    return msg, "warning" if failed or left else "information", run.id, done
+    outcome = RunOutcome.of(run.id, results, len(plan.ops))
+    msg = outcome.line(done_word) + "".join(f"\n{Path(r.src).name}: {r.message}" for r in outcome.failed[:3])
+    return msg, "warning" if outcome.failed or outcome.left else "information", run.id, outcome.done
 

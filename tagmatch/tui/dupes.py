@@ -1,7 +1,7 @@
 """The Duplicates screen: a dupes report's groups, the keeper of each, and moving the extra copies aside.
 
-A front end to what `tagmatch dupes` does: "keep this one" is `dupes.set_keeper` saved with
-`dupes.save_dupes` at once (as `dupes --from R.json --keep PATH --json R.json`), and moving aside is
+A front end to what `tagmatch dupes` does: "keep this one" is `DupesReport.set_keeper`, saved at
+once (as `dupes --from R.json --keep PATH --json R.json`), and moving aside is
 `dupes.check_quarantine` + `dupes.quarantine_plan` run with `apply.apply_plan` as a journaled run
 (as `dupes --from R.json --quarantine DIR --yes`), so `tagmatch undo` and the Runs screen undo it.
 """
@@ -22,10 +22,11 @@ from textual.worker import get_current_worker
 
 from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
 from tagmatch.dupes.keeper import keeper_reason
-from tagmatch.dupes.report import save_dupes, set_keeper
+from tagmatch.dupes.report import DupesReport
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import common_folder, rel
 from tagmatch.organize.plan import Plan
-from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, carry_out, common_folder, rel
+from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, carry_out
 
 WIDE, DETAIL_W = 140, 46  # from this width on the detail pane sits on the right (the table needs more than Review's)
 QUARANTINE_NAME = "tagmatch-quarantine"
@@ -83,9 +84,9 @@ def tag_line(tags: dict | None) -> str:
     return " - ".join(x for x in (artist, title) if x) + (f" ({album})" if album else "")
 
 
-def default_quarantine(doc: dict, base: Path) -> Path:
+def default_quarantine(doc: DupesReport, base: Path) -> Path:
     """A folder beside the scanned ones (inside none of them), for the folder prompt."""
-    roots = [Path(r) for r in doc.get("roots", [])]
+    roots = [Path(r) for r in doc.roots]
     for cand in (base / QUARANTINE_NAME, base.parent / QUARANTINE_NAME):
         if not any(cand == r or cand.is_relative_to(r) for r in roots):
             return cand
@@ -110,14 +111,14 @@ class DupesScreen(TableKeys, Screen):
         Binding("escape", "back", "Back", show=False, id="dupes.back"),
     ]
 
-    def __init__(self, doc: dict, path: Path) -> None:
+    def __init__(self, doc: DupesReport, path: Path) -> None:
         super().__init__()
         self.doc, self.path = doc, Path(path)
-        self.groups: list[dict] = doc["groups"]
-        roots = doc.get("roots") or []
+        self.groups: list[dict] = doc.groups
+        roots = doc.roots
         self.base = (Path(os.path.commonpath(roots)) if roots
                      else common_folder([f["path"] for g in self.groups for f in g["files"]]) or Path.cwd())
-        self.library = {h.get("path"): h for h in doc.get("library") or []}
+        self.library = {h.get("path"): h for h in doc.library or []}
         self.busy = ""  # "moving" while a worker runs
         self._widths: tuple[int, ...] | None = None
 
@@ -251,12 +252,12 @@ class DupesScreen(TableKeys, Screen):
             return
         gi, fi = cur
         try:
-            set_keeper(self.doc, gi, self.groups[gi]["files"][fi]["path"])
+            self.doc.set_keeper(gi, self.groups[gi]["files"][fi]["path"])
         except TagmatchError as exc:
             self.notify(str(exc), severity="warning")
             return
         try:
-            save_dupes(self.doc, self.path)
+            self.doc.save(self.path)
         except (OSError, TagmatchError) as exc:
             self.notify(f"could not save {self.path}: {exc}", severity="error", timeout=10)
         self._redraw([gi])

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from tagmatch.errors import TagmatchError
 from tagmatch.jobs import SavedScan, default_scans_dir, list_scans
 from tagmatch.organize.journal import default_runs_dir, list_runs
-from tagmatch.organize.plan import load_scan
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.store.shards import default_cache_store_path, default_store_path
 from tagmatch.tui.common import FormScreen, HelpScreen, run_summary
 
@@ -54,6 +54,7 @@ class HomeScreen(Screen):
         Binding("s", "scan", "Scan", id="home.scan"),
         Binding("d", "dupes", "Dupes", id="home.dupes"),
         Binding("t", "train", "Train", id="home.train"),
+        Binding("c", "calibrate", "Calibrate", id="home.calibrate"),
         Binding("o", "open", "Open", id="home.open"),
         Binding("r", "runs", "Runs", id="home.runs"),
         Binding("question_mark", "help", "Keys", id="home.help"),
@@ -199,7 +200,7 @@ class HomeScreen(Screen):
 
             def review(res) -> None:
                 if res.json_path:
-                    self.app.open_review(load_scan(res.json_path), res.json_path)
+                    self.app.open_review(ScanDoc.read(res.json_path), res.json_path)
             self._run(f"Scanning {folder}",
                       lambda on_progress, stop: scan_job(folder, store_path, json_path=json_path, on_progress=on_progress,
                                                      should_stop=stop),
@@ -209,14 +210,13 @@ class HomeScreen(Screen):
     def action_dupes(self) -> None:
         def start(folder: Path) -> None:
             def job(on_progress, stop):
-                from tagmatch.dupes.report import save_dupes
                 from tagmatch.jobs import dupes_job, new_scan_path
 
                 doc = dupes_job([folder], default_cache_store_path(), on_progress=on_progress, should_stop=stop)
                 if doc is None:
                     return None
                 path = new_scan_path(folder, default_scans_dir() / "dupes")
-                save_dupes(doc, path)
+                doc.save(path)
                 return doc, path
 
             def summary(res) -> str:
@@ -260,6 +260,40 @@ class HomeScreen(Screen):
                     f"{adapter}. Use it with TAGMATCH_MODEL={out} (then index again).")
         self._run(f"Training on {folder}", lambda on_progress, stop: train_job(req, on_progress=on_progress, should_stop=stop),
                   summary, unit="files")
+
+    def action_calibrate(self) -> None:
+        import os
+
+        from platformdirs import user_data_dir
+
+        model = os.environ.get("TAGMATCH_MODEL") or str(Path(user_data_dir("tagmatch")) / "models" / "model.joblib")
+
+        def answered(values: list[str] | None) -> None:
+            if not values:
+                return
+            folder, model_path = Path(values[0]).expanduser(), Path(values[1]).expanduser()
+            if not folder.is_dir() or not model_path.is_file():
+                self.notify(f"need a folder of music and an existing model file (got {values[0]!r}, {values[1]!r})",
+                            severity="error")
+                return
+            self._calibrate(folder.resolve(), model_path.absolute())
+        self.app.push_screen(FormScreen("Calibrate a model: fit its threshold on your music (1 song in 5 held out "
+                                        "as unknown)", [
+            ("Music folder", str(self.library or Path.cwd())),
+            ("Model file to rewrite with the new calibration", model)]), answered)
+
+    def _calibrate(self, folder: Path, model: Path) -> None:
+        from tagmatch.jobs import CalibrateRequest, calibrate_job
+        from tagmatch.train.calibrate import describe_fit
+
+        req = CalibrateRequest(model=model, music=[folder])
+
+        def summary(fit: dict | None) -> str:
+            return ("Stopped: the model is unchanged; the query files made so far are kept for the next run."
+                    if fit is None else describe_fit(fit))
+        self._run(f"Calibrating {model.name} on {folder}",
+                  lambda on_progress, stop: calibrate_job(req, on_progress=on_progress, should_stop=stop),
+                  summary, unit="queries")
 
     def action_open(self) -> None:
         self.query_one("#scan-path", Input).focus()

@@ -20,10 +20,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import common_folder, rel
 from tagmatch.organize.journal import applied_sources, default_runs_dir
 from tagmatch.organize.naming import DEFAULT_TEMPLATE
-from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, save_scan, set_decision
-from tagmatch.tui.common import HelpScreen, TableKeys, common_folder, rel
+from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, set_decision
+from tagmatch.organize.scandoc import ScanDoc
+from tagmatch.tui.common import HelpScreen, TableKeys
 from tagmatch.tui.edit import Edit, EditScreen
 from tagmatch.tui.review_apply import ApplyAndUndoRun
 from tagmatch.tui.review_entry import (SURE, candidates, chosen, chosen_candidate, entry_detail, name_of, norm_path,
@@ -87,12 +89,12 @@ class ReviewScreen(ApplyAndUndoRun, TableKeys, Screen):
         Binding("escape", "escape", "Back", show=False, id="review.escape"),
     ]
 
-    def __init__(self, doc: dict, scan_path: Path, *, template: str = DEFAULT_TEMPLATE,
+    def __init__(self, doc: ScanDoc, scan_path: Path, *, template: str = DEFAULT_TEMPLATE,
                  dest: Path | None = None) -> None:
         super().__init__()
         self.doc, self.scan_path = doc, Path(scan_path)
         self.template, self.dest = template, (Path(dest).absolute() if dest else None)
-        self.files: list[dict] = doc["files"]
+        self.files: list[dict] = doc.files
         self.base = common_folder([str(f.get("path")) for f in self.files])
         self.marked: set[int] = set()
         self.undo_stack: list[list[tuple[int, dict | None]]] = []  # one entry per key press
@@ -276,7 +278,7 @@ class ReviewScreen(ApplyAndUndoRun, TableKeys, Screen):
 
     def _save(self) -> None:
         try:
-            save_scan(self.doc, self.scan_path)
+            self.doc.save(self.scan_path)
         except (OSError, TagmatchError) as exc:
             self.notify(f"could not save {self.scan_path}: {exc}", severity="error", timeout=10)
 

@@ -13,10 +13,11 @@ from textual.widgets import ProgressBar, Static
 from textual.worker import get_current_worker
 
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import rel
 from tagmatch.organize.apply import undo_counts, undo_run
 from tagmatch.organize.journal import applied_sources, find_run, list_runs
 from tagmatch.organize.plan import Plan, build_plan
-from tagmatch.tui.common import ConfirmScreen, carry_out, rel
+from tagmatch.tui.common import ConfirmScreen, carry_out
 
 
 class ApplyAndUndoRun:
@@ -35,11 +36,10 @@ class ApplyAndUndoRun:
         if not plan.ops:
             self.notify(f"nothing to apply: accept files first ({len(plan.skipped)} skipped)", severity="warning")
             return
-        verb = {"copy": "copy", "move": "move" if plan.dest else "rename"}[plan.mode]
         base = plan.dest
-        lines = [f"{verb} {rel(op.src, self.base)}\n  -> {rel(op.dst, base or self.base)}"
+        lines = [f"{plan.verb} {rel(op.src, self.base)}\n  -> {rel(op.dst, base or self.base)}"
                  + ("  (retag)" if op.retags else "") for op in plan.ops]
-        title = f"Apply {len(plan.ops)} operation(s)? ({len(plan.skipped)} file(s) skipped; undoable)"
+        title = f"Apply? {plan.summary} ({len(plan.skipped)} skipped; undoable)"
 
         def answered(yes: bool | None) -> None:
             if yes:

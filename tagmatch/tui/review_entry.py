@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.text import Text
 
+from tagmatch.fsutil import rel
 from tagmatch.organize.plan import VALUE_SEP, PlannedOp, hand_tagged
-from tagmatch.tui.common import rel
 
 SURE = 0.9  # `A` with nothing marked accepts unreviewed matches at or above this confidence
 

@@ -24,8 +24,9 @@ from tagmatch.organize.apply import apply_plan, start_run, undo_run
 from tagmatch.cli import main
 from tagmatch.organize.journal import applied_sources, find_run, read_run
 from tagmatch.errors import TagmatchError
-from tagmatch.organize.plan import build_plan, clear_decision, load_scan, save_scan, set_decision
-from tagmatch.organize.tags import Picture, read_pictures, read_tag_values, retag_file
+from tagmatch.organize.plan import build_plan, clear_decision, set_decision
+from tagmatch.organize.scandoc import ScanDoc
+from tagmatch.organize.tags import Picture, read_pictures, read_tag_values, write_tags
 
 JSON_TAGS = ("title", "artist", "album", "tracknumber", "date", "genre")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(80))
@@ -46,7 +47,7 @@ def candidate(fixture_dir: Path, ref: dict, confidence: float) -> dict:
             "confidence": confidence, "offset_s": 0.0, "fragments_agreeing": 3, "fragments_total": 3}
 
 
-def make_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
+def make_scan(fixture_dir: Path, manifest: dict, messy: Path) -> ScanDoc:
     """What `tagmatch scan --json` would say about `messy`, per the manifest."""
     lib = {e["path"]: e for e in manifest["library"]}
     other = manifest["library"][0]
@@ -63,7 +64,7 @@ def make_scan(fixture_dir: Path, manifest: dict, messy: Path) -> dict:
         else:
             files.append({"path": path, "status": "error", "error": e.get("reason") or "bad file",
                           "match": None, "alternatives": []})
-    return {"version": 1, "store": "/nowhere/store.joblib", "files": files}
+    return ScanDoc("/nowhere/store.joblib", files)
 
 
 @pytest.fixture
@@ -81,12 +82,12 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def scan_doc(fixture_dir, manifest, messy) -> dict:
+def scan_doc(fixture_dir, manifest, messy) -> ScanDoc:
     return make_scan(fixture_dir, manifest, messy)
 
 
-def write_scan(doc: dict, path: Path) -> Path:
-    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+def write_scan(doc: ScanDoc, path: Path) -> Path:
+    path.write_text(json.dumps(doc.to_json(), ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -99,8 +100,8 @@ def undo(runs_dir: Path, run_id: str | None = None):
     return list(undo_run(find_run(runs_dir, run_id)))
 
 
-def matched(doc: dict) -> list[dict]:
-    return [f for f in doc["files"] if f["status"] == "match"]
+def matched(doc: ScanDoc) -> list[dict]:
+    return [f for f in doc.files if f["status"] == "match"]
 
 
 def audio_tags(root: Path) -> dict[str, dict]:
@@ -140,7 +141,7 @@ def test_nothing_is_accepted_without_decisions_or_min_confidence(scan_doc, messy
 def test_unknown_error_and_rejected_files_are_never_planned(scan_doc):
     first = matched(scan_doc)[0]["path"]
     set_decision(scan_doc, first, "rejected")
-    for f in scan_doc["files"]:
+    for f in scan_doc.files:
         if f["status"] == "unknown":
             f["decision"] = {"status": "accepted", "choice": 0}  # even an explicit accept
     plan = build_plan(scan_doc, min_confidence=0.0)
@@ -149,8 +150,8 @@ def test_unknown_error_and_rejected_files_are_never_planned(scan_doc):
     assert planned == {f["path"] for f in matched(scan_doc)} - {first}
     reasons = {s.path: s.reason for s in plan.skipped}
     assert reasons[first] == "rejected in review"
-    assert all(reasons[f["path"]].startswith("status unknown") for f in scan_doc["files"] if f["status"] == "unknown")
-    assert all(reasons[f["path"]] == "status error" for f in scan_doc["files"] if f["status"] == "error")
+    assert all(reasons[f["path"]].startswith("status unknown") for f in scan_doc.files if f["status"] == "unknown")
+    assert all(reasons[f["path"]] == "status error" for f in scan_doc.files if f["status"] == "error")
 
 
 def test_decisions_choose_alternatives_override_tags_and_paths(scan_doc, fixture_dir, manifest):
@@ -171,18 +172,18 @@ def test_decisions_choose_alternatives_override_tags_and_paths(scan_doc, fixture
 
 def test_decisions_are_saved_with_the_scan_and_nothing_else_changes(scan_doc, tmp_path):
     path = tmp_path / "scan.json"
-    save_scan(scan_doc, path)
+    scan_doc.save(path)
     original = json.loads(path.read_text(encoding="utf-8"))
-    doc = load_scan(path)
+    doc = ScanDoc.read(path)
     f = matched(doc)[0]["path"]
     set_decision(doc, f, "accepted", choice=1, tags={"genre": "Jazz"})
-    save_scan(doc, path)
-    again = load_scan(path)
+    doc.save(path)
+    again = json.loads(path.read_text(encoding="utf-8"))
     entry = next(x for x in again["files"] if x["path"] == f)
     assert entry.pop("decision") == {"status": "accepted", "choice": 1, "tags": {"genre": "Jazz"}}
     assert again == original
     clear_decision(doc, f)
-    assert "decision" not in next(x for x in doc["files"] if x["path"] == f)
+    assert "decision" not in next(x for x in doc.files if x["path"] == f)
     with pytest.raises(TagmatchError):
         set_decision(doc, "/not/in/the/scan.mp3", "accepted")
     with pytest.raises(TagmatchError):
@@ -294,11 +295,11 @@ def test_id3v23_and_aiff(messy, runs_dir, fixture_dir, manifest, tmp_path):
     sf.write(str(aiff), (0.3 * np.sin(np.arange(3 * 44100) * 2 * np.pi * 440 / 44100)).astype("float32"), 44100,
              format="AIFF")
     ref = manifest["library"][1]  # an MP3 reference
-    doc = {"version": 1, "store": "x", "files": [
+    doc = ScanDoc("x", [
         {"path": str(aiff), "status": "match", "error": None, "match": candidate(fixture_dir, ref, 0.9),
          "alternatives": []},
         {"path": str(messy / "track07.mp3"), "status": "match", "error": None,
-         "match": candidate(fixture_dir, ref, 0.9), "alternatives": []}]}
+         "match": candidate(fixture_dir, ref, 0.9), "alternatives": []}])
     before = snapshot(messy)
     plan = build_plan(doc, min_confidence=0.5)
     run, results = run_plan(plan, runs_dir, id3v23=True)
@@ -350,13 +351,13 @@ def test_illegal_characters_and_long_names(scan_doc, messy, runs_dir):
 def test_art_is_kept_or_copied_from_the_reference(messy, runs_dir, fixture_dir, manifest, tmp_path):
     ref_file = tmp_path / "ref.flac"
     shutil.copy(fixture_dir / manifest["library"][0]["path"], ref_file)
-    retag_file(ref_file, {}, add_pictures=[Picture(PNG, "image/png")])
+    write_tags(ref_file, {}, add_pictures=[Picture(PNG, "image/png")])
     ref = {**manifest["library"][0], "path": str(ref_file)}
     with_art = messy / "audio_0012.ogg"
-    retag_file(with_art, {}, add_pictures=[Picture(b"\xff\xd8own art", "image/jpeg")])
-    doc = {"version": 1, "store": "x", "files": [
+    write_tags(with_art, {}, add_pictures=[Picture(b"\xff\xd8own art", "image/jpeg")])
+    doc = ScanDoc("x", [
         {"path": str(p), "status": "match", "error": None, "match": candidate(tmp_path, ref, 0.9), "alternatives": []}
-        for p in (messy / "track07.mp3", messy / "New Recording 3.m4a", with_art)]}
+        for p in (messy / "track07.mp3", messy / "New Recording 3.m4a", with_art)])
     plan = build_plan(doc, min_confidence=0.5, dest=tmp_path / "out")
     assert [op.art_from is not None for op in plan.ops] == [True, True, False]
     _, results = run_plan(plan, runs_dir)
@@ -385,6 +386,17 @@ def test_read_only_file_is_left_alone(scan_doc, messy, runs_dir):
     plan = build_plan(scan_doc, min_confidence=0.5)
     results = _apply_expecting(plan, runs_dir, messy, {victim}, before)
     assert "read-only" in next(r.message for r in results if r.src == victim)
+
+
+def test_retagged_files_keep_their_mode(scan_doc, messy, runs_dir):
+    f = matched(scan_doc)[0]["path"]
+    os.chmod(f, 0o640)
+    plan = build_plan(scan_doc, min_confidence=0.5)
+    op = next(op for op in plan.ops if str(op.src) == f)
+    assert op.retags
+    _, results = run_plan(plan, runs_dir)
+    assert all(r.status == "done" for r in results)
+    assert (op.dst.stat().st_mode & 0o777) == 0o640
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")

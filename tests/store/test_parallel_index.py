@@ -119,7 +119,7 @@ def test_a_parallel_scan_gives_the_local_results(backend, fixture_dir, library_s
     local = scan_job(fixture_dir / "messy", store_path)
     seen = []
     par = scan_job(fixture_dir / "messy", store_path, backend=backend, on_progress=seen.append, **kw)
-    assert par.doc["files"] == local.doc["files"]
+    assert par.doc.files == local.doc.files
     assert [s.done for s in seen] == list(range(1, len(local.results) + 1))
     assert local.count("match") > 0 and local.count("error") > 0  # the fixtures' broken files too
 

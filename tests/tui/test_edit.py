@@ -12,7 +12,8 @@ import pytest
 
 from tagmatch.cli import main
 from tagmatch.errors import TagmatchError
-from tagmatch.organize.plan import build_plan, load_scan, preview, resulting_tags, set_decision, split_values
+from tagmatch.organize.plan import build_plan, preview, resulting_tags, set_decision, split_values
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.tags import read_tag_values
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.edit import EditScreen
@@ -25,17 +26,17 @@ def scan_path(manifest_scan_path) -> Path:
 
 
 def decision(scan_path: Path, name: str) -> dict | None:
-    return next(f.get("decision") for f in load_scan(scan_path)["files"] if Path(f["path"]).name == name)
+    return next(f.get("decision") for f in ScanDoc.read(scan_path).files if Path(f["path"]).name == name)
 
 
 def entry(doc: dict, name: str) -> dict:
-    return next(f for f in doc["files"] if Path(f["path"]).name == name)
+    return next(f for f in doc.files if Path(f["path"]).name == name)
 
 
 # ---- plan: values typed by hand, unknown files tagged by hand -----------------------------------
 def test_split_values_and_hand_tagged_unknown_files(scan_path, messy):
     assert split_values("A;  B ; ") == ["A", "B"] and split_values(" ; ") is None and split_values("x") == ["x"]
-    doc = load_scan(scan_path)
+    doc = ScanDoc.read(scan_path)
     xyz = entry(doc, "xyz.ogg")  # unknown: its below-threshold guess is never used
     with pytest.raises(TagmatchError, match="only be accepted with tags or a path"):
         set_decision(doc, xyz["path"], "accepted")

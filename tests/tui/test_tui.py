@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tagmatch.organize.plan import build_plan, load_scan, save_scan
+from tagmatch.organize.plan import build_plan
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.tags import read_tags
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, HelpScreen
@@ -21,15 +22,15 @@ from helpers import goto, messages, rows, settle, tree
 
 
 @pytest.fixture(scope="module")
-def real_scan_doc(fixture_dir, library_store, model, tmp_path_factory) -> tuple[dict, Path]:
+def real_scan_doc(fixture_dir, library_store, model, tmp_path_factory) -> tuple[ScanDoc, Path]:
     """A real `scan` of a copy of the messy folder (once per module): (doc, the folder scanned)."""
-    from tagmatch.match.scan import scan, scan_json, scan_paths
+    from tagmatch.match.scan import scan, scan_doc, scan_paths
 
     store, store_path = library_store
     folder = tmp_path_factory.mktemp("scanned") / "messy"
     shutil.copytree(fixture_dir / "messy", folder)
     results = list(scan(scan_paths(folder), store, model))
-    return scan_json(results, store, store_path), folder
+    return scan_doc(results, store, store_path), folder
 
 
 # ---- end to end: review, apply, undo -------------------------------------------------------------
@@ -38,13 +39,13 @@ async def test_review_apply_and_undo_a_real_scan(real_scan_doc, tmp_path, env):
     doc, scanned = real_scan_doc
     messy = tmp_path / "messy"
     shutil.copytree(scanned, messy)
-    for f in doc["files"]:
+    for f in doc.files:
         f["path"] = str(messy / Path(f["path"]).name)
     scan_path = tmp_path / "scan.json"
-    save_scan(doc, scan_path)
+    doc.save(scan_path)
     before = tree(messy)
-    matched = [Path(f["path"]).name for f in doc["files"] if f["status"] == "match" and f["alternatives"]]
-    unknown = next(Path(f["path"]).name for f in doc["files"] if f["status"] == "unknown")
+    matched = [Path(f["path"]).name for f in doc.files if f["status"] == "match" and f["alternatives"]]
+    unknown = next(Path(f["path"]).name for f in doc.files if f["status"] == "unknown")
     acc1, acc2, rej, alt = matched[:4]
 
     app = TagmatchApp(scan_path)
@@ -67,13 +68,13 @@ async def test_review_apply_and_undo_a_real_scan(real_scan_doc, tmp_path, env):
         await pilot.press("1")
         assert "alternatives:" in app.screen.detail_text(i_alt).plain
 
-        saved = {Path(f["path"]).name: f.get("decision") for f in load_scan(scan_path)["files"]}
+        saved = {Path(f["path"]).name: f.get("decision") for f in ScanDoc.read(scan_path).files}
         assert saved[acc1] == saved[acc2] == {"status": "accepted", "choice": 0}
         assert saved[rej] == {"status": "rejected", "choice": 0}
         assert saved[alt] == {"status": "accepted", "choice": 1}
         assert saved[unknown] is None
 
-        plan = build_plan(load_scan(scan_path))  # what `w` will do (nothing applied yet)
+        plan = build_plan(ScanDoc.read(scan_path))  # what `w` will do (nothing applied yet)
         expect = {Path(op.src).name: op for op in plan.ops}
         assert set(expect) == {acc1, acc2, alt}
 
@@ -84,7 +85,7 @@ async def test_review_apply_and_undo_a_real_scan(real_scan_doc, tmp_path, env):
         assert isinstance(app.screen, ReviewScreen)
         assert messages(app)[-1].startswith("run ") and ": 3 done, 0 failed" in messages(app)[-1]
 
-        by_name = {Path(f["path"]).name: f for f in doc["files"]}
+        by_name = {Path(f["path"]).name: f for f in doc.files}
         for name, op in expect.items():
             assert not (messy / name).exists() and op.dst.is_file()
             cand = [by_name[name]["match"], *by_name[name]["alternatives"]][1 if name == alt else 0]
@@ -122,7 +123,7 @@ async def test_decisions_are_saved_at_once_and_survive_a_restart(manifest_scan_p
         await goto(pilot, "xyz.ogg")
         await pilot.press("3")  # an unknown row: refused, not a crash
         assert any("only matched files" in m for m in messages(app))
-    saved = {Path(f["path"]).name: f.get("decision") for f in load_scan(manifest_scan_path)["files"]}
+    saved = {Path(f["path"]).name: f.get("decision") for f in ScanDoc.read(manifest_scan_path).files}
     assert saved["track07.mp3"] == {"status": "accepted", "choice": 0}
     assert saved["01.wav"]["status"] == saved["empty.mp3"]["status"] == "rejected"
     assert saved["AUDIO_0099.MP3"] is None and saved["xyz.ogg"] is None

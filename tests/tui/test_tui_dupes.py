@@ -17,7 +17,7 @@ from textual.widgets import Input
 
 from tagmatch.cli import main
 from tagmatch.dupes.quarantine import check_quarantine
-from tagmatch.dupes.report import find_group, load_dupes, save_dupes
+from tagmatch.dupes.report import DupesReport
 from tagmatch.errors import TagmatchError
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen
@@ -26,14 +26,14 @@ from helpers import P2, P8, P9, tree
 
 
 @pytest.fixture(scope="module")
-def report(dupes_dir, tmp_path_factory) -> tuple[Path, dict]:
+def report(dupes_dir, tmp_path_factory) -> tuple[Path, DupesReport]:
     """`tagmatch dupes` run for real on a copy of the duplicates folder: (folder, report)."""
     base = tmp_path_factory.mktemp("tui_dupes")
     music = base / "music"
     shutil.copytree(dupes_dir, music)
     out = base / "dupes.json"
     assert main(["dupes", str(music), "--json", str(out), "--quiet", "--cache", str(base / "cache")]) == 0
-    return music.resolve(), load_dupes(out)
+    return music.resolve(), DupesReport.read(out)
 
 
 @pytest.fixture
@@ -49,14 +49,14 @@ def work(report, tmp_path, monkeypatch) -> SimpleNamespace:
     def moved(p: str) -> str:
         return str(music / Path(p).relative_to(old_root))
 
-    doc = json.loads(json.dumps(doc))
-    doc["roots"] = [moved(r) for r in doc["roots"]]
-    for g in doc["groups"]:
+    doc = DupesReport.from_json(json.loads(json.dumps(doc.to_json())))
+    doc.roots = [moved(r) for r in doc.roots]
+    for g in doc.groups:
         g["keeper"] = moved(g["keeper"])
         for f in g["files"]:
             f["path"] = moved(f["path"])
     path = tmp_path / "dupes.json"
-    save_dupes(doc, path)
+    doc.save(path)
     return SimpleNamespace(music=music, report=path, runs=tmp_path / "runs")
 
 
@@ -79,8 +79,8 @@ async def goto(pilot, rel: str) -> None:
 
 
 def keeper(report: Path, member: Path) -> str:
-    doc = load_dupes(report)
-    return doc["groups"][find_group(doc, member)]["keeper"]
+    doc = DupesReport.read(report)
+    return doc.groups[doc.find_group(member)]["keeper"]
 
 
 def messages(app) -> list[str]:
@@ -159,7 +159,7 @@ async def test_a_quarantine_inside_the_folder_is_refused(work):
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
     assert tree(work.music) == before and not work.runs.exists()
-    doc = load_dupes(work.report)
+    doc = DupesReport.read(work.report)
     with pytest.raises(TagmatchError, match="inside a scanned folder"):
         check_quarantine(doc, work.music)
     assert check_quarantine(doc, work.music.parent / "aside") == work.music.parent / "aside"
@@ -169,9 +169,9 @@ def test_cli_keep_from_a_report(work, capsys):
     report, music = work.report, work.music
     track07 = music / "messy/track07.mp3"
     assert main(["dupes", "--from", str(report), "--keep", str(track07), "--json", str(report)]) == 0
-    doc = load_dupes(report)
-    assert doc["groups"][find_group(doc, track07)]["keeper"] == str(track07)
-    assert report.read_text(encoding="utf-8") == json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    doc = DupesReport.read(report)
+    assert doc.groups[doc.find_group(track07)]["keeper"] == str(track07)
+    assert report.read_text(encoding="utf-8") == json.dumps(doc.to_json(), indent=1, ensure_ascii=False) + "\n"
 
     capsys.readouterr()
     assert main(["dupes", "--from", str(report), "--quarantine", str(music.parent / "q")]) == 0  # dry run
@@ -181,7 +181,7 @@ def test_cli_keep_from_a_report(work, capsys):
     for path, why in ((music / "made/medley.wav", "partial overlap"), (music / "messy/Track 14.flac", "in no group")):
         assert main(["dupes", "--from", str(report), "--keep", str(path), "--json", str(report)]) == 1
         assert why in capsys.readouterr().err
-    assert load_dupes(report) == doc
+    assert DupesReport.read(report) == doc
 
     bad = report.with_name("bad.json")
     bad.write_text('{"groups": []}')

@@ -1,6 +1,6 @@
 """Home's actions from the keyboard: index and scan on the progress screen and into the review; a
-stopped index leaves a whole store; keys remapped from the config file; the progress screen's
-snapshot."""
+stopped index leaves a whole store; calibrating a model file; keys remapped from the config file;
+the progress screen's snapshot."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tagmatch.audio.decode import find_audio_files
 from tagmatch.jobs import Progress, index_job, list_scans
-from tagmatch.organize.plan import load_scan
+from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.store.shards import Store
 from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import FormScreen
@@ -95,7 +95,7 @@ async def test_home_indexes_scans_and_opens_the_review(fixture_dir, manifest, tm
         assert len(review.files) == len(find_audio_files(messy))
         saved = list_scans()
         assert len(saved) == 1 and saved[0].folder == str(messy.resolve())
-        assert load_scan(saved[0].path)["target"] == str(messy.resolve())
+        assert ScanDoc.read(saved[0].path).target == str(messy.resolve())
 
         await pilot.press("escape")
         assert isinstance(app.screen, HomeScreen)
@@ -104,6 +104,33 @@ async def test_home_indexes_scans_and_opens_the_review(fixture_dir, manifest, tm
         await pilot.press("enter")  # the highlighted scan opens its review again
         assert isinstance(app.screen, ReviewScreen)
         assert app.screen.scan_path == saved[0].path
+
+
+@pytest.mark.slow
+async def test_home_calibrates_a_model_file(fixture_dir, tmp_path, home_env, monkeypatch):
+    """`c`: the form's folder and model file go to `tagmatch calibrate`'s job, which rewrites the
+    file's calibration (a small fit: one set, one condition, two songs a side)."""
+    import functools
+
+    from tagmatch import jobs
+    from tagmatch.model.modelfile import default_model_path, load_model
+
+    model = tmp_path / "model.joblib"
+    shutil.copy(default_model_path(), model)
+    before = load_model(model).calibration
+    monkeypatch.setattr(jobs, "CalibrateRequest", functools.partial(
+        jobs.CalibrateRequest, work=tmp_path / "work", conditions="noise10_20s", sets=1, limit=2))
+    app = TagmatchApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("c")
+        await fill_form(pilot, str(tmp_path / "no such folder"), str(model))
+        assert isinstance(app.screen, HomeScreen)  # refused with a note, nothing started
+        await pilot.press("c")
+        await fill_form(pilot, str(fixture_dir / "library"), str(model))
+        job = await finished_job(pilot)
+        assert f"{model}: calibration mid" in text(job, "#job-summary")
+    after = load_model(model).calibration
+    assert after != before and after.score == "verified"
 
 
 async def test_escape_stops_indexing_after_the_current_file_and_the_store_is_whole(fixture_dir, home_env):
@@ -148,9 +175,8 @@ async def test_keys_are_remapped_from_the_config_file(fixture_dir, manifest, tmp
     messy = tmp_path / "music" / "messy"
     shutil.copytree(fixture_dir / "messy", messy)
     scan_path = tmp_path / "scan.json"
-    from tagmatch.organize.plan import save_scan
 
-    save_scan(manifest_scan(fixture_dir, manifest, messy), scan_path)
+    manifest_scan(fixture_dir, manifest, messy).save(scan_path)
     config = tmp_path / "config.toml"
     config.write_text('[keys]\n"review.reject" = "r"\n"review.down" = "n,j"\n')
     monkeypatch.setenv("TAGMATCH_CONFIG", str(config))
