@@ -98,11 +98,11 @@ def untrained_model(kind: str = "window", channels: tuple[int, ...] = (4, 8, 8, 
     """A small LoadedModel of random weights (no file), of either kind."""
     from tagmatch.audio.features import FeatureConfig
     from tagmatch.model.encoder import ModelConfig
-    from tagmatch.model import modelfile as modelio
+    from tagmatch.model import modelfile
 
     mc = ModelConfig(channels=channels, hidden=32, dim=16, kind=kind)
     fc = FeatureConfig(ref_hop_frames=mc.stride if kind == "shared" else FeatureConfig.ref_hop_frames)
-    return modelio.untrained_model(fc, mc, seed)
+    return modelfile.untrained_model(fc, mc, seed)
 
 
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")  # the formats tags are written to

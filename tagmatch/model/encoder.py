@@ -125,7 +125,7 @@ class SharedEncoder(nnx.Module):
     def bottom(self, x: jax.Array, layers: int) -> tuple[jax.Array, jax.Array]:
         """The per-frame level [shape=(batch, frames)] and the output of the first `layers`
         convolutions: positions every 2**layers frames. Windows whose starts differ by a multiple
-        of 2**layers share it (a query's phases on the stride grid: `modelio`)."""
+        of 2**layers share it (a query's phases on the stride grid: `tagmatch.model.embedders`)."""
         level = x.mean(axis=-1)
         h = (x - level[..., None])[..., None]
         for conv, norm in list(zip(self.convs, self.norms))[:layers]:

@@ -1,4 +1,4 @@
-"""The encoders' compiled code is kept on disk between processes (modelio.use_compile_cache)."""
+"""The encoders' compiled code is kept on disk between processes (tagmatch.model.embedders.use_compile_cache)."""
 
 import os
 import subprocess

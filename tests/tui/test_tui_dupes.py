@@ -1,7 +1,7 @@
 """The Duplicates screen driven as a user drives it (Textual's Pilot), on a real report.
 
 The report comes from the real `tagmatch dupes DIR --json R.json` on the folder of duplicates that
-tests/test_dupes.py builds from the fixtures (once per module); each test works on its own copy of
+tests/dupes/test_dupes.py builds from the fixtures (once per module); each test works on its own copy of
 that folder, so moving files aside and undoing them is checked on disk, byte for byte.
 """
 
