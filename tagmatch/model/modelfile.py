@@ -18,13 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import joblib
 import numpy as np
 
 from tagmatch.errors import ModelError
 from tagmatch.audio.features import FeatureConfig, cut_windows
 from tagmatch.model.calibration import Calibration
 from tagmatch.fsutil import atomic_joblib_dump
+from tagmatch import safeload
+from tagmatch.safeload import UnsafeFile
 
 if TYPE_CHECKING:
     from tagmatch.model.encoder import ModelConfig
@@ -175,9 +176,11 @@ def load_model(path: Path | str | None = None) -> LoadedModel:
 
     path = Path(path or os.environ.get("TAGMATCH_MODEL") or default_model_path())
     try:
-        d = joblib.load(path)
+        d = safeload.load(path)
     except FileNotFoundError as exc:
         raise ModelError(f"model file not found: {path}") from exc
+    except UnsafeFile:
+        raise
     except Exception as exc:
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
     if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
@@ -215,7 +218,7 @@ def untrained_model(feature_config: FeatureConfig, model_config: ModelConfig, se
 
 def _model_dict(path: Path) -> dict:
     """A model file's raw dict, for the in-place edits below."""
-    d = joblib.load(path)
+    d = safeload.load(path)
     if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path} is not a tagmatch model file")
     return d

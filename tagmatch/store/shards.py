@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-import joblib
 import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.audio.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir
+from tagmatch import safeload
+from tagmatch.safeload import UnsafeFile
 
 STORE_FORMAT = "tagmatch-store"
 STORE_VERSION = 3
@@ -399,11 +400,13 @@ class Store:
             raise StoreError(f"store {path} has format version {m.get('version')}; this tagmatch reads "
                              f"version {STORE_VERSION}: re-create it with `tagmatch index`")
         try:
-            tracks = [TrackInfo(**t) for t in joblib.load(path / m["tracks"])]
+            tracks = [TrackInfo(**t) for t in safeload.load(path / _plain_name(m["tracks"]))]
             shards = []
             for info in m["shards"]:
-                d = joblib.load(path / info["file"], mmap_mode="r" if mmap else None)
+                d = safeload.load(path / _plain_name(info["file"]), mmap_mode="r" if mmap else None)
                 shards.append(Shard(d["vectors"], d["track"], d["time"], int(info["n_tracks"]), info["file"]))
+        except UnsafeFile:
+            raise
         except Exception as exc:
             raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}: a file is missing "
                              "or damaged); re-create it with `tagmatch index`") from exc
@@ -434,10 +437,19 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def _plain_name(name: str) -> str:
+    """A file name from a manifest, which must name a file in the store folder itself."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise StoreError(f"the store's manifest names {name!r}, not a file of the store folder")
+    return name
+
+
 def _file_store_error(path: Path) -> str:
     """What a file where a store folder should be is: an older store, something else, or junk."""
     try:
-        d = joblib.load(path)
+        d = safeload.load(path)
+    except UnsafeFile as exc:
+        return str(exc)
     except Exception as exc:
         return (f"store {path} is unreadable or corrupt ({type(exc).__name__}); "
                 "re-create it with `tagmatch index`")

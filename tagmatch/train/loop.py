@@ -22,6 +22,7 @@ from tagmatch.audio.features import FeatureConfig
 from tagmatch.fsutil import atomic_joblib_dump
 from tagmatch.model.encoder import ModelConfig
 from tagmatch.progress import OnProgress, Progress
+from tagmatch import safeload
 
 LOSSES = ("ntxent", "pair-bce")
 
@@ -217,7 +218,6 @@ def train(
     Returns a summary (steps, final loss, history).
     """
     import jax
-    import joblib
     from flax import nnx
 
     from tagmatch.model.encoder import Siamese
@@ -239,7 +239,7 @@ def train(
     if init_from is not None:
         _init_encoder(model, Path(init_from), cfg)
     if checkpoint and Path(checkpoint).exists():
-        ck = joblib.load(checkpoint)
+        ck = safeload.load(checkpoint)
         if ck.get("config") != _config_key(cfg):
             raise TagmatchError(f"checkpoint {checkpoint} was made with another configuration")
         _restore(model, ck["model"])
