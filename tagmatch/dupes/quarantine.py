@@ -3,6 +3,7 @@ carried out (journaled, undoable) by `tagmatch.organize.apply`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ def quarantine_plan(doc: DupesReport, quarantine: Path):
     """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
     to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
     the document says (edit it to choose another)."""
+    from tagmatch.organize.confine import outside
     from tagmatch.organize.naming import free_path, path_key
     from tagmatch.organize.plan import Plan, PlannedOp, Skip
 
@@ -43,11 +45,15 @@ def quarantine_plan(doc: DupesReport, quarantine: Path):
             if p == g["keeper"]:
                 continue
             src = Path(p)
+            root = next((r for r in roots if not outside(src, r)), None)
+            if root is None:
+                why = outside(src, roots[0]) if len(roots) == 1 else "it is in none of the scanned folders"
+                plan.skipped.append(Skip(p, f"refused, not a file of the scanned folders: {why}"))
+                continue
             if not src.exists():  # moved aside by an earlier run (or gone): nothing to move
                 plan.skipped.append(Skip(p, "not there any more (moved aside already?)"))
                 continue
-            root = next((r for r in roots if src.is_relative_to(r)), src.parent)
-            rel = src.relative_to(root)
+            rel = Path(os.path.abspath(src)).relative_to(os.path.abspath(root))
             if len(roots) > 1:
                 rel = Path(root.name) / rel
             dst = free_path(quarantine / rel, taken)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from tagmatch.errors import TagmatchError
+from tagmatch.organize.confine import outside, scan_root
 from tagmatch.organize.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
 from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
@@ -240,6 +241,7 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
         raise TagmatchError(f"mode must be one of {MODES}")
     dest = Path(dest).absolute() if dest else None
     plan = Plan(mode=mode, dest=dest, template=template)
+    root = scan_root(scan_doc.folder)
     applied = already_applied or {}
     seen: set[str] = set()
     taken: set[str] = set()
@@ -254,6 +256,9 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
         if cand is None:
             plan.skipped.append(Skip(path, f"accepted candidate {choice} does not exist"))
             continue
+        if reason := outside(path, root):
+            plan.skipped.append(Skip(path, f"refused, not a file of the scanned folder: {reason}"))
+            continue
         src = Path(_norm(path))
         key = str(src)
         if key in seen:
@@ -265,7 +270,7 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
             plan.skipped.append(Skip(path, f"already applied in run {run_id}" if state == "done" else
                                      f"in flight in interrupted run {run_id}: run `tagmatch undo {run_id}` first"))
             continue
-        op = _plan_op(src, cand, entry.get("decision") or {}, why, template, dest, mode, taken)
+        op = _plan_op(src, cand, entry.get("decision") or {}, why, template, dest, mode, taken, root)
         if isinstance(op, str):
             plan.skipped.append(Skip(path, op))
             continue
@@ -275,8 +280,9 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
 
 
 def _plan_op(src: Path, cand: dict, decision: dict, why: str, template: str, dest: Path | None, mode: str,
-             taken: set[str]) -> PlannedOp | str:
-    """One file's op (new path, tag changes, art), or the reason it has none."""
+             taken: set[str], root: Path | None = None) -> PlannedOp | str:
+    """One file's op (new path, tag changes, art), or the reason it has none. The new path must
+    lie in `dest`, else in `root` (the scanned folder; the file's own folder when not given)."""
     if not src.is_file():
         return "file not found"
     if src.is_symlink():  # renaming the link or retagging its target would surprise: leave it
@@ -291,6 +297,8 @@ def _plan_op(src: Path, cand: dict, decision: dict, why: str, template: str, des
     base = dest or src.parent
     dst = (user_path(decision["path"], src, base) if decision.get("path")
            else destination(template, new_tags, src, base))
+    if reason := outside(dst, dest or root or src.parent):
+        return f"refused, its new path is not in {'--dest' if dest else 'the scanned folder'}: {reason}"
     dst = free_path(dst, taken, own=src if mode == "move" else None)
     art = _art_from(cand, src)
     if dst == src and not changes and not art:
