@@ -13,6 +13,7 @@ from tagmatch.match.config import MatchConfig
 from tagmatch.match.query import open_query, QueryAudio
 from tagmatch.model.modelfile import LoadedModel
 from tagmatch.organize.scandoc import ScanDoc
+from tagmatch.organize.seen import seen
 from tagmatch.store.parallel import prefetch
 from tagmatch.store.shards import Store
 
@@ -83,7 +84,7 @@ def file_json(m: FileMatch, store: Store) -> dict:
     return {"path": str(Path(m.path).absolute()), "status": m.status, "error": m.error,
             "match": candidate_json(m.match, store) if m.match else None,
             "alternatives": [candidate_json(a, store) for a in m.alternatives],
-            "stopped_at_s": m.stopped_at_s}
+            "stopped_at_s": m.stopped_at_s, "seen": seen(m.path)}
 
 
 def scan_doc(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> ScanDoc:

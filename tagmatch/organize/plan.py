@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.confine import outside, scan_root
+from tagmatch.organize.seen import changed
 from tagmatch.organize.naming import DEFAULT_TEMPLATE, check_template, destination, free_path, path_key, user_path
 from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.tags import TAG_NAMES, TagReadError, read_pictures, read_tag_values
@@ -269,6 +270,9 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
             run_id, state = applied[key]
             plan.skipped.append(Skip(path, f"already applied in run {run_id}" if state == "done" else
                                      f"in flight in interrupted run {run_id}: run `tagmatch undo {run_id}` first"))
+            continue
+        if isinstance(entry.get("seen"), dict) and src.is_file() and (reason := changed(src, entry["seen"])):
+            plan.skipped.append(Skip(path, reason))
             continue
         op = _plan_op(src, cand, entry.get("decision") or {}, why, template, dest, mode, taken, root)
         if isinstance(op, str):

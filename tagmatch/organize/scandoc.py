@@ -1,10 +1,10 @@
 """The scan document: what `tagmatch scan --json` writes and `review`, `decide` and `apply` read.
 
 One type (`ScanDoc`), one writer (`ScanDoc.save`), one reader (`ScanDoc.read`) that checks the
-shape and says in one line what is wrong. The JSON, version 1:
+shape and says in one line what is wrong. The JSON, version 2:
 
 ```
-{"version": 1, "store": "<path>", "target": "<the scanned folder or file>", "files": [
+{"version": 2, "store": "<path>", "target": "<the scanned folder or file>", "files": [
   {"path": ..., "status": "match" | "unknown" | "error", "error": null | "<one line>",
    "match": null | {"path": <reference file>, "tags": {...}, "confidence": 0.93, "offset_s": 41.5,
                     "fragments_agreeing": 4, "fragments_total": 5, "score": 0.21, "margin": 0.17,
@@ -12,10 +12,12 @@ shape and says in one line what is wrong. The JSON, version 1:
                     "significance": null | 9.8},  # and how many standard deviations above chance
    "alternatives": [<same shape as match>, ...],
    "stopped_at_s": null | 10.0,     # where reading stopped, sure of the answer; null: read it all
+   "seen": null | {"size": ..., "mtime_ns": ..., "blake2b_edges": "..."},  # tagmatch.organize.seen
    "decision": {...}}]}             # added by the review (tagmatch.organize.plan.set_decision)
 ```
 
-Entries stay plain dicts: they are the JSON contract that scripts read and edit, and keys this
+Version 1 is version 2 without "seen": such scans still open, and apply cannot tell whether
+their files changed since. Entries stay plain dicts: they are the JSON contract that scripts read and edit, and keys this
 version does not know are kept as they are on a round trip.
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from tagmatch.errors import TagmatchError
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 STATUSES = ("match", "unknown", "error")
 
 
@@ -56,6 +58,10 @@ def _check_entry(f, where: str) -> None:
         raise TagmatchError(f"{where}: 'alternatives' is not a list")
     for k, a in enumerate(alts):
         _check_candidate(a, f"{where}, alternative {k + 1}")
+    rec = f.get("seen")
+    if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get("size"), int)
+                                and isinstance(rec.get("blake2b_edges"), str)):
+        raise TagmatchError(f"{where}: 'seen' is not a record of size and hash")
     if f.get("decision") is not None and not isinstance(f["decision"], dict):
         raise TagmatchError(f"{where}: 'decision' is not an object")
 
@@ -99,7 +105,7 @@ class ScanDoc:
         return cls.from_json(read_json(path), str(path))
 
     def to_json(self) -> dict:
-        doc: dict = {"version": SCAN_VERSION, "store": self.store}
+        doc: dict = {"version": self.version, "store": self.store}  # a version-1 scan stays one
         if self.target is not None:
             doc["target"] = self.target
         return {**doc, **self.extra, "files": self.files}

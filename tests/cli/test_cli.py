@@ -69,12 +69,14 @@ def test_unsure_answers_are_checked_against_the_references_unless_told_not_to(cl
 
 def test_json_contract(cli_run, manifest, fixture_dir):
     doc = cli_run["json"]
-    assert doc["version"] == 1 and doc["store"] == str(cli_run["store"])
+    assert doc["version"] == 2 and doc["store"] == str(cli_run["store"])
     assert len(doc["files"]) == len(manifest["messy"])
     expected = {str((fixture_dir / e["path"]).absolute()): e for e in manifest["messy"]}
     for f in doc["files"]:
         e = expected[f["path"]]
-        assert set(f) >= {"path", "status", "error", "match", "alternatives"}
+        assert set(f) >= {"path", "status", "error", "match", "alternatives", "seen"}
+        if f["seen"] is not None:  # what the scan saw (None: the file could not be opened)
+            assert f["seen"]["size"] == Path(f["path"]).stat().st_size
         assert f["status"] == e["expect"]
         if f["status"] == "error":
             assert f["error"] and f["match"] is None
