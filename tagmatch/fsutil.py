@@ -1,6 +1,6 @@
 """Atomic writes (a temp file in the target's folder, fsync, then rename over the target: a crash
 at any point leaves either the old file or the new one, never half of one), and paths as the
-CLI and the TUI show them."""
+CLI and the TUI show them, and the lock that keeps a second writer off a store or a run."""
 
 from __future__ import annotations
 
@@ -19,6 +19,35 @@ def _umask() -> int:
 
 
 _UMASK = _umask()  # mkstemp makes 0600 files; finished files get the usual 0666 & ~umask
+
+
+@contextmanager
+def exclusive(lock_file: Path, what: str):
+    """Hold `lock_file` while writing `what`. A second writer, another process or another job of
+    this one, is refused at once with one line instead of waiting: it would work from what the
+    first is changing. The lock dies with its process, so a crash never leaves one behind."""
+    from filelock import FileLock, Timeout
+
+    from tagmatch.errors import TagmatchError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TagmatchError(f"{what} is being written by another tagmatch (lock {lock_file}); "
+                            "let it finish, then try again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def store_lock(store_path: Path):
+    """The lock a store's writers take (`STORE.lock`, beside the store folder)."""
+    store_path = Path(store_path).absolute()
+    return exclusive(store_path.with_name(store_path.name + ".lock"), f"the store {store_path}")
 
 
 def fsync_dir(path: Path) -> None:

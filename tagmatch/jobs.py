@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
+from tagmatch.fsutil import store_lock
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
 if TYPE_CHECKING:
@@ -64,27 +65,28 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
 
     if not Path(ref_dir).is_dir():
         raise TagmatchError(f"not a folder: {ref_dir}")
-    model = load_model(model_path)
-    store = open_store(store_path, model, must_exist=False) or Store(
-        feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
-    last_save = time.monotonic()
+    with store_lock(store_path):  # one writer at a time
+        model = load_model(model_path)
+        store = open_store(store_path, model, must_exist=False) or Store(
+            feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
+        last_save = time.monotonic()
 
-    def progress(p) -> None:
-        nonlocal last_save
-        if time.monotonic() - last_save >= save_every_s:
-            store.save(store_path)  # between files the store is whole
-            last_save = time.monotonic()
-        on_progress(p)
+        def progress(p) -> None:
+            nonlocal last_save
+            if time.monotonic() - last_save >= save_every_s:
+                store.save(store_path)  # between files the store is whole
+                last_save = time.monotonic()
+            on_progress(p)
 
-    backend = _backend(backend, scheduler)
-    store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
-                                  backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
-    store.save(store_path)
-    if should_stop():
-        return IndexResult(store, report, store_path, True)
+        backend = _backend(backend, scheduler)
+        store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
+                                      backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
+        store.save(store_path)
+        if should_stop():
+            return IndexResult(store, report, store_path, True)
 
-    how = update_index(store, search, on_progress=on_progress, should_stop=should_stop)
-    return IndexResult(store, report, store_path, should_stop(), how)
+        how = update_index(store, search, on_progress=on_progress, should_stop=should_stop)
+        return IndexResult(store, report, store_path, should_stop(), how)
 
 
 # ---- scan -------------------------------------------------------------------------------------
@@ -240,17 +242,18 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
         roots.append(Path(d).resolve())
     if not roots:
         raise TagmatchError("name at least one folder")
-    try:
-        cache = open_store(cache_path, model, must_exist=False)
-    except (StoreError, TagmatchError):
-        cache = None  # a cache from another model or version: start again
-    for root in roots:
-        def progress(p: Progress, stage=f"embedding {root.name}") -> None:
-            on_progress(replace(p, stage=stage))
-        cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop)
-        cache.save(cache_path)
-        if should_stop():
-            return None
+    with store_lock(cache_path):  # one writer at a time
+        try:
+            cache = open_store(cache_path, model, must_exist=False)
+        except (StoreError, TagmatchError):
+            cache = None  # a cache from another model or version: start again
+        for root in roots:
+            def progress(p: Progress, stage=f"embedding {root.name}") -> None:
+                on_progress(replace(p, stage=stage))
+            cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop)
+            cache.save(cache_path)
+            if should_stop():
+                return None
     ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
     store, _ = restrict(cache, ids)
     infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}

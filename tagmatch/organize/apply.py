@@ -24,13 +24,13 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
-from tagmatch.fsutil import fsync_dir
-from tagmatch.organize.journal import Journal, OpRecord, RunInfo, create_run
+from tagmatch.fsutil import exclusive, fsync_dir
+from tagmatch.organize.journal import Journal, OpRecord, RunInfo, applied_sources, create_run
 from tagmatch.organize.naming import free_path
 from tagmatch.organize.plan import Plan, PlannedOp
 from tagmatch.progress import OnProgress, Progress, quiet
@@ -48,6 +48,20 @@ class Run:
     id: str
     dir: Path
     journal: Journal
+    lock: ContextManager | None = field(default=None, repr=False)  # the runs folder's, until it ends
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
+
+
+APPLY_LOCK = "apply.lock"
+
+
+def runs_lock(runs_dir: Path) -> ContextManager:
+    """One apply or undo at a time per runs folder: two at once would move the same files."""
+    return exclusive(Path(runs_dir) / APPLY_LOCK, f"the runs folder {runs_dir}")
 
 
 @dataclass
@@ -203,6 +217,25 @@ def _remove_dirs(dirs: list[str]) -> None:
 
 # ---- apply -------------------------------------------------------------------------------------
 def start_run(plan: Plan, runs_dir: Path, *, scan: str | None = None, id3v23: bool = False) -> Run:
+    """Open a run for `plan`, holding the runs folder's lock until `apply_plan` ends. A plan with
+    files that another run applied after it was made is refused: plan again."""
+    lock = runs_lock(runs_dir)
+    lock.__enter__()
+    try:
+        applied = applied_sources(runs_dir)
+        stale = [str(op.src) for op in plan.ops if str(op.src) in applied]
+        if stale:
+            raise TagmatchError(f"{len(stale)} file(s) of this plan were applied by another run since it was "
+                                f"made (the first: {stale[0]}): plan again")
+        run = _create(plan, runs_dir, scan, id3v23)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    run.lock = lock
+    return run
+
+
+def _create(plan: Plan, runs_dir: Path, scan: str | None, id3v23: bool) -> Run:
     meta = {"scan": scan, "mode": plan.mode, "dest": str(plan.dest) if plan.dest else None,
             "template": plan.template, "id3v23": id3v23, "n_ops": len(plan.ops)}
     run_id, run_dir, journal = create_run(runs_dir, meta)
@@ -226,6 +259,7 @@ def apply_plan(plan: Plan, run: Run, *, id3v23: bool = False, should_stop: Calla
     finally:
         run.journal.write({"type": "end", "interrupted": not completed})
         run.journal.close()
+        run.release()
 
 
 def _fail(run: Run, i: int, op: PlannedOp, reason: str) -> OpResult:
@@ -388,7 +422,7 @@ def undo_run(info: RunInfo, on_progress: OnProgress = quiet) -> Iterator[UndoRes
     result and as a Progress "undoing" event (a refusal as its error)."""
     from tagmatch.organize.journal import JOURNAL, read_run
 
-    with Journal(info.dir / JOURNAL) as journal:  # locked: not while an apply still runs
+    with runs_lock(info.dir.parent), Journal(info.dir / JOURNAL) as journal:  # not while an apply runs
         info = read_run(info.dir)
         todo = [o for o in reversed(info.ops) if o.state in ("done", "in-flight")]
         for n, o in enumerate(todo, 1):
