@@ -9,6 +9,7 @@ from pathlib import Path
 from tagmatch.cli.output import carry_out, err, expand_sources, graceful_interrupt, print_plan, progress_bars, store_arg
 from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import rel
+from tagmatch.textsafe import visible
 
 
 def cmd_train(args) -> int:
@@ -81,16 +82,16 @@ def cmd_scan(args) -> int:
     if not results:
         raise TagmatchError("interrupted before the first file was matched")
     base = args.dir if args.dir.is_dir() else args.dir.parent
-    width = min(48, max(len(rel(m.path, base)) for m in results))
+    width = min(48, max(len(visible(rel(m.path, base))) for m in results))
     for m in results:
-        name = rel(m.path, base).ljust(width)
+        name = visible(rel(m.path, base)).ljust(width)
         if m.status == "match":
-            print(f"{name}  {describe(m, store)}  ({m.match.confidence:.2f})")
+            print(f"{name}  {visible(describe(m, store))}  ({m.match.confidence:.2f})")
         elif m.status == "unknown":
-            hint = f"  (best guess {describe(m, store)}, {m.match.confidence:.2f})" if m.match else ""
+            hint = f"  (best guess {visible(describe(m, store))}, {m.match.confidence:.2f})" if m.match else ""
             print(f"{name}  unknown{hint}")
         else:
-            print(f"{name}  error: {m.error}")
+            print(f"{name}  error: {visible(m.error)}")
     counts = {s: res.count(s) for s in ("match", "unknown", "error")}
     print(f"{len(results)} files: {counts['match']} matched, {counts['unknown']} unknown, {counts['error']} errors"
           + ("; interrupted, the rest was not scanned" if res.stopped else "")
@@ -126,7 +127,7 @@ def cmd_dupes(args) -> int:
         for k in args.keep:  # what the Duplicates screen's "keep this one" does
             i = doc.find_group(k)
             doc.set_keeper(i, k)
-            print(f"group {i + 1}: keep {doc.groups[i]['keeper']}", file=sys.stderr)
+            print(f"group {i + 1}: keep {visible(doc.groups[i]['keeper'])}", file=sys.stderr)
     else:
         if not args.dirs:
             raise TagmatchError("name at least one folder (or --from a saved report)")
@@ -176,8 +177,9 @@ def _print_dupes(doc: DupesReport) -> None:
             what = f"{f['format']}" + (f" {f['bitrate'] // 1000} kb/s" if f.get("bitrate") else "") + \
                 (f", {f['duration_s']:.1f} s" if f.get("duration_s") else "")
             where = "keep" if keeper else f"shares {f['overlap_s']:.1f} s at {f['offset_s']:+.1f} s"
-            print(f"  {'*' if keeper else ' '} {rel(f['path'], base)}   ({what}; {where})")
+            print(f"  {'*' if keeper else ' '} {visible(rel(f['path'], base))}   ({visible(what)}; {where})")
     for h in doc.library or []:
-        print(f"in library: {rel(h['path'], base)} = {h['library_path']} ({h['kind']}, {h['overlap_s']:.1f} s)")
+        print(f"in library: {visible(rel(h['path'], base))} = {visible(h['library_path'])} "
+              f"({visible(h['kind'])}, {h['overlap_s']:.1f} s)")
     print(f"{n_dup} duplicate group(s), {len(doc.groups) - n_dup} partial overlap(s)"
           + (f", {len(doc.library)} files already in the library" if doc.library is not None else ""), file=sys.stderr)

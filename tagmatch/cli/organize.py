@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tagmatch.cli.output import carry_out, err, print_plan, show
 from tagmatch.errors import TagmatchError
+from tagmatch.textsafe import visible
 
 
 def cmd_apply(args) -> int:
@@ -107,7 +108,7 @@ def cmd_undo(args) -> int:
         if r.status == "undone":
             if not args.quiet:
                 back = "" if r.op.entry.get("mode") == "copy" else f" -> {r.op.src}"
-                print(f"undone {r.op.dst}{back} ({r.message}){flight}")
+                print(visible(f"undone {r.op.dst}{back} ({r.message}){flight}"))
         else:
             err(f"refused #{r.op.i} {r.op.dst}: {r.message}{flight}")
     undone, refused = undo_counts(results)
@@ -122,19 +123,22 @@ def cmd_runs(args) -> int:
     if args.run:
         info = find_run(runs_dir, args.run)
         h = info.header
-        print(f"run {info.id}  {h.get('time')}  {h.get('mode')}{' to ' + h['dest'] if h.get('dest') else ''}  "
-              f"status {info.status}\nscan {h.get('scan')}\nfolder {info.dir}")
+        dest = f" to {h['dest']}" if h.get("dest") else ""
+        print(visible(f"run {info.id}  {h.get('time')}  {h.get('mode')}{dest}  status {info.status}"))
+        print(f"scan {visible(h.get('scan'))}\nfolder {visible(info.dir)}")
         for o in info.ops:
-            print(f"#{o.i:<4} {o.state:<9} {o.src}\n       -> {o.dst}" + (f"\n       {o.reason}" if o.reason else ""))
+            print(f"#{o.i:<4} {o.state:<9} {visible(o.src)}\n       -> {visible(o.dst)}"
+                  + (f"\n       {visible(o.reason)}" if o.reason else ""))
             for name, new in (o.entry.get("new_tags") or {}).items():
-                print(f"       {name}: {show((o.entry.get('old_tags') or {}).get(name))} -> {show(new)}")
+                print(f"       {visible(name)}: {show((o.entry.get('old_tags') or {}).get(name))} -> {show(new)}")
         return 0
     runs = list_runs(runs_dir)
     if not runs:
         print(f"no runs in {runs_dir}", file=sys.stderr)
         return 0
     for r in runs:
-        print(f"{r.id}  {r.when}  {r.header.get('n_ops', len(r.ops)):>4} ops  {r.status:<13} {r.counts or '-'}  ({r.how})")
+        print(visible(f"{r.id}  {r.when}  {r.header.get('n_ops', len(r.ops)):>4} ops  {r.status:<13} "
+                      f"{r.counts or '-'}  ({r.how})"))
     return 0
 
 
@@ -158,7 +162,8 @@ def cmd_keys(args) -> int:
     mine = keymap(load_config(), {r[0] for r in rows})
     width = max(len(r[0]) for r in rows)
     for bid, keys, what in rows:
-        print(f"{bid.ljust(width)}  {mine.get(bid, keys):<28} {what}" + ("  (from the config)" if bid in mine else ""))
+        shown = visible(mine.get(bid, keys))  # the config file's text
+        print(f"{bid.ljust(width)}  {shown:<28} {what}" + ("  (from the config)" if bid in mine else ""))
     print(f"remap in {config_path()}: a [keys] table of id = \"keys\" (comma-separated)", file=sys.stderr)
     return 0
 

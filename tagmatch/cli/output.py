@@ -1,5 +1,7 @@
 """What every command shares: stderr messages, rich progress bars for the jobs' steps, Ctrl-C that
-stops after the current item, and the plan's printout."""
+stops after the current item, and the plan's printout. Text that came from a file (tags, file names,
+paths, messages quoting them) is printed through `visible`, so its control characters are shown,
+not obeyed by the terminal."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import rel
+from tagmatch.textsafe import visible
 
 
 PROG = "tagmatch"
@@ -44,7 +47,8 @@ def graceful_interrupt():
 
 
 def err(msg: str) -> None:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+    """One line on stderr; `msg` often quotes a path or a tag, so it is made `visible` whole."""
+    print(f"{PROG}: {visible(msg)}", file=sys.stderr)
 
 
 def store_arg(arg: Path | None) -> Path:
@@ -78,6 +82,7 @@ def progress_bars(quiet: bool):
                 err(f"{p.item}: {p.error}")
         yield errors_only
         return
+    from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -89,15 +94,16 @@ def progress_bars(quiet: bool):
         def on_progress(p):
             if p.stage not in tasks:
                 tasks[p.stage] = prog.add_task(p.stage, total=p.total, info="")
-            info = p.info or Path(p.item).name[:40]
+            info = escape(visible(p.info or Path(p.item).name[:40]))  # the column reads rich markup
             prog.update(tasks[p.stage], completed=p.done, total=p.total, info=info)
             if p.error:
-                prog.console.print(f"{PROG}: {p.item}: {p.error}", markup=False, highlight=False)
+                prog.console.print(f"{PROG}: {visible(p.item)}: {visible(p.error)}", markup=False, highlight=False)
         yield on_progress
 
 
 def show(values) -> str:
-    return "(none)" if not values else "; ".join(values)
+    """Tag values as printed: '; '-separated, each `visible`."""
+    return "(none)" if not values else "; ".join(visible(v) for v in values)
 
 
 def print_plan(plan) -> None:
@@ -109,17 +115,17 @@ def print_plan(plan) -> None:
     for op in plan.ops:
         dst = rel(str(op.dst), plan.dest) if plan.dest else rel(str(op.dst), base)
         why = op.why if "confidence" in op.why or op.confidence is None else f"{op.why}, confidence {op.confidence:.2f}"
-        print(f"{plan.verb} {rel(str(op.src), base)}\n  -> {dst}   ({why})")
-        added = [f"{c.name}: {show(c.new)}" for c in op.tag_changes if c.old is None]
+        print(f"{plan.verb} {visible(rel(str(op.src), base))}\n  -> {visible(dst)}   ({visible(why)})")
+        added = [f"{visible(c.name)}: {show(c.new)}" for c in op.tag_changes if c.old is None]
         if added:
             print("     + " + " | ".join(added))
         for c in op.tag_changes:
             if c.old is not None:
-                print(f"     {'~' if c.new else '-'} {c.name}: {show(c.old)} -> {show(c.new)}")
+                print(f"     {'~' if c.new else '-'} {visible(c.name)}: {show(c.old)} -> {show(c.new)}")
         if op.art_from:
             print("     + cover art from the reference")
     for sk in plan.skipped:
-        print(f"skip {rel(sk.path, base)}   ({sk.reason})")
+        print(f"skip {visible(rel(sk.path, base))}   ({visible(sk.reason)})")
 
 
 def carry_out(plan, args, *, scan: str, id3v23: bool = False) -> int:
