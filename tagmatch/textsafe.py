@@ -24,8 +24,13 @@ ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 KEPT = frozenset("\u200c\u200d")
 
 
+def hidden(ch: str) -> bool:
+    """Whether a terminal (or a file manager) would act on `ch` rather than show it."""
+    return ch not in KEPT and (ch in BIDI_CONTROLS or unicodedata.category(ch) in ESCAPED_CATEGORIES)
+
+
 def _shown(ch: str) -> str:
-    if ch in KEPT or (ch not in BIDI_CONTROLS and unicodedata.category(ch) not in ESCAPED_CATEGORIES):
+    if not hidden(ch):
         return ch
     return repr(ch)[1:-1]  # \r, \n, \t, \x1b, \x9b, \u202e, \U000e0001
 

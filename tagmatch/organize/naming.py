@@ -24,6 +24,7 @@ from pathvalidate import ReservedNameError, ValidationError, sanitize_filename, 
 from pathvalidate.handler import ReservedNameHandler
 
 from tagmatch.errors import TagmatchError
+from tagmatch.textsafe import hidden
 
 DEFAULT_TEMPLATE = "$albumartist/$album/$track $title"
 MAX_COMPONENT_BYTES = 200
@@ -106,13 +107,21 @@ def _is_reserved(head: str) -> bool:
     return False
 
 
+def _unhidden(name: str) -> str:
+    """`name` with "_" for each character a file manager would act on rather than show: bidi
+    overrides (U+202E makes "gpj.exe" read "exe.jpg"), C1 controls, zero-width and other format
+    characters (not the joiners emoji need). pathvalidate handles C0 controls and DEL."""
+    return name if name.isprintable() else "".join("_" if c > "\x7f" and hidden(c) else c for c in name)
+
+
 def sanitise_component(name: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
     """One path component legal everywhere; '' when nothing is left (callers drop or replace it)."""
     if max_bytes < 1:
         return ""  # pathvalidate would read max_len <= 0 as its platform limit (260)
     # NFC and one space for tabs/newlines: pathvalidate does neither (it would write "_" for a tab).
     # Leading dots go before the cut so a hidden-file or "../" prefix never uses up the budget.
-    s = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", name)).strip(" .")
+    s = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", name))
+    s = _unhidden(s).strip(" .")
     if not s:
         return ""
     # Illegal characters -> "_", cut to max_bytes. Reserved names are ours to handle (as_is):
@@ -160,7 +169,9 @@ def user_path(path: str, src: Path, base: Path) -> Path:
     with each component sanitised; the file keeps its extension (added, lower-cased, when the
     given name has another one)."""
     p = Path(path)
-    if not p.is_absolute():
+    if p.is_absolute():  # the user's own folders, as named; only what no name should hold goes
+        p = Path(p.anchor, *(_unhidden(x) for x in p.parts[1:]))
+    else:
         parts = [c for c in (sanitise_component(x) for x in p.parts) if c] or ["_"]
         p = Path(base, *parts)
     ext = Path(src).suffix.lower()

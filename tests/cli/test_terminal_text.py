@@ -102,8 +102,8 @@ def test_decide_apply_runs_and_undo_print_tags_and_names_visibly(hostile_scan, t
     assert main(["runs", run_id]) == 0
     printed = capsys.readouterr().out
     _assert_shown(printed, SHOWN_TITLE, SHOWN_ARTIST, shown_name)  # source name, new tags, new path's artist
-    assert f"\n       -> {out}/{SHOWN_ARTIST}/" in printed  # the new path's artist folder
+    assert f"\n       -> {out}/Band_evil/" in printed  # the new path's artist folder: no U+202E in a name
 
     assert main(["undo", run_id]) == 0
     printed = capsys.readouterr()
-    _assert_shown(printed.out + printed.err, SHOWN_ARTIST)
+    _assert_shown(printed.out + printed.err, "/Band_evil/")  # the copy's path, made in a legal name

@@ -11,6 +11,7 @@ from pathvalidate import validate_filename
 from tagmatch.errors import TagmatchError
 from tagmatch.organize.naming import (DEFAULT_TEMPLATE, MAX_COMPONENT_BYTES, check_template, destination, free_path,
                              path_key, render, sanitise_component, sanitise_filename, template_fields, user_path)
+from tagmatch.textsafe import hidden
 
 TAGS = {"title": ["Neon Orchard"], "artist": ["Kosmo Dial"], "album": ["Signal Garden"], "tracknumber": ["3/12"]}
 
@@ -153,3 +154,13 @@ def test_user_path_relative_absolute_and_extension(tmp_path):
     assert user_path("Mine/Song", src, Path("/out")) == Path("/out/Mine/Song.mp3")
     assert user_path("../up:here.mp3", src, Path("/out")) == Path("/out/up_here.mp3")
     assert user_path("/abs/Name.v2", src, Path("/out")) == Path("/abs/Name.v2.mp3")
+
+
+def test_names_never_hold_bidi_overrides_or_hidden_controls():
+    tags = {"title": ["gpj.\u202eexe"], "artist": ["A\u202eB\x9b"], "album": ["x\u2067\u200b"]}
+    dst = destination(DEFAULT_TEMPLATE, tags, Path("/m/a.mp3"), Path("/out"))
+    assert all(not hidden(c) for c in str(dst)), dst
+    assert dst.parts[-3:-1] == ("A_B_", "x__")
+    assert "\u202e" not in user_path("/abs/new\u202efile\x1b", Path("a.mp3"), Path("/b")).name
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # zero-width joiners are kept
+    assert sanitise_component(family) == family
