@@ -126,3 +126,19 @@ def common_folder(paths: list[str]) -> Path | None:
     """The folder all these files share (the scanned folder, give or take); None for no files."""
     dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
     return Path(os.path.commonpath(dirs)) if dirs else None
+
+
+def document_version(doc: dict, source: str, kind: str, newest: int, again: str) -> int:
+    """A parsed document's version, checked: present, one tagmatch wrote, and not newer than
+    `newest` (else a one-line TagmatchError that says to upgrade or to `again`)."""
+    from tagmatch.errors import TagmatchError
+
+    version = doc.get("version")
+    if version is None:
+        raise TagmatchError(f"{source} is not a tagmatch {kind} (no 'version')")
+    if not isinstance(version, int) or version < 1:
+        raise TagmatchError(f"{source}: {kind} version {version!r} is not a version tagmatch wrote")
+    if version > newest:
+        raise TagmatchError(f"{source}: {kind} version {version} is newer than this tagmatch reads "
+                            f"({newest}): upgrade tagmatch or {again}")
+    return version

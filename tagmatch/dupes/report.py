@@ -58,16 +58,11 @@ class DupesReport:
 
     @classmethod
     def from_json(cls, doc, source: str = "report") -> "DupesReport":
+        from tagmatch.fsutil import document_version
+
         if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
             raise TagmatchError(f"{source} is not a tagmatch dupes report (no 'groups' list)")
-        version = doc.get("version")
-        if version is None:
-            raise TagmatchError(f"{source} is not a tagmatch dupes report (no 'version')")
-        if not isinstance(version, int) or version < 1:
-            raise TagmatchError(f"{source}: dupes report version {version!r} is not a version tagmatch wrote")
-        if version > DUPES_VERSION:
-            raise TagmatchError(f"{source}: dupes report version {version} is newer than this tagmatch reads "
-                                f"({DUPES_VERSION}): upgrade tagmatch or search again")
+        version = document_version(doc, source, "dupes report", DUPES_VERSION, "search again")
         roots = doc.get("roots") or []
         if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
             raise TagmatchError(f"{source}: 'roots' is not a list of folders")

@@ -79,16 +79,11 @@ class ScanDoc:
     @classmethod
     def from_json(cls, doc, source: str = "scan") -> "ScanDoc":
         """Check a parsed document; TagmatchError names `source` and the first fault."""
+        from tagmatch.fsutil import document_version
+
         if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
             raise TagmatchError(f"{source} is not a tagmatch scan (no 'files' list)")
-        version = doc.get("version")
-        if version is None:
-            raise TagmatchError(f"{source} is not a tagmatch scan (no 'version')")
-        if not isinstance(version, int) or version < 1:
-            raise TagmatchError(f"{source}: scan version {version!r} is not a version tagmatch wrote")
-        if version > SCAN_VERSION:
-            raise TagmatchError(f"{source}: scan version {version} is newer than this tagmatch reads "
-                                f"({SCAN_VERSION}): upgrade tagmatch or scan again")
+        version = document_version(doc, source, "scan", SCAN_VERSION, "scan again")
         for n, f in enumerate(doc["files"]):
             _check_entry(f, f"{source}: file {n + 1}")
         target = doc.get("target")
