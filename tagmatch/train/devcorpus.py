@@ -74,7 +74,8 @@ def folder_corpus(music: list[Path], unknown: list[Path] = (), noise: list[Path]
                   held_out: int = 5) -> DevCorpus:
     """A corpus of any folders of music, for `tagmatch calibrate`: every file is a song of its own.
     The songs under `unknown` are the held-out ones; without any, one song in `held_out` is, picked
-    by a hash of its path (so the split stays the same when files are added). `noise`: background
+    by a hash of its path under the folder (so the split stays the same when files are added or the
+    folder moves). `noise`: background
     recordings for the noisy conditions (none: synthetic noise)."""
     from tagmatch.audio.decode import find_audio_files
 
@@ -83,7 +84,8 @@ def folder_corpus(music: list[Path], unknown: list[Path] = (), noise: list[Path]
 
     def tracks(dirs) -> list[Track]:
         files = sorted({p.absolute() for d in dirs for p in find_audio_files(Path(d))})
-        return [Track(p, "", p.stem, "", str(p)) for p in files]
+        return [Track(p, "", p.stem, "", str(p.relative_to(root)) if p.is_relative_to(root) else str(p))
+                for p in files]
 
     songs, held = tracks(music), tracks(unknown)
     if not held:
