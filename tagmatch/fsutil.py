@@ -21,6 +21,44 @@ def _umask() -> int:
 _UMASK = _umask()  # mkstemp makes 0600 files; finished files get the usual 0666 & ~umask
 
 
+def make_folder(folder: Path) -> Path:
+    """`mkdir -p folder`, with a one-line TagmatchError when it cannot be (a file in the way, no
+    permission, a full disk)."""
+    from tagmatch.errors import TagmatchError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        needed = "" if blocker == folder else f" (needed for {folder})"
+        raise TagmatchError(f"{blocker} is a file, not a folder{needed}") from None
+    except OSError as exc:
+        raise TagmatchError(f"cannot make the folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def check_writable(target: Path) -> Path:
+    """Refuse at once, before a long job, an output path that can never be written: a folder,
+    or a file under something that is not a folder."""
+    from tagmatch.errors import TagmatchError
+
+    target = Path(target)
+    if target.is_dir():
+        raise TagmatchError(f"{target} is a folder: name a file to write")
+    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise TagmatchError(f"{blocker} is a file, not a folder (needed for {target})")
+    return target
+
+
+def write_failed(target: Path, exc: OSError):
+    """The one-line error for a file that could not be written (the old file, if any, is kept)."""
+    from tagmatch.errors import TagmatchError
+
+    return TagmatchError(f"cannot write {target}: {exc.strerror or exc}")
+
+
 @contextmanager
 def exclusive(lock_file: Path, what: str):
     """Hold `lock_file` while writing `what`. A second writer, another process or another job of
@@ -31,13 +69,15 @@ def exclusive(lock_file: Path, what: str):
     from tagmatch.errors import TagmatchError
 
     lock_file = Path(lock_file)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(lock_file.parent)
     lock = FileLock(lock_file)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise TagmatchError(f"{what} is being written by another tagmatch (lock {lock_file}); "
                             "let it finish, then try again") from None
+    except OSError as exc:
+        raise TagmatchError(f"cannot take the lock {lock_file}: {exc.strerror or exc}") from None
     try:
         yield
     finally:
@@ -67,10 +107,16 @@ def fsync_dir(path: Path) -> None:
 
 @contextmanager
 def atomic_path(target: Path):
-    """Yield a temp path beside `target`; on success it replaces `target` atomically."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """Yield a temp path beside `target`; on success it replaces `target` atomically. A write
+    that fails (a full disk, no permission, `target` a folder) raises a one-line TagmatchError
+    and leaves `target` as it was."""
+    from tagmatch.errors import TagmatchError
+
+    make_folder(check_writable(target).parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise write_failed(target, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -79,17 +125,34 @@ def atomic_path(target: Path):
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
         fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise write_failed(target, exc) from None
         raise
 
 
 def atomic_joblib_dump(obj, target: Path, compress: int = 0) -> None:
     with atomic_path(target) as tmp:
         joblib.dump(obj, tmp, compress=compress)
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """`obj` as JSON with non-ASCII characters as they are, except lone surrogates: a file name
+    that is not valid UTF-8 reaches Python with its odd bytes as surrogates (U+DC80-U+DCFF), which
+    UTF-8 cannot encode. They are written as JSON's `\\udcXX` escapes, so the document stays
+    valid UTF-8 and reads back to the same name, and so to the same bytes on disk."""
+    import json
+
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates occur only inside strings, where \udcXX means the same
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
-from tagmatch.fsutil import store_lock
+from tagmatch.fsutil import check_writable, store_lock
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
 if TYPE_CHECKING:
@@ -50,14 +50,15 @@ SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill los
 def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
               on_progress: OnProgress = quiet, should_stop: ShouldStop = never, backend: str | None = None,
               n_jobs: int | None = None, scheduler: str | None = None,
-              save_every_s: float = SAVE_EVERY_S, search: str = "auto") -> IndexResult:
+              save_every_s: float = SAVE_EVERY_S, search: str = "auto", prune: bool = False) -> IndexResult:
     """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
     is "dask" with a scheduler address, else "auto". `search`: keep the approximate index
     beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
-    "approximate" or "exact"."""
+    "approximate" or "exact". `prune`: drop the tracks of missing files even when most of the
+    folder's are missing (else that is refused, as an unmounted disk looks the same)."""
     from tagmatch.store.ann import update_index
     from tagmatch.store.index import index_library
     from tagmatch.model.modelfile import load_model
@@ -80,7 +81,8 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
 
         backend = _backend(backend, scheduler)
         store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
-                                      backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path)
+                                      backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path,
+                                      prune=prune)
         store.save(store_path)
         if should_stop():
             return IndexResult(store, report, store_path, True)
@@ -123,6 +125,10 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
 
     if not Path(target).exists():
         raise TagmatchError(f"not found: {target}")
+    if not 0.0 <= threshold <= 1.0:  # also refuses nan
+        raise TagmatchError(f"the threshold is a confidence from 0 to 1, not {threshold}")
+    if json_path is not None:
+        check_writable(json_path)  # now, not after the scan
     backend = _backend(backend, scheduler)
     check_backend(backend, n_jobs)
     model = load_model(model_path)
@@ -250,7 +256,8 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
         for root in roots:
             def progress(p: Progress, stage=f"embedding {root.name}") -> None:
                 on_progress(replace(p, stage=stage))
-            cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop)
+            cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop,
+                                     prune=True)  # a cache: what is gone is re-embedded if it comes back
             cache.save(cache_path)
             if should_stop():
                 return None
@@ -404,7 +411,8 @@ def _calibrate(req: CalibrateRequest, on_progress: OnProgress) -> dict:
     store_path = work / "store"
     store = open_store(store_path, model, must_exist=False)
     store, report = index_library(work / "ref", store, model,
-                                  progress=lambda p: on_progress(replace(p, stage="indexing the known songs")))
+                                  progress=lambda p: on_progress(replace(p, stage="indexing the known songs")),
+                                  prune=True)  # calibrate's own copy of the known songs, rebuilt at will
     store.save(store_path)
     corpus = queryable(corpus, store, by_name, on_progress)  # songs that failed to index cannot be found
     update_index(store, "auto", on_progress=on_progress)

@@ -8,7 +8,7 @@ name, and refuses arrays of Python objects (joblib reads those with an unrestric
 Memory-mapping and compression work as in `joblib.load`.
 
 It subclasses joblib's own unpickler (`joblib.numpy_pickle.NumpyUnpickler`, joblib >= 1.5), the
-one place that knows joblib's container format; tests/test_safeload.py holds it to that.
+one place that knows joblib's container format; tests/hostile/test_code_execution.py holds it to that.
 """
 
 from __future__ import annotations

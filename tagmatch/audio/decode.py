@@ -34,13 +34,20 @@ def is_audio_path(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
-def find_audio_files(root: Path) -> list[Path]:
-    """All audio files under `root` (or `root` itself), sorted, hidden files skipped."""
+def find_audio_files(root: Path, unreadable: list[tuple[str, str]] | None = None) -> list[Path]:
+    """All audio files under `root` (or `root` itself), sorted, hidden files skipped. A folder
+    that cannot be listed is skipped; with `unreadable`, (folder, reason) is appended to it, so
+    that a caller can tell "no files there" from "could not look"."""
     root = Path(root)
     if root.is_file():
         return [root]
+
+    def skipped(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((str(exc.filename or root), exc.strerror or str(exc)))
+
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=skipped):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             p = Path(dirpath) / name

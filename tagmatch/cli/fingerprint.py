@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tagmatch.cli.output import carry_out, err, expand_sources, graceful_interrupt, print_plan, progress_bars, store_arg
 from tagmatch.errors import TagmatchError
-from tagmatch.fsutil import rel
+from tagmatch.fsutil import check_writable, rel
 from tagmatch.textsafe import visible
 
 
@@ -54,7 +54,7 @@ def cmd_index(args) -> int:
     with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         res = index_job(args.ref_dir, store_arg(args.store), args.model, on_progress=on_progress, should_stop=stopped,
                         backend=args.backend, n_jobs=args.jobs,
-                        scheduler=args.scheduler, search=args.search)
+                        scheduler=args.scheduler, search=args.search, prune=args.prune)
     if res.stopped:
         err("interrupted: what was indexed so far is saved; run the same command to continue")
     store, report = res.store, res.report
@@ -131,6 +131,8 @@ def cmd_dupes(args) -> int:
     else:
         if not args.dirs:
             raise TagmatchError("name at least one folder (or --from a saved report)")
+        if args.json:
+            check_writable(args.json)  # now, not after the search
         doc = _find_dupes(args)
         _print_dupes(doc)
     if args.json:

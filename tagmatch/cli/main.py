@@ -16,6 +16,44 @@ from tagmatch.cli.organize import cmd_apply, cmd_decide, cmd_keys, cmd_review, c
 from tagmatch.cli.output import PROG, err
 from tagmatch.errors import TagmatchError
 
+def fraction(text: str) -> float:
+    """A confidence: a number from 0 to 1 (nan and inf are refused, as argparse's one line)."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return x
+
+
+def positive(text: str) -> int:
+    """A count of at least 1 (workers, steps, songs)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return n
+
+
+def count(text: str) -> int:
+    """A count that may be 0."""
+    return 0 if text.strip() == "0" else positive(text)
+
+
+def rate(text: str) -> float:
+    """A learning rate: a finite number above 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not 0.0 < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tagmatch.train.devcorpus import DEFAULT_ROOT as DEV_CORPUS
     from tagmatch.organize.naming import DEFAULT_TEMPLATE, FIELDS
@@ -35,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (default: joblib from 64 files, else local), local (this process, a "
                              "thread decoding ahead), joblib (a worker process per core), dask (a cluster; "
                              "see --scheduler)")
-        sp.add_argument("--jobs", type=int, metavar="N", help="worker processes for joblib or a local dask cluster")
+        sp.add_argument("--jobs", type=positive, metavar="N", help="worker processes for joblib or a local dask cluster")
         sp.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler, e.g. tcp://HOST:8786 (implies "
                                                                "--backend dask; without it dask starts a local cluster)")
 
@@ -44,15 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
     sp.add_argument("--noise", type=Path, nargs="*", help="background recordings for augmentation")
     # Defaults live in train.TrainConfig (not imported here: it pulls in JAX, slow to start).
-    sp.add_argument("--steps", type=int, help="training steps (default 4000)")
-    sp.add_argument("--batch", type=int, help="pairs per step (default 128)")
-    sp.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    sp.add_argument("--steps", type=positive, help="training steps (default 4000)")
+    sp.add_argument("--batch", type=positive, help="pairs per step (default 128)")
+    sp.add_argument("--lr", type=rate, help="peak learning rate (default 1e-3)")
     sp.add_argument("--loss", choices=("ntxent", "pair-bce"), help="ntxent (default, contrastive) or "
                     "pair-bce (the seed's distance + sigmoid formulation)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--kind", choices=("window", "shared"), help="encoder: each window on its own (window) or "
                     "convolutions shared by overlapping windows (shared: ~3x cheaper to index)")
-    sp.add_argument("--adapter-pairs", type=int, metavar="N", help="(clean, degraded) pairs for the query adapter "
+    sp.add_argument("--adapter-pairs", type=count, metavar="N", help="(clean, degraded) pairs for the query adapter "
                     "fitted after training, which moves noisy queries towards their originals (default 179200, "
                     "~11 min on 2 cores; 0: none)")
     sp.add_argument("--checkpoint", type=Path, help="checkpoint file: saved periodically, resumed if present")
@@ -74,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--work", type=Path, help="where the reference store and the query files are kept "
                     "(default: the user cache dir); a re-run reuses them")
     sp.add_argument("--seed", type=int, default=1, help="query sets at seed + 1000, + 2000, ... (default 1)")
-    sp.add_argument("--sets", type=int, default=5, help="query sets; the first has known and unknown songs, "
+    sp.add_argument("--sets", type=positive, default=5, help="query sets; the first has known and unknown songs, "
                     "the others unknown ones only (default 5)")
-    sp.add_argument("--limit", type=int, metavar="N", help="at most N songs per side")
+    sp.add_argument("--limit", type=positive, metavar="N", help="at most N songs per side")
     sp.add_argument("--conditions", metavar="A,B", help="only these query conditions (default: all of "
                     "tagmatch.train.queries.CONDITIONS, as the shipped calibration)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -87,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--search", choices=("auto", "approximate", "exact"), default="auto",
                     help="how scans search the store: auto (default) keeps an approximate index (faiss "
                          "IVF-PQ) once the store passes 50,000 vectors (~3.5 h of audio); exact removes it")
+    sp.add_argument("--prune", action="store_true",
+                    help="drop the tracks of missing files even when most of the folder's tracks are missing "
+                         "(without it that is refused: an unmounted disk looks the same)")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_index)
@@ -94,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scan", help="suggest a reference track for every file in a folder")
     sp.add_argument("dir", type=Path)
     sp.add_argument("--json", type=Path, help="write the results as JSON to this file")
-    sp.add_argument("--threshold", type=float, default=0.5, help="confidence below which a file is unknown")
+    sp.add_argument("--threshold", type=fraction, default=0.5, help="confidence below which a file is unknown")
     sp.add_argument("--whole-files", action="store_true",
                     help="read every file to its end (default: stop once the first 10 s fragments make the answer "
                          "near-certain, confidence 0.9999)")
@@ -111,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("apply", help="plan renames and retags from a scan; carry them out with --yes")
     sp.add_argument("scan", type=Path, help="scan JSON (from scan --json), with review decisions if any")
-    sp.add_argument("--min-confidence", type=float, metavar="X",
+    sp.add_argument("--min-confidence", type=fraction, metavar="X",
                     help="also accept unreviewed matches with confidence >= X")
     sp.add_argument("--template", default=DEFAULT_TEMPLATE,
                     help=f"path template (default {DEFAULT_TEMPLATE!r}); fields: " + ", ".join(FIELDS))
@@ -141,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("scan", type=Path, help="scan JSON (from scan --json); the decision is saved into it")
     sp.add_argument("files", type=Path, nargs="+", metavar="FILE", help="file(s) of the scan")
     what = sp.add_mutually_exclusive_group()
-    what.add_argument("--accept", type=int, nargs="?", const=0, metavar="N",
+    what.add_argument("--accept", type=count, nargs="?", const=0, metavar="N",
                       help="accept the match (0, the default) or alternative N (1..3); put it after FILE")
     what.add_argument("--reject", action="store_true", help="never apply the file")
     what.add_argument("--clear", action="store_true", help="remove the decision (back to unreviewed)")

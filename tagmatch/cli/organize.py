@@ -150,6 +150,9 @@ def cmd_review(args) -> int:
 
     load_report(args.scan)  # a bad file is reported here, before the screen takes over
     check_template(args.template)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # a UI with no keyboard would wait for ever
+        raise TagmatchError("review needs a terminal (stdin and stdout); in a script, use "
+                            "`tagmatch decide` and `tagmatch apply` instead")
     return run_tui(args.scan, template=args.template, dest=args.dest)
 
 

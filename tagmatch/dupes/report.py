@@ -86,9 +86,9 @@ class DupesReport:
 
     def save(self, path: Path | str) -> None:
         """Write atomically, formatted as `dupes --json` writes it."""
-        from tagmatch.fsutil import atomic_write_text
+        from tagmatch.fsutil import atomic_write_text, json_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+        atomic_write_text(Path(path), json_text(self.to_json(), indent=1) + "\n")
 
     def find_group(self, path: str | Path) -> int:
         """Index of the group holding `path`: its duplicate group when it has one (a file may also

@@ -30,7 +30,7 @@ from typing import Callable, ContextManager, Iterator
 
 from tagmatch.errors import TagmatchError, TagReadError, TagWriteError
 from tagmatch.fsutil import exclusive, fsync_dir
-from tagmatch.organize.journal import Journal, OpRecord, RunInfo, applied_sources, create_run
+from tagmatch.organize.journal import Journal, JournalError, OpRecord, RunInfo, applied_sources, create_run
 from tagmatch.organize.naming import free_path
 from tagmatch.organize.plan import Plan, PlannedOp
 from tagmatch.progress import OnProgress, Progress, quiet
@@ -186,7 +186,11 @@ def _backup(src: Path, backup: Path, expected: str) -> None:
     try:
         os.link(src, backup)  # same disk: free, and the original bytes stay untouched
     except OSError:
-        _copy_verified(src, backup, expected)
+        try:
+            _copy_verified(src, backup, expected)
+        except OSError as exc:
+            raise TagmatchError(f"cannot keep a backup in the runs folder ({exc.strerror or exc}); "
+                                "the file is unchanged") from None
     else:
         if sha256(backup) != expected:
             raise TagmatchError(f"{src} changed while it was being applied")
@@ -252,12 +256,19 @@ def apply_plan(plan: Plan, run: Run, *, id3v23: bool = False, should_stop: Calla
         for i, op in enumerate(plan.ops):
             if should_stop and should_stop():
                 return
-            r = _apply_one(op, i, run, id3v23, delay_s)
+            try:
+                r = _apply_one(op, i, run, id3v23, delay_s)
+            except JournalError as exc:  # a step not journaled is not taken: the run stops here
+                raise TagmatchError(f"run {run.id} stopped at {op.src}: {exc}. What it did is journaled: "
+                                    f"`tagmatch undo {run.id}` puts it back") from None
             on_progress(Progress("applying", i + 1, len(plan.ops), r.src, r.message if r.status == "failed" else None))
             yield r
         completed = True
     finally:
-        run.journal.write({"type": "end", "interrupted": not completed})
+        try:
+            run.journal.write({"type": "end", "interrupted": not completed})
+        except JournalError:  # a run without its end line reads as interrupted, which it was
+            pass
         run.journal.close()
         run.release()
 

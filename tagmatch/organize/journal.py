@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagmatch.errors import TagmatchError
-from tagmatch.fsutil import fsync_dir
+from tagmatch.fsutil import fsync_dir, json_text, make_folder
 
 JOURNAL_VERSION = 1
 RUNS_ENV = "TAGMATCH_RUNS"
@@ -41,10 +41,16 @@ def default_runs_dir() -> Path:
     """$TAGMATCH_RUNS, else the user's data dir (XDG on Linux)."""
     env = os.environ.get(RUNS_ENV)
     if env:
+        if os.path.exists(env) and not os.path.isdir(env):
+            raise TagmatchError(f"${RUNS_ENV} is {env}, which is a file, not a folder")
         return Path(env)
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("tagmatch")) / "runs"
+
+
+class JournalError(TagmatchError):
+    """A journal line could not be written: the run must stop before its next step."""
 
 
 class Journal:
@@ -53,7 +59,10 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._f = open(self.path, "a", encoding="utf-8")
+        try:
+            self._f = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise JournalError(f"cannot open the journal {self.path}: {exc.strerror or exc}") from None
         try:
             import fcntl
 
@@ -65,9 +74,14 @@ class Journal:
             raise TagmatchError(f"run {self.path.parent.name} is in use by another tagmatch process") from exc
 
     def write(self, entry: dict) -> None:
-        self._f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        """Append `entry`, durably; a journal that cannot be written (a full disk) raises
+        JournalError, and the caller must not do what the entry announces."""
+        try:
+            self._f.write(json_text(entry) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         self._f.close()
@@ -86,8 +100,7 @@ def new_run_id() -> str:
 
 def create_run(runs_dir: Path, meta: dict) -> tuple[str, Path, Journal]:
     """A new run folder and its open journal, header written."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = make_folder(Path(runs_dir))
     while True:
         run_id = new_run_id()
         run_dir = runs_dir / run_id

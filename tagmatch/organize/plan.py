@@ -237,6 +237,8 @@ def build_plan(scan_doc: ScanDoc, *, min_confidence: float | None = None, templa
     (from `journal.applied_sources`) maps sources done or in flight in earlier runs: skipped.
     """
     check_template(template)
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:  # also refuses nan
+        raise TagmatchError(f"the minimum confidence is a number from 0 to 1, not {min_confidence}")
     mode = mode or ("copy" if dest else "move")
     if mode not in MODES:
         raise TagmatchError(f"mode must be one of {MODES}")

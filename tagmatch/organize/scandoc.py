@@ -107,9 +107,9 @@ class ScanDoc:
 
     def save(self, path: Path | str) -> None:
         """Write atomically (the old file or the new one, never half), as `scan --json` does."""
-        from tagmatch.fsutil import atomic_write_text
+        from tagmatch.fsutil import atomic_write_text, json_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+        atomic_write_text(Path(path), json_text(self.to_json(), indent=1) + "\n")
 
     def entry(self, path: str | Path) -> dict:
         """The entry for a file path (TagmatchError when absent)."""

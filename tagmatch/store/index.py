@@ -1,7 +1,7 @@
 """Indexing: embed a reference library into a store, incrementally.
 
 Only new or changed files (size or mtime differ) are decoded and embedded; tracks whose files
-disappeared from the indexed folder are dropped. Decoding and mel computation run in a thread
+disappeared from the indexed folder are dropped (not when most of them did: see index_library). Decoding and mel computation run in a thread
 pool ahead of the encoder, so the two cores stay busy.
 
 Backends: "local" (the above), "joblib" (whole files on local worker processes, one per core:
@@ -83,6 +83,7 @@ def index_library(
     n_jobs: int | None = None,
     scheduler: str | None = None,
     model_path: Path | str | None = None,
+    prune: bool = False,
 ) -> tuple[Store, IndexReport]:
     """Bring `store` up to date with the audio files under `root` (the store is edited in place
     and returned; a new one is made when `store` is None). Nothing under `root` is modified.
@@ -93,6 +94,11 @@ def index_library(
     model from `model_path` (None: the file `model` was loaded from), which must hold that same
     model: a worker that finds another model id fails the run. A stop
     (`should_stop`, checked after each file) loses at most the files in flight; the caller saves.
+
+    Nothing is dropped from the store that could not be looked at: tracks under a folder that
+    cannot be listed, or whose file cannot be stat'ed, are kept (and reported as errors). And
+    when more than half of the tracks indexed from `root` are gone, nothing is changed unless
+    `prune`: a folder that is empty because its disk is not mounted must not empty the store.
     """
     check_backend(backend, n_jobs)
     cfg = model.feature_config
@@ -101,16 +107,31 @@ def index_library(
     else:
         store = Store(feature_config=cfg, model_id=model.model_id, dim=model.dim)
     root = Path(root).resolve()
-    files = find_audio_files(root)
+    unreadable: list[tuple[str, str]] = []
+    files = find_audio_files(root, unreadable)
     report = IndexReport()
+    for folder, why in unreadable:  # its tracks stay in the store as they were
+        report.errors.append((folder, f"cannot read this folder ({why}); its tracks are kept as they were"))
     by_path = store.track_by_path()
     on_disk = {str(p) for p in files}
-    gone = {i for p, i in by_path.items() if _is_under(p, root) and p not in on_disk}
+    blind = [Path(f) for f, _ in unreadable]
+    under = [i for p, i in by_path.items() if _is_under(p, root)]
+    gone = {i for i in under if store.tracks[i].path not in on_disk
+            and not any(_is_under(store.tracks[i].path, b) for b in blind)}
+    if len(gone) * 2 > len(under) and not prune:
+        raise TagmatchError(
+            f"{len(gone)} of the {len(under)} tracks indexed from {root} are no longer there (an emptied or "
+            "unmounted folder?); the store is unchanged. To drop them from the store, index with --prune")
     report.removed = sorted(store.tracks[i].path for i in gone)
 
     todo, stale = [], set()
     for p in files:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as exc:  # a broken link, or gone since the listing: a track it had is kept
+            why = "a broken link" if p.is_symlink() else f"cannot read it ({exc.strerror or exc})"
+            report.errors.append((str(p), why))
+            continue
         i = by_path.get(str(p))
         if i is not None and store.tracks[i].size == st.st_size and store.tracks[i].mtime_ns == st.st_mtime_ns:
             report.unchanged += 1
@@ -119,6 +140,8 @@ def index_library(
             stale.add(i)
         todo.append((p, st, i is not None))
     store.remove_tracks(gone | stale)
+    for path, why in report.errors if progress else ():  # shown now, as the files' errors will be
+        progress(Progress("indexing", 0, len(todo), path, why))
     stop = should_stop or (lambda: False)
     backend = resolve_backend(backend, len(todo))
 

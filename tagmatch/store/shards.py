@@ -29,7 +29,7 @@ import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.audio.features import FeatureConfig
-from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir
+from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir, make_folder
 from tagmatch import safeload
 from tagmatch.safeload import UnsafeFile
 
@@ -324,7 +324,7 @@ class Store:
         if folder.exists() and not folder.is_dir():
             raise StoreError(f"{folder} is a file (a store of an older tagmatch?); store folders are a new "
                              "format: give another --store path, or delete that file and index again")
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         self._flush()
         self._merge_small_shards()
         same = self.folder is not None and self.folder.resolve() == folder.resolve()
