@@ -110,8 +110,6 @@ def atomic_path(target: Path):
     """Yield a temp path beside `target`; on success it replaces `target` atomically. A write
     that fails (a full disk, no permission, `target` a folder) raises a one-line TagmatchError
     and leaves `target` as it was."""
-    from tagmatch.errors import TagmatchError
-
     make_folder(check_writable(target).parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

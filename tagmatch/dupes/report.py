@@ -14,7 +14,6 @@ One type (`DupesReport`), one writer (`save`), one reader (`read`, one-line erro
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

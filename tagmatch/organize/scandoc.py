@@ -23,7 +23,6 @@ version does not know are kept as they are on a round trip.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
