@@ -22,14 +22,15 @@ if TYPE_CHECKING:
     from tagmatch.organize.scandoc import ScanDoc
 
 
-def open_store(store_path: Path, model, must_exist: bool):
+def open_store(store_path: Path, model, must_exist: bool, verify: str = "quick", damaged: list | None = None):
     """The store at `store_path` (None when it does not exist and need not), refused when another
-    model built it."""
-    from tagmatch.store.shards import Store
+    model built it. `verify`, `damaged`: as tagmatch.store.folder.load_store checks and drops
+    damaged shards."""
+    from tagmatch.store.folder import load_store
 
     if not must_exist and not store_path.exists():
         return None
-    store = Store.load(store_path)
+    store = load_store(store_path, verify=verify, damaged=damaged)
     store.check_model(model.model_id, model.feature_config, store_path)
     return store
 
@@ -42,6 +43,7 @@ class IndexResult:
     store_path: Path
     stopped: bool
     search: str = ""  # how scans will search the store (exact, or the approximate index's state)
+    repaired: list = field(default_factory=list)  # damaged shards dropped: (file, reason, their tracks' paths)
 
 
 SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill loses at most this much
@@ -68,7 +70,8 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
         raise TagmatchError(f"not a folder: {ref_dir}")
     with store_lock(store_path):  # one writer at a time
         model = load_model(model_path)
-        store = open_store(store_path, model, must_exist=False) or Store(
+        damaged: list = []  # its tracks are dropped, so the files still under ref_dir are embedded again
+        store = open_store(store_path, model, must_exist=False, verify="full", damaged=damaged) or Store(
             feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
         last_save = time.monotonic()
 
@@ -85,10 +88,10 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
                                       prune=prune)
         store.save(store_path)
         if should_stop():
-            return IndexResult(store, report, store_path, True)
+            return IndexResult(store, report, store_path, True, repaired=damaged)
 
         how = update_index(store, search, on_progress=on_progress, should_stop=should_stop)
-        return IndexResult(store, report, store_path, should_stop(), how)
+        return IndexResult(store, report, store_path, should_stop(), how, damaged)
 
 
 # ---- scan -------------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
         raise TagmatchError("name at least one folder")
     with store_lock(cache_path):  # one writer at a time
         try:
-            cache = open_store(cache_path, model, must_exist=False)
+            cache = open_store(cache_path, model, must_exist=False, damaged=[])  # damaged shards: embedded again
         except (StoreError, TagmatchError):
             cache = None  # a cache from another model or version: start again
         for root in roots:

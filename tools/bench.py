@@ -113,7 +113,8 @@ def build_store(corpus: DevCorpus, model, cache: Path, reuse: bool):
     """
     from tagmatch.errors import StoreError
     from tagmatch.store.index import index_library
-    from tagmatch.store.shards import Store, disk_bytes
+    from tagmatch.store.folder import disk_bytes
+    from tagmatch.store.shards import Store
 
     ref_dir, store_path, stats_path = cache / "ref", cache / "store", cache / "store-stats.json"
     by_name = link_reference(corpus, ref_dir)

@@ -12,7 +12,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-from tagmatch.store.shards import SHARD_VECTORS, Shard, Store, TrackInfo, disk_bytes, quantize, top_k_columns, vector_scale
+from tagmatch.store.folder import disk_bytes
+from tagmatch.store.shards import SHARD_VECTORS, Shard, Store, TrackInfo, quantize, top_k_columns, vector_scale
 
 CACHE = Path.home() / ".cache" / "tagmatch" / "scale"
 BENCH = Path.home() / ".cache" / "tagmatch" / "bench"

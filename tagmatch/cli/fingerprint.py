@@ -58,6 +58,10 @@ def cmd_index(args) -> int:
     if res.stopped:
         err("interrupted: what was indexed so far is saved; run the same command to continue")
     store, report = res.store, res.report
+    for file, reason, paths in res.repaired:
+        redone = sum(p in report.added for p in paths)
+        err(f"repaired: shard {file} {reason}; its {len(paths)} tracks were dropped, "
+            f"{redone} of them embedded again from {args.ref_dir}")
     print(f"{res.store_path}: {len(store.tracks)} tracks, {store.hours:.2f} h, {store.n_vectors} vectors "
           f"(added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
           f"unchanged {report.unchanged}, errors {len(report.errors)})")
@@ -112,6 +116,25 @@ def cmd_info(args) -> int:
     print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
           f"vectors {store.n_vectors} x {store.dim} {dtype}\nmodel   {store.model_id} ({ok})\n"
           f"search  {describe_search(store)}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Compare every checksum of the store; name the damaged shards (index repairs them)."""
+    from tagmatch.store.folder import check_store
+
+    store_path = store_arg(args.store)
+    store, damaged, unchecked = check_store(store_path)
+    for file, reason, paths in damaged:
+        err(f"shard {file} {reason}: its {len(paths)} tracks, the first {paths[0] if paths else '-'}")
+    whole = f"{len(store.shards)} shards, {len(store.tracks)} tracks, {store.n_vectors} vectors"
+    if unchecked:
+        whole += f" ({unchecked} shards saved without checksums: `tagmatch index` adds them)"
+    if damaged:
+        print(f"{store_path}: {len(damaged)} damaged shard(s); whole: {whole}. Repair: tagmatch index REF_DIR "
+              f"--store {store_path} (drops them and embeds their tracks again)")
+        return 1
+    print(f"{store_path}: every checksum matches: {whole}")
     return 0
 
 

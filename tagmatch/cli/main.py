@@ -1,5 +1,5 @@
-"""Command line: a thin layer over the library (train, index, scan, info, apply, decide, dupes, undo,
-runs, review; no command but review opens the terminal UI).
+"""Command line: a thin layer over the library (train, index, scan, info, check, apply, decide, dupes,
+undo, runs, review; no command but review opens the terminal UI).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tagmatch.cli.fingerprint import cmd_calibrate, cmd_dupes, cmd_index, cmd_info, cmd_scan, cmd_train
+from tagmatch.cli.fingerprint import cmd_calibrate, cmd_check, cmd_dupes, cmd_index, cmd_info, cmd_scan, cmd_train
 from tagmatch.cli.organize import cmd_apply, cmd_decide, cmd_keys, cmd_review, cmd_runs, cmd_undo, run_tui
 from tagmatch.cli.output import PROG, err
 from tagmatch.errors import TagmatchError
@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("info", help="describe the store")
     common(sp)
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("check", help="compare every checksum of the store (each open checks a part); "
+                                      "`index` repairs a damaged shard")
+    sp.add_argument("--store", type=Path, help="store folder (default: $TAGMATCH_STORE or the user data dir)")
+    sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("apply", help="plan renames and retags from a scan; carry them out with --yes")
     sp.add_argument("scan", type=Path, help="scan JSON (from scan --json), with review decisions if any")

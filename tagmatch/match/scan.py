@@ -54,7 +54,7 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
     numbers in the result are the same as in the client's copy of that store."""
     from tagmatch.store.ann import ANN_META, searcher_for
     from tagmatch.store.parallel import worker_model
-    from tagmatch.store.shards import MANIFEST
+    from tagmatch.store.folder import MANIFEST
 
     model = worker_model(model_path, model_id)
     meta = Path(store_path) / ANN_META  # `tagmatch index` may change the index and not the store

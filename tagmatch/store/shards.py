@@ -1,16 +1,6 @@
-"""The embedding store: reference vectors, where each came from, and the tracks' metadata.
-
-On disk a store is a folder (format version 3):
-
-    manifest.json          format, version, model id, feature config, dim, and the file names below
-    tracks-<id>.joblib     the track table: path, tags, duration, size, mtime of every track
-    shard-<id>.joblib      whole tracks' vectors (int8), shard-local track numbers, window times
-
-Shards are written once and never change: a save writes only new shards (new tracks) and the
-shards that lost a track, then the track table, then swaps manifest.json atomically (the commit
-point: a crash leaves the old store or the new one), then deletes the files no manifest names.
-Loading maps the shards' arrays from disk (joblib `mmap_mode`), so opening a big store takes
-milliseconds and its vectors are paged in only as searched.
+"""The embedding store: reference vectors, where each came from, and the tracks' metadata, held
+in shards of whole tracks. On disk a store is a folder (tagmatch.store.folder: the format, the
+checksums, saving and loading).
 
 A store is bound to the model and feature config that built it: loading it with another model is
 refused, since its vectors would be meaningless to that model.
@@ -18,10 +8,8 @@ refused, since its vectors would be meaningless to that model.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -29,13 +17,6 @@ import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.audio.features import FeatureConfig
-from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir, make_folder
-from tagmatch import safeload
-from tagmatch.safeload import UnsafeFile
-
-STORE_FORMAT = "tagmatch-store"
-STORE_VERSION = 3
-MANIFEST = "manifest.json"
 SHARD_VECTORS = 1 << 21  # new tracks are cut into shards of about this many vectors (128 MB at 60-d)
 SMALL_SHARD = SHARD_VECTORS // 16  # saves during a long index leave small shards: merged past
 MAX_SMALL_SHARDS = 8  # this many, so a store never opens thousands of files
@@ -126,6 +107,7 @@ class Shard:
     time: np.ndarray  # [shape=(n,)] float32 window start in seconds
     n_tracks: int
     file: str | None = None  # its file in the store folder; None: not written yet
+    crc: dict[str, int] | None = None  # CRC-32 of vectors, track, time as saved (None: not saved yet)
 
 
 class Store:
@@ -316,38 +298,18 @@ class Store:
             self._f32, self._f32_key = np.asarray(self.vectors).astype(np.float32), True
         return [(0, self._f32)]
 
-    # ---- persistence ---------------------------------------------------------------------
+    # ---- persistence (tagmatch.store.folder) ---------------------------------------------
+    def prepare_save(self) -> None:
+        """Cut the pending tracks into shards and merge small ones: the shards a save writes."""
+        self._flush()
+        self._merge_small_shards()
+
     def save(self, path: Path) -> None:
         """Write the store as a folder: new and changed shards, the track table, then the
         manifest (atomically), then delete what the manifest no longer names."""
-        folder = Path(path)
-        if folder.exists() and not folder.is_dir():
-            raise StoreError(f"{folder} is a file (a store of an older tagmatch?); store folders are a new "
-                             "format: give another --store path, or delete that file and index again")
-        make_folder(folder)
-        self._flush()
-        self._merge_small_shards()
-        same = self.folder is not None and self.folder.resolve() == folder.resolve()
-        for s in self.shards:
-            if s.file is None or not same:
-                name = f"shard-{secrets.token_hex(6)}.joblib"
-                atomic_joblib_dump({"vectors": np.asarray(s.vectors), "track": s.track, "time": s.time},
-                                   folder / name)
-                s.file = name
-        tracks_file = f"tracks-{secrets.token_hex(6)}.joblib"
-        atomic_joblib_dump([asdict(t) for t in self.tracks], folder / tracks_file)
-        manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, "model_id": self.model_id,
-                    "feature_config": self.feature_config.to_dict(), "dim": self.dim, "tracks": tracks_file,
-                    "n_tracks": len(self.tracks), "n_vectors": sum(len(s.time) for s in self.shards),
-                    "shards": [{"file": s.file, "n_tracks": s.n_tracks, "n_vectors": len(s.time)}
-                               for s in self.shards]}
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        named = {tracks_file, MANIFEST, *(s.file for s in self.shards)}
-        for p in folder.iterdir():  # files of earlier saves (or of a save cut short)
-            if p.name not in named and p.name.startswith(("shard-", "tracks-")) and p.suffix == ".joblib":
-                p.unlink()
-        fsync_dir(folder)
-        self.folder = folder
+        from tagmatch.store.folder import save_store
+
+        save_store(self, path)
 
     def _merge_small_shards(self) -> None:
         """Past MAX_SMALL_SHARDS small shards, merge runs of neighbouring small shards into one
@@ -380,43 +342,13 @@ class Store:
         self.shards = merged
 
     @classmethod
-    def load(cls, path: Path, mmap: bool = True) -> "Store":
-        """Open a store folder; with `mmap` the vectors stay on disk until searched."""
-        path = Path(path)
-        if not path.exists():
-            raise StoreError(f"no store at {path}: run `tagmatch index REF_DIR` first")
-        if not path.is_dir():
-            raise StoreError(_file_store_error(path))
-        try:
-            m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StoreError(f"{path} is not a tagmatch store (no {MANIFEST})") from None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}); "
-                             "re-create it with `tagmatch index`") from exc
-        if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
-            raise StoreError(f"{path} is not a tagmatch store")
-        if m.get("version") != STORE_VERSION:
-            raise StoreError(f"store {path} has format version {m.get('version')}; this tagmatch reads "
-                             f"version {STORE_VERSION}: re-create it with `tagmatch index`")
-        try:
-            tracks = [TrackInfo(**t) for t in safeload.load(path / _plain_name(m["tracks"]))]
-            shards = []
-            for info in m["shards"]:
-                d = safeload.load(path / _plain_name(info["file"]), mmap_mode="r" if mmap else None)
-                shards.append(Shard(d["vectors"], d["track"], d["time"], int(info["n_tracks"]), info["file"]))
-        except UnsafeFile:
-            raise
-        except Exception as exc:
-            raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}: a file is missing "
-                             "or damaged); re-create it with `tagmatch index`") from exc
-        if sum(s.n_tracks for s in shards) != len(tracks):
-            raise StoreError(f"store {path} is inconsistent (shards and track table disagree); "
-                             "re-create it with `tagmatch index`")
-        store = cls(feature_config=FeatureConfig.from_dict(m["feature_config"]), model_id=m["model_id"],
-                    dim=int(m["dim"]), tracks=tracks, shards=shards)
-        store.folder = path
-        return store
+    def load(cls, path: Path, mmap: bool = True, verify: str = "quick") -> "Store":
+        """Open a store folder; with `mmap` the vectors stay on disk until searched. `verify`:
+        "quick" (the track table, each shard's track numbers and times) or "full" (also the
+        vectors); a damaged shard raises StoreError naming it (tagmatch.store.folder.load_store)."""
+        from tagmatch.store.folder import load_store
+
+        return load_store(path, mmap, verify)
 
     def check_model(self, model_id: str, feature_config: FeatureConfig, path: Path | str = "") -> None:
         """Refuse a store built with another model or front end."""
@@ -429,31 +361,3 @@ class Store:
     @property
     def hours(self) -> float:
         return sum(t.duration_s for t in self.tracks) / 3600
-
-
-def disk_bytes(path: Path) -> int:
-    """Bytes a saved store takes on disk (all its files)."""
-    path = Path(path)
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def _plain_name(name: str) -> str:
-    """A file name from a manifest, which must name a file in the store folder itself."""
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        raise StoreError(f"the store's manifest names {name!r}, not a file of the store folder")
-    return name
-
-
-def _file_store_error(path: Path) -> str:
-    """What a file where a store folder should be is: an older store, something else, or junk."""
-    try:
-        d = safeload.load(path)
-    except UnsafeFile as exc:
-        return str(exc)
-    except Exception as exc:
-        return (f"store {path} is unreadable or corrupt ({type(exc).__name__}); "
-                "re-create it with `tagmatch index`")
-    if isinstance(d, dict) and d.get("format") == STORE_FORMAT:
-        return (f"store {path} has format version {d.get('version')} (one file); this tagmatch reads "
-                f"version {STORE_VERSION} (a folder): re-create it with `tagmatch index --store NEW_PATH`")
-    return f"{path} is not a tagmatch store"

@@ -174,7 +174,9 @@ class HomeScreen(Screen):
                 return (("Stopped; what was indexed is saved. " if res.stopped else "")
                         + f"{len(res.store.tracks)} tracks, {res.store.hours:.2f} h: added {len(r.added)}, "
                           f"updated {len(r.updated)}, removed {len(r.removed)}, unchanged {r.unchanged}, "
-                          f"errors {len(r.errors)}" + (f"\n{res.search}" if res.search else ""))
+                          f"errors {len(r.errors)}" + (f"\n{res.search}" if res.search else "")
+                        + "".join(f"\nRepaired: shard {file} {why}; its {len(paths)} tracks were embedded again"
+                                  for file, why, paths in res.repaired))
             self._run(f"Indexing {folder} into {store_path}",
                       lambda on_progress, stop: index_job(folder, store_path, on_progress=on_progress, should_stop=stop),
                       summary)
