@@ -24,13 +24,12 @@ if TYPE_CHECKING:
 
 def open_store(store_path: Path, model, must_exist: bool, verify: str = "quick", damaged: list | None = None):
     """The store at `store_path` (None when it does not exist and need not), refused when another
-    model built it. `verify`, `damaged`: as tagmatch.store.folder.load_store checks and drops
-    damaged shards."""
-    from tagmatch.store.folder import load_store
+    model built it. `verify`, `damaged`: as Store.load checks and drops damaged shards."""
+    from tagmatch.store.shards import Store
 
     if not must_exist and not store_path.exists():
         return None
-    store = load_store(store_path, verify=verify, damaged=damaged)
+    store = Store.load(store_path, verify=verify, damaged=damaged)
     store.check_model(model.model_id, model.feature_config, store_path)
     return store
 
@@ -232,12 +231,15 @@ def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
 
 # ---- duplicates -------------------------------------------------------------------------------
 def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = None, *,
-              keep: Iterable[str] = (), library_path: Path | None = None,
+              keep: Iterable[str] = (), library_path: Path | None = None, reference_path: Path | None = None,
               on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> DupesReport | None:
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
     and return the report (tagmatch.dupes.report.dupes_doc). With `library_path`, also the files already in that
-    store. Returns None when stopped during embedding (what was embedded is cached)."""
+    store. The files of the reference store at `reference_path` (default: `library_path`) are
+    always their group's keepers, marked "in_library". Returns None when stopped during
+    embedding (what was embedded is cached)."""
     from tagmatch.dupes.find import against_library, DupesConfig, find_duplicates, model_for_dupes, restrict
+    from tagmatch.dupes.reference import Reference, reference_of
     from tagmatch.dupes.report import dupes_doc, file_facts
     from tagmatch.store.index import index_library
     from tagmatch.model.modelfile import load_model
@@ -266,13 +268,20 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
                 return None
     ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
     store, _ = restrict(cache, ids)
+    try:
+        reference = reference_of(reference_path or library_path)
+    except StoreError:  # finding moves nothing; a quarantine reads the store again and refuses
+        reference = Reference()
     infos = {i: file_facts(t.path, t.tags, t.size) for i, t in enumerate(store.tracks)}
+    for info in infos.values():
+        if reference.holds(info["path"]):
+            info["in_library"] = True
     fc = model.feature_config
     window_s = fc.window_samples / fc.sample_rate
     cfg = DupesConfig()
 
     groups = find_duplicates(store, infos, window_s, cfg, keep={str(Path(k).resolve()) for k in keep},
-                             progress=on_progress)
+                             progress=on_progress, protected=reference.holds)
     library, hits = None, []
     if library_path is not None:
         library = open_store(library_path, base, must_exist=True)

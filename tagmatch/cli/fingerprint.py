@@ -121,10 +121,12 @@ def cmd_info(args) -> int:
 
 def cmd_check(args) -> int:
     """Compare every checksum of the store; name the damaged shards (index repairs them)."""
-    from tagmatch.store.folder import check_store
+    from tagmatch.store.folder import unchecked_shards
+    from tagmatch.store.shards import Store
 
     store_path = store_arg(args.store)
-    store, damaged, unchecked = check_store(store_path)
+    unchecked, damaged = unchecked_shards(store_path), []
+    store = Store.load(store_path, verify="full", damaged=damaged)
     for file, reason, paths in damaged:
         err(f"shard {file} {reason}: its {len(paths)} tracks, the first {paths[0] if paths else '-'}")
     whole = f"{len(store.shards)} shards, {len(store.tracks)} tracks, {store.n_vectors} vectors"
@@ -141,6 +143,7 @@ def cmd_check(args) -> int:
 def cmd_dupes(args) -> int:
     """Find duplicate recordings under the folders (or act on a saved report with --from)."""
     from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
+    from tagmatch.dupes.reference import reference_of
     from tagmatch.dupes.report import DupesReport
 
     if args.from_json:
@@ -163,8 +166,9 @@ def cmd_dupes(args) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     if not args.quarantine:
         return 0
-    q = check_quarantine(doc, args.quarantine)
-    plan = quarantine_plan(doc, q)
+    reference = reference_of(store_arg(args.store))  # its files are never moved, whatever the report says
+    q = check_quarantine(doc, args.quarantine, reference)
+    plan = quarantine_plan(doc, q, reference)
     print_plan(plan)
     if not plan.ops:
         print("nothing to move", file=sys.stderr)
@@ -183,6 +187,7 @@ def _find_dupes(args) -> DupesReport:
     with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         doc = dupes_job(args.dirs, args.cache or default_cache_store_path(), args.model, keep=args.keep,
                         library_path=store_arg(args.store) if args.against_library else None,
+                        reference_path=store_arg(args.store),
                         on_progress=on_progress, should_stop=stopped)
     if doc is None:
         raise TagmatchError("interrupted: the files embedded so far are cached; run the same command to go on")
@@ -202,6 +207,8 @@ def _print_dupes(doc: DupesReport) -> None:
             what = f"{f['format']}" + (f" {f['bitrate'] // 1000} kb/s" if f.get("bitrate") else "") + \
                 (f", {f['duration_s']:.1f} s" if f.get("duration_s") else "")
             where = "keep" if keeper else f"shares {f['overlap_s']:.1f} s at {f['offset_s']:+.1f} s"
+            if f.get("in_library"):
+                where += ", in the reference library"
             print(f"  {'*' if keeper else ' '} {visible(rel(f['path'], base))}   ({visible(what)}; {where})")
     for h in doc.library or []:
         print(f"in library: {visible(rel(h['path'], base))} = {visible(h['library_path'])} "

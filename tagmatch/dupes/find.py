@@ -273,10 +273,11 @@ def _duplicate_groups(pairs: dict[tuple[int, int], Overlap], length: Callable[[i
 
 def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: DupesConfig = DupesConfig(),
                     keep: set[str] = frozenset(), progress: OnProgress | None = None,
-                    search: str = "auto") -> list[Group]:
+                    search: str = "auto", protected=lambda path: False) -> list[Group]:
     """Groups of `store`'s tracks that share audio, keeper first (duplicate groups, then partial
     pairs). `infos` maps track id -> file facts (stream_info plus "path" and "tags") for the
-    keeper rule; `keep` holds paths the user wants kept."""
+    keeper rule; `keep` holds paths the user wants kept; `protected(path)` is true for the
+    reference library's files, which are always kept (keeper.choose_keeper)."""
     tracks = _Tracks(store)
     pairs = sorted(candidate_pairs(store, cfg, progress=progress,
                                    search=search))
@@ -307,13 +308,13 @@ def find_duplicates(store: Store, infos: dict[int, dict], window_s: float, cfg: 
     groups, group_of = [], {}
     dup_pairs = {p: ov for p, ov in found.items() if ov.kind == "duplicate"}
     for members in _duplicate_groups(dup_pairs, lambda t: tracks.extent(t, window_s), duplicates):
-        k = choose_keeper(members, infos, keep)
+        k = choose_keeper(members, infos, keep, protected)
         rest = sorted(m for m in members if m != k)
         groups.append(Group("duplicate", [k] + rest, {m: from_keeper(k, m) for m in rest}))
         group_of.update({m: len(groups) for m in members})
     for (a, b), ov in sorted(found.items()):
         if ov.kind == "partial" and (a not in group_of or group_of[a] != group_of.get(b)):
-            k = choose_keeper([a, b], infos, keep)
+            k = choose_keeper([a, b], infos, keep, protected)
             m = b if k == a else a
             groups.append(Group("partial", [k, m], {m: from_keeper(k, m)}))
     return groups

@@ -1,7 +1,9 @@
-"""Which copy of a duplicate group to keep: a complete copy before an excerpt, then lossless,
+"""Which copy of a duplicate group to keep: a file of the reference library, then a complete copy before an excerpt, then lossless,
 the higher bit rate, the longer file, the better tagged one; and why, in words."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 
 def keeper_rank(info: dict, longest_s: float) -> tuple:
@@ -13,13 +15,17 @@ def keeper_rank(info: dict, longest_s: float) -> tuple:
             len([v for v in (info.get("tags") or {}).values() if v]), [-ord(c) for c in info.get("path", "")])
 
 
-def choose_keeper(members: list[int], infos: dict[int, dict], keep: set[str] = frozenset()) -> int:
-    """The user's pick (`keep` holds paths) when one is in the group, else the best by keeper_rank."""
-    chosen = [m for m in members if infos[m].get("path") in keep]
+def choose_keeper(members: list[int], infos: dict[int, dict], keep: set[str] = frozenset(),
+                  protected: Callable[[str], bool] = lambda path: False) -> int:
+    """A file of the reference library (`protected(path)`) when the group holds one: those are
+    always kept. Among the candidates, the user's pick (`keep` holds paths), else the best by
+    keeper_rank."""
+    candidates = [m for m in members if protected(infos[m].get("path", ""))] or members
+    chosen = [m for m in candidates if infos[m].get("path") in keep]
     if chosen:
         return chosen[0]
     longest = max(float(infos[m].get("duration_s") or 0) for m in members)
-    return max(members, key=lambda m: keeper_rank(infos[m], longest))
+    return max(candidates, key=lambda m: keeper_rank(infos[m], longest))
 
 
 KEEPER_REASONS = ("complete (the others are excerpts)", "lossless", "higher bit rate", "longer", "better tagged",
@@ -30,6 +36,9 @@ def keeper_reason(files: list[dict]) -> tuple[str, str]:
     """(path the keeper rule picks, why: the first keeper_rank criterion where it beats the runner-up)."""
     longest = max(float(f.get("duration_s") or 0) for f in files)
     ranked = sorted(files, key=lambda f: keeper_rank(f, longest), reverse=True)
+    library = [f for f in ranked if f.get("in_library")]
+    if library and len(library) < len(ranked):
+        return library[0]["path"], "in the reference library"
     if len(ranked) < 2:
         return ranked[0]["path"], "the only file"
     a, b = keeper_rank(ranked[0], longest), keeper_rank(ranked[1], longest)

@@ -7,26 +7,33 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tagmatch.dupes.reference import Reference
 from tagmatch.errors import TagmatchError
 
 if TYPE_CHECKING:
     from tagmatch.dupes.report import DupesReport
 
 
-def check_quarantine(doc: DupesReport, qdir: Path | str) -> Path:
-    """The quarantine folder, absolute. One inside a scanned folder is refused: the next search
-    there would find the moved copies again."""
+def check_quarantine(doc: DupesReport, qdir: Path | str, reference: Reference = Reference()) -> Path:
+    """The quarantine folder, absolute. One inside a scanned folder is refused (the next search
+    there would find the moved copies again), and one inside the reference library (they would
+    be indexed as library tracks)."""
     q = Path(qdir).expanduser().absolute()
     for r in doc.roots:
         if any(p == Path(r) or p.is_relative_to(r) for p in (q, q.resolve())):
             raise TagmatchError(f"the quarantine folder {q} is inside a scanned folder ({r}); choose one outside it")
+    folder = reference.folder_around(q)
+    if folder is not None:
+        raise TagmatchError(f"the quarantine folder {q} is inside the reference library ({folder}); "
+                            "choose one outside it")
     return q
 
 
-def quarantine_plan(doc: DupesReport, quarantine: Path):
+def quarantine_plan(doc: DupesReport, quarantine: Path, reference: Reference = Reference()):
     """Moves of every duplicate group's non-keepers into `quarantine`, keeping their path relative
-    to the scanned folder they came from. Partial overlaps are never moved. The keeper is whatever
-    the document says (edit it to choose another)."""
+    to the scanned folder they came from. Partial overlaps are never moved, nor is a file of the
+    reference library (`reference`, read from its store, not from the document). The keeper is
+    whatever the document says (edit it to choose another)."""
     from tagmatch.organize.confine import outside
     from tagmatch.organize.naming import free_path, path_key
     from tagmatch.organize.plan import Plan, PlannedOp, Skip
@@ -45,6 +52,9 @@ def quarantine_plan(doc: DupesReport, quarantine: Path):
             if p == g["keeper"]:
                 continue
             src = Path(p)
+            if reference.holds(src):
+                plan.skipped.append(Skip(p, "refused, a file of the reference library: always kept"))
+                continue
             root = next((r for r in roots if not outside(src, r)), None)
             if root is None:
                 why = outside(src, roots[0]) if len(roots) == 1 else "it is in none of the scanned folders"

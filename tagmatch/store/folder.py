@@ -1,7 +1,8 @@
 """The store on disk: a folder of joblib files named by one manifest, with checksums.
 
-    manifest.json          format, version, model id, feature config, dim, the file names below,
-                           and a CRC-32 of the track table's file and of each shard's three arrays
+    manifest.json          format, version, model id, feature config, dim, the folders indexed,
+                           the file names below, and a CRC-32 of the track table's file and of
+                           each shard's three arrays
     tracks-<id>.joblib     the track table: path, tags, duration, size, mtime of every track
     shard-<id>.joblib      whole tracks' vectors (int8), shard-local track numbers, window times
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import secrets
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,13 +37,35 @@ from tagmatch.fsutil import atomic_joblib_dump, atomic_write_text, fsync_dir, ma
 from tagmatch.safeload import UnsafeFile
 
 if TYPE_CHECKING:
-    from tagmatch.store.shards import Shard, Store
+    from tagmatch.store.shards import Store
 
 STORE_FORMAT = "tagmatch-store"
 STORE_VERSION = 3
 MANIFEST = "manifest.json"
 QUICK = ("track", "time")  # the arrays every open checks
 ARRAYS = ("vectors", "track", "time")
+
+
+@dataclass
+class TrackInfo:
+    path: str  # absolute
+    tags: dict
+    duration_s: float
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Shard:
+    """The vectors of some whole tracks. `track` numbers them within the shard (0..n_tracks-1),
+    so a shard's file stays valid when tracks elsewhere come or go."""
+
+    vectors: np.ndarray  # [shape=(n, dim)] int8 (a memmap when loaded)
+    track: np.ndarray  # [shape=(n,)] int32 shard-local track number; a track's rows are together, in order
+    time: np.ndarray  # [shape=(n,)] float32 window start in seconds
+    n_tracks: int
+    file: str | None = None  # its file in the store folder; None: not written yet
+    crc: dict[str, int] | None = None  # CRC-32 of vectors, track, time as saved (None: not saved yet)
 
 
 def crc32(a: np.ndarray | bytes) -> int:
@@ -76,6 +99,7 @@ def save_store(store: Store, path: Path) -> None:
     manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, "model_id": store.model_id,
                 "feature_config": store.feature_config.to_dict(), "dim": store.dim, "tracks": tracks_file,
                 "tracks_crc32": crc32((folder / tracks_file).read_bytes()),
+                "roots": store.roots,
                 "n_tracks": len(store.tracks), "n_vectors": sum(len(s.time) for s in store.shards),
                 "shards": [{"file": s.file, "n_tracks": s.n_tracks, "n_vectors": len(s.time),
                             **({"crc32": s.crc} if s.crc else {})} for s in store.shards]}
@@ -109,8 +133,6 @@ def _manifest(path: Path) -> dict:
 
 
 def _tracks(path: Path, m: dict) -> list[dict]:
-    from tagmatch.store.shards import TrackInfo
-
     file = path / _plain_name(m["tracks"])
     try:
         if "tracks_crc32" in m and crc32(file.read_bytes()) != m["tracks_crc32"]:
@@ -138,8 +160,6 @@ WORDS = {"vectors": "vectors", "track": "track numbers", "time": "window times"}
 def _shard(path: Path, info: dict, dim: int, mmap: bool, arrays: tuple[str, ...]) -> Shard:
     """One shard, loaded and checked (`arrays`: those whose checksum is compared); a missing,
     unreadable or damaged one raises DamagedShard."""
-    from tagmatch.store.shards import Shard
-
     name = _plain_name(info["file"])
     try:
         d = safeload.load(path / name, mmap_mode="r" if mmap else None)
@@ -157,16 +177,13 @@ def _shard(path: Path, info: dict, dim: int, mmap: bool, arrays: tuple[str, ...]
     return s
 
 
-def load_store(path: Path, mmap: bool = True, verify: str = "quick", damaged: list | None = None) -> Store:
-    """Open a store folder (see Store.load). `verify`: "quick" checks the track table and each
-    shard's track numbers and times; "full" also its vectors, and gives shards saved without
-    checksums their checksums (written at the next save). With `damaged` (a list), a damaged or
-    missing shard is dropped with its tracks and (file, reason, its tracks' paths) is appended
-    there, instead of refusing the store."""
-    from tagmatch.audio.features import FeatureConfig
-    from tagmatch.store.shards import Store
-
-    path = Path(path)
+def read_store(path: Path, mmap: bool = True, verify: str = "quick",
+               damaged: list | None = None) -> tuple[dict, list[TrackInfo], list[Shard]]:
+    """A store folder's manifest, track table and shards, checked (Store.load makes the Store).
+    `verify`: "quick" checks the track table and each shard's track numbers and times; "full"
+    also its vectors, and gives shards saved without checksums their checksums (written at the
+    next save). With `damaged` (a list), a damaged or missing shard is dropped with its tracks and
+    (file, why, its tracks' paths) is appended there, instead of refusing the store."""
     m = _manifest(path)
     tracks = _tracks(path, m)
     if sum(int(s["n_tracks"]) for s in m["shards"]) != len(tracks):
@@ -189,19 +206,12 @@ def load_store(path: Path, mmap: bool = True, verify: str = "quick", damaged: li
             s.crc = shard_checksums(s)
         shards.append(s)
         kept += own
-    store = Store(feature_config=FeatureConfig.from_dict(m["feature_config"]), model_id=m["model_id"],
-                  dim=int(m["dim"]), tracks=kept, shards=shards)
-    store.folder = path
-    return store
+    return m, kept, shards
 
 
-def check_store(path: Path) -> tuple[Store, list[tuple[str, str, list[str]]], int]:
-    """Every checksum of the store at `path` compared: (the store without its damaged shards,
-    those shards as load_store's `damaged` lists them, the number of shards saved without
-    checksums). The track table's damage raises StoreError."""
-    damaged: list = []
-    unchecked = sum("crc32" not in s for s in _manifest(Path(path))["shards"])
-    return load_store(path, verify="full", damaged=damaged), damaged, unchecked
+def unchecked_shards(path: Path) -> int:
+    """How many of the store's shards were saved without checksums (by tagmatch before 2026-12-04)."""
+    return sum("crc32" not in s for s in _manifest(Path(path))["shards"])
 
 
 def disk_bytes(path: Path) -> int:

@@ -107,6 +107,8 @@ def index_library(
     else:
         store = Store(feature_config=cfg, model_id=model.model_id, dim=model.dim)
     root = Path(root).resolve()
+    if str(root) not in store.roots:
+        store.roots.append(str(root))
     unreadable: list[tuple[str, str]] = []
     files = find_audio_files(root, unreadable)
     report = IndexReport()

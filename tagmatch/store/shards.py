@@ -9,7 +9,6 @@ refused, since its vectors would be meaningless to that model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.audio.features import FeatureConfig
+from tagmatch.store.folder import Shard, TrackInfo, read_store, save_store
 SHARD_VECTORS = 1 << 21  # new tracks are cut into shards of about this many vectors (128 MB at 60-d)
 SMALL_SHARD = SHARD_VECTORS // 16  # saves during a long index leave small shards: merged past
 MAX_SMALL_SHARDS = 8  # this many, so a store never opens thousands of files
@@ -88,28 +88,6 @@ def default_cache_store_path() -> Path:
     return Path(user_cache_dir("tagmatch")) / "dupes-store"
 
 
-@dataclass
-class TrackInfo:
-    path: str  # absolute
-    tags: dict
-    duration_s: float
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class Shard:
-    """The vectors of some whole tracks. `track` numbers them within the shard (0..n_tracks-1),
-    so a shard's file stays valid when tracks elsewhere come or go."""
-
-    vectors: np.ndarray  # [shape=(n, dim)] int8 (a memmap when loaded)
-    track: np.ndarray  # [shape=(n,)] int32 shard-local track number; a track's rows are together, in order
-    time: np.ndarray  # [shape=(n,)] float32 window start in seconds
-    n_tracks: int
-    file: str | None = None  # its file in the store folder; None: not written yet
-    crc: dict[str, int] | None = None  # CRC-32 of vectors, track, time as saved (None: not saved yet)
-
-
 class Store:
     """Tracks (`tracks[i]` is track i) and their vectors, held in shards. `vectors`, `vec_track`
     (global track numbers) and `vec_time` give every vector in order, as one array each."""
@@ -126,6 +104,7 @@ class Store:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # tracks added since the last flush
         self._flat: dict[str, np.ndarray] = {}
         self.folder: Path | None = None  # where the shards with a `file` live
+        self.roots: list[str] = []  # the folders indexed into it (absolute), as `tagmatch index` was given them
         self._f32_key: bool | None = None  # the float32 search copy is current
 
     # ---- the flat view ---------------------------------------------------------------------
@@ -307,8 +286,6 @@ class Store:
     def save(self, path: Path) -> None:
         """Write the store as a folder: new and changed shards, the track table, then the
         manifest (atomically), then delete what the manifest no longer names."""
-        from tagmatch.store.folder import save_store
-
         save_store(self, path)
 
     def _merge_small_shards(self) -> None:
@@ -342,13 +319,18 @@ class Store:
         self.shards = merged
 
     @classmethod
-    def load(cls, path: Path, mmap: bool = True, verify: str = "quick") -> "Store":
+    def load(cls, path: Path, mmap: bool = True, verify: str = "quick", damaged: list | None = None) -> "Store":
         """Open a store folder; with `mmap` the vectors stay on disk until searched. `verify`:
         "quick" (the track table, each shard's track numbers and times) or "full" (also the
-        vectors); a damaged shard raises StoreError naming it (tagmatch.store.folder.load_store)."""
-        from tagmatch.store.folder import load_store
-
-        return load_store(path, mmap, verify)
+        vectors); a damaged shard raises StoreError naming it, or with `damaged` (a list) is
+        dropped with its tracks and listed there (tagmatch.store.folder.read_store)."""
+        m, tracks, shards = read_store(Path(path), mmap, verify, damaged)
+        store = cls(feature_config=FeatureConfig.from_dict(m["feature_config"]), model_id=m["model_id"],
+                    dim=int(m["dim"]), tracks=tracks, shards=shards)
+        store.folder = Path(path)
+        roots = m.get("roots") or []
+        store.roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+        return store
 
     def check_model(self, model_id: str, feature_config: FeatureConfig, path: Path | str = "") -> None:
         """Refuse a store built with another model or front end."""

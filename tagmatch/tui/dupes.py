@@ -21,6 +21,8 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
+from tagmatch.dupes.reference import reference_of
+from tagmatch.store.shards import default_store_path
 from tagmatch.dupes.keeper import keeper_reason
 from tagmatch.dupes.report import DupesReport
 from tagmatch.errors import TagmatchError
@@ -292,8 +294,9 @@ class DupesScreen(TableKeys, Screen):
         if not folder:
             return
         try:
-            q = check_quarantine(self.doc, folder)
-            plan = quarantine_plan(self.doc, q)
+            reference = reference_of(default_store_path())  # its files are never moved
+            q = check_quarantine(self.doc, folder, reference)
+            plan = quarantine_plan(self.doc, q, reference)
         except TagmatchError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return

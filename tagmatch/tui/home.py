@@ -214,7 +214,8 @@ class HomeScreen(Screen):
             def job(on_progress, stop):
                 from tagmatch.jobs import dupes_job, new_scan_path
 
-                doc = dupes_job([folder], default_cache_store_path(), on_progress=on_progress, should_stop=stop)
+                doc = dupes_job([folder], default_cache_store_path(), reference_path=default_store_path(),
+                                on_progress=on_progress, should_stop=stop)
                 if doc is None:
                     return None
                 path = new_scan_path(folder, default_scans_dir() / "dupes")

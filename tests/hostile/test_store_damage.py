@@ -14,7 +14,7 @@ import pytest
 from tagmatch import safeload
 from tagmatch.cli import main
 from tagmatch.errors import StoreError
-from tagmatch.store.folder import MANIFEST, check_store
+from tagmatch.store.folder import MANIFEST
 from tagmatch.store.shards import Store
 
 
@@ -73,7 +73,8 @@ def test_check_finds_flipped_vector_bits_and_index_repairs_them(store_copy, libr
     shard = _shards(store_copy)[-1]
     _flip_a_bit(store_copy / shard, "vectors")
     Store.load(store_copy)  # an open checks the track numbers and times only
-    _, damaged, _ = check_store(store_copy)
+    damaged: list = []
+    Store.load(store_copy, verify="full", damaged=damaged)
     assert [(f, why) for f, why, _ in damaged] == [(shard, "is damaged (the checksum of its vectors differs)")]
 
     assert main(["check", "--store", str(store_copy)]) == 1
