@@ -191,7 +191,11 @@ def read_run(run_dir: Path) -> RunInfo:
     run_dir = Path(run_dir)
     path = run_dir / JOURNAL
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # "\n" ends a line, and only it: str.splitlines() also breaks at U+0085, U+2028 and the
+        # like, which a file name or a tag (written raw in the JSON) may hold
+        lines = path.read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
     except OSError as exc:
         raise TagmatchError(f"cannot read journal {path}: {exc.strerror or exc}") from exc
     entries = []

@@ -171,6 +171,8 @@ def user_path(path: str, src: Path, base: Path) -> Path:
     p = Path(path)
     if p.is_absolute():  # the user's own folders, as named; only what no name should hold goes
         p = Path(p.anchor, *(_unhidden(x) for x in p.parts[1:]))
+        if p.name in ("", ".", ".."):  # "/" or "/a/..": no file name given
+            p = p / "_"
     else:
         parts = [c for c in (sanitise_component(x) for x in p.parts) if c] or ["_"]
         p = Path(base, *parts)

@@ -37,11 +37,38 @@ def _norm(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(path))
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_tags(tags, where: str) -> None:
+    """Tags as scans and decisions hold them: name -> text, a list of texts, or null (removed)."""
+    if not isinstance(tags, dict):
+        raise TagmatchError(f"{where}: 'tags' is not an object")
+    for name, v in tags.items():
+        if not (v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+            raise TagmatchError(f"{where}: tag {name!r} is not text or a list of texts")
+
+
 def _check_candidate(c, where: str) -> None:
     if not isinstance(c, dict) or not isinstance(c.get("path"), str):
         raise TagmatchError(f"{where} is not a candidate (no 'path')")
-    if not isinstance(c.get("tags", {}), dict):
-        raise TagmatchError(f"{where}: 'tags' is not an object")
+    _check_tags(c.get("tags", {}), where)
+    for key in ("confidence", "offset_s"):
+        if c.get(key) is not None and not _number(c[key]):
+            raise TagmatchError(f"{where}: '{key}' is not a number")
+
+
+def _check_decision(d, where: str) -> None:
+    if not isinstance(d, dict):
+        raise TagmatchError(f"{where}: 'decision' is not an object")
+    choice = d.get("choice", 0)
+    if not isinstance(choice, int) or isinstance(choice, bool) or choice < 0:
+        raise TagmatchError(f"{where}: the decision's 'choice' is not 0 or an alternative's number")
+    if d.get("tags") is not None:
+        _check_tags(d["tags"], f"{where}, decision")
+    if d.get("path") is not None and not isinstance(d["path"], str):
+        raise TagmatchError(f"{where}: the decision's 'path' is not a path")
 
 
 def _check_entry(f, where: str) -> None:
@@ -61,8 +88,10 @@ def _check_entry(f, where: str) -> None:
     if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get("size"), int)
                                 and isinstance(rec.get("blake2b_edges"), str)):
         raise TagmatchError(f"{where}: 'seen' is not a record of size and hash")
-    if f.get("decision") is not None and not isinstance(f["decision"], dict):
-        raise TagmatchError(f"{where}: 'decision' is not an object")
+    if f.get("decision") is not None:
+        _check_decision(f["decision"], where)
+    if f.get("error") is not None and not isinstance(f["error"], str):
+        raise TagmatchError(f"{where}: 'error' is not text")
 
 
 @dataclass
