@@ -90,6 +90,20 @@ def store_lock(store_path: Path):
     return exclusive(store_path.with_name(store_path.name + ".lock"), f"the store {store_path}")
 
 
+def document_lock(path: Path):
+    """The lock a scan's or a dupes report's writers take (decide, review, dupes --keep, a scan
+    writing it): a review open in one terminal and a `decide` in another would each save over the
+    other's decisions. The lock file lives in the user cache dir (named by a hash of the path),
+    not beside the document."""
+    import hashlib
+
+    from platformdirs import user_cache_dir
+
+    path = Path(os.path.abspath(path))
+    key = hashlib.blake2b(os.fsencode(path), digest_size=10).hexdigest()
+    return exclusive(Path(user_cache_dir("tagmatch")) / "locks" / f"{key}.lock", str(path))
+
+
 def fsync_dir(path: Path) -> None:
     """Make a folder's entries (new, renamed, removed files) durable; best effort where the OS
     cannot open folders."""

@@ -8,13 +8,14 @@ done, atomically, so nothing is ever half-written: a re-run goes on from there.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
-from tagmatch.fsutil import check_writable, store_lock
+from tagmatch.fsutil import check_writable, document_lock, store_lock
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
 if TYPE_CHECKING:
@@ -117,20 +118,27 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     are checked against the reference files unless `verify` is False (`MatchConfig.verify`). `backend`
     "joblib" or "dask" matches whole files on worker processes (tagmatch.store.parallel), each opening
     the store memory-mapped; the results are the same as the local run's, in the same order."""
-    import contextlib
+    if not Path(target).exists():
+        raise TagmatchError(f"not found: {target}")
+    if not 0.0 <= threshold <= 1.0:  # also refuses nan
+        raise TagmatchError(f"the threshold is a confidence from 0 to 1, not {threshold}")
+    with contextlib.ExitStack() as held:
+        if json_path is not None:
+            check_writable(json_path)  # now, not after the scan
+            held.enter_context(document_lock(json_path))  # not while a review has it open
+        return _scan(target, store_path, model_path, threshold, json_path, on_progress, should_stop, backend,
+                     n_jobs, scheduler, whole_files, verify)
 
+
+def _scan(target, store_path, model_path, threshold, json_path, on_progress, should_stop, backend, n_jobs,
+          scheduler, whole_files, verify) -> ScanResult:
+    """scan_job's work, its arguments checked and the scan JSON's lock held."""
     from tagmatch.store.ann import describe_search, searcher_for
     from tagmatch.match.config import MatchConfig
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
     from tagmatch.match.scan import match_in_worker, scan, scan_doc, scan_paths
 
-    if not Path(target).exists():
-        raise TagmatchError(f"not found: {target}")
-    if not 0.0 <= threshold <= 1.0:  # also refuses nan
-        raise TagmatchError(f"the threshold is a confidence from 0 to 1, not {threshold}")
-    if json_path is not None:
-        check_writable(json_path)  # now, not after the scan
     backend = _backend(backend, scheduler)
     check_backend(backend, n_jobs)
     model = load_model(model_path)

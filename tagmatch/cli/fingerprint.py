@@ -1,14 +1,15 @@
-"""The commands that listen to audio: train, calibrate, index, scan, info, dupes."""
+"""The commands that listen to audio: train, calibrate, index, scan, info, check, dupes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from tagmatch.cli.output import carry_out, err, expand_sources, graceful_interrupt, print_plan, progress_bars, store_arg
 from tagmatch.errors import TagmatchError
-from tagmatch.fsutil import check_writable, rel
+from tagmatch.fsutil import check_writable, document_lock, rel
 from tagmatch.textsafe import visible
 
 
@@ -146,24 +147,27 @@ def cmd_dupes(args) -> int:
     from tagmatch.dupes.reference import reference_of
     from tagmatch.dupes.report import DupesReport
 
-    if args.from_json:
-        if args.dirs:
-            raise TagmatchError("give folders or --from, not both")
-        doc = DupesReport.read(args.from_json)
-        for k in args.keep:  # what the Duplicates screen's "keep this one" does
-            i = doc.find_group(k)
-            doc.set_keeper(i, k)
-            print(f"group {i + 1}: keep {visible(doc.groups[i]['keeper'])}", file=sys.stderr)
-    else:
-        if not args.dirs:
-            raise TagmatchError("name at least one folder (or --from a saved report)")
+    with contextlib.ExitStack() as held:
         if args.json:
-            check_writable(args.json)  # now, not after the search
-        doc = _find_dupes(args)
-        _print_dupes(doc)
-    if args.json:
-        doc.save(args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
+            held.enter_context(document_lock(args.json))  # not while a review has it open
+        if args.from_json:
+            if args.dirs:
+                raise TagmatchError("give folders or --from, not both")
+            doc = DupesReport.read(args.from_json)
+            for k in args.keep:  # what the Duplicates screen's "keep this one" does
+                i = doc.find_group(k)
+                doc.set_keeper(i, k)
+                print(f"group {i + 1}: keep {visible(doc.groups[i]['keeper'])}", file=sys.stderr)
+        else:
+            if not args.dirs:
+                raise TagmatchError("name at least one folder (or --from a saved report)")
+            if args.json:
+                check_writable(args.json)  # now, not after the search
+            doc = _find_dupes(args)
+            _print_dupes(doc)
+        if args.json:
+            doc.save(args.json)
+            print(f"wrote {args.json}", file=sys.stderr)
     if not args.quarantine:
         return 0
     reference = reference_of(store_arg(args.store))  # its files are never moved, whatever the report says

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tagmatch.cli.output import carry_out, err, print_plan, show
 from tagmatch.errors import TagmatchError
+from tagmatch.fsutil import document_lock
 from tagmatch.textsafe import visible
 
 
@@ -55,21 +56,11 @@ def _tag_edits(sets: list[str], unsets: list[str]) -> dict:
     return edits
 
 
-def cmd_decide(args) -> int:
-    """Record a review decision in the scan JSON, as the Review screen's keys do, and show what
-    `apply` will then do with the file(s)."""
-    from tagmatch.organize.journal import applied_sources, default_runs_dir
-    from dataclasses import replace
-
-    from tagmatch.organize.plan import build_plan, clear_decision, set_decision
+def _decide(args, edits: dict):
+    """Read the scan, record the decisions, save it: (the document, the decided entries)."""
+    from tagmatch.organize.plan import clear_decision, set_decision
     from tagmatch.organize.scandoc import ScanDoc
 
-    edits = _tag_edits(args.set, args.unset)
-    editing = bool(edits) or args.path is not None
-    if editing and (args.reject or args.clear):
-        raise TagmatchError("--set, --unset and --path go with --accept (or alone), not --reject or --clear")
-    if not (editing or args.reject or args.clear or args.accept is not None):
-        raise TagmatchError("nothing to decide: give --accept [N], --reject, --clear, --set, --unset or --path")
     doc = ScanDoc.read(args.scan)
     entries = [doc.entry(f) for f in args.files]
     for entry in entries:
@@ -85,6 +76,25 @@ def cmd_decide(args) -> int:
             choice = args.accept if args.accept is not None else old.get("choice", 0)
             set_decision(doc, entry["path"], "accepted", choice=choice, tags=tags, new_path=path or None)
     doc.save(args.scan)
+    return doc, entries
+
+
+def cmd_decide(args) -> int:
+    """Record a review decision in the scan JSON, as the Review screen's keys do, and show what
+    `apply` will then do with the file(s)."""
+    from tagmatch.organize.journal import applied_sources, default_runs_dir
+    from dataclasses import replace
+
+    from tagmatch.organize.plan import build_plan
+
+    edits = _tag_edits(args.set, args.unset)
+    editing = bool(edits) or args.path is not None
+    if editing and (args.reject or args.clear):
+        raise TagmatchError("--set, --unset and --path go with --accept (or alone), not --reject or --clear")
+    if not (editing or args.reject or args.clear or args.accept is not None):
+        raise TagmatchError("nothing to decide: give --accept [N], --reject, --clear, --set, --unset or --path")
+    with document_lock(args.scan):  # not while a review (or another decide) has it open
+        doc, entries = _decide(args, edits)
     plan = build_plan(replace(doc, files=entries), template=args.template, dest=args.dest,
                       already_applied=applied_sources(default_runs_dir()))
     print_plan(plan)

@@ -109,9 +109,13 @@ class TagmatchApp(App):
     def open_review(self, doc: ScanDoc, scan_path: Path) -> None:
         from tagmatch.tui.review import ReviewScreen
 
-        self.push_screen(ReviewScreen(doc, Path(scan_path), template=self.template, dest=self.dest))
+        screen = ReviewScreen(doc, Path(scan_path), template=self.template, dest=self.dest)
+        screen.hold(scan_path)  # TagmatchError: open in another tagmatch
+        self.push_screen(screen)
 
     def open_dupes(self, doc: DupesReport, path: Path) -> None:
         from tagmatch.tui.dupes import DupesScreen
 
-        self.push_screen(DupesScreen(doc, Path(path)))
+        screen = DupesScreen(doc, Path(path))
+        screen.hold(path)
+        self.push_screen(screen)

@@ -60,6 +60,26 @@ class TableKeys:
         table.move_cursor(row=max(0, table.row_count - 1))
 
 
+class HoldsDocument:
+    """A screen that edits a scan or a dupes report holds its lock (fsutil.document_lock) while
+    it is open, so a `decide` or another review meanwhile is refused instead of saving over it."""
+
+    document_lock = None  # the entered lock, set by the app before the screen is pushed
+
+    def hold(self, path: Path) -> None:
+        """Take the document's lock (TagmatchError with one line when another tagmatch has it)."""
+        from tagmatch.fsutil import document_lock
+
+        lock = document_lock(path)
+        lock.__enter__()
+        self.document_lock = lock
+
+    def on_unmount(self) -> None:
+        if self.document_lock is not None:
+            self.document_lock.__exit__(None, None, None)
+            self.document_lock = None
+
+
 class FormScreen(ModalScreen[list[str] | None]):
     """A few labelled text fields with defaults (a folder to index, a number of steps): Enter
     submits all of them, Tab moves between them, Esc cancels (dismisses with None)."""

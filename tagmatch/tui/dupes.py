@@ -28,7 +28,7 @@ from tagmatch.dupes.report import DupesReport
 from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import common_folder, rel
 from tagmatch.organize.plan import Plan
-from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, TableKeys, carry_out
+from tagmatch.tui.common import ConfirmScreen, FormScreen, HelpScreen, HoldsDocument, TableKeys, carry_out
 
 WIDE, DETAIL_W = 140, 46  # from this width on the detail pane sits on the right (the table needs more than Review's)
 QUARANTINE_NAME = "tagmatch-quarantine"
@@ -95,7 +95,7 @@ def default_quarantine(doc: DupesReport, base: Path) -> Path:
     return base.parent / QUARANTINE_NAME
 
 
-class DupesScreen(TableKeys, Screen):
+class DupesScreen(HoldsDocument, TableKeys, Screen):
     """One row per file of every group; the detail pane shows the highlighted file's group."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]

@@ -21,7 +21,6 @@ from textual.widgets import DataTable, Footer, Input, Static
 from tagmatch.errors import TagmatchError
 from tagmatch.jobs import SavedScan, default_scans_dir, list_scans
 from tagmatch.organize.journal import default_runs_dir, list_runs
-from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.store.shards import default_cache_store_path, default_store_path
 from tagmatch.tui.common import FormScreen, HelpScreen, run_summary
 
@@ -202,7 +201,7 @@ class HomeScreen(Screen):
 
             def review(res) -> None:
                 if res.json_path:
-                    self.app.open_review(ScanDoc.read(res.json_path), res.json_path)
+                    self.open_path(res.json_path)
             self._run(f"Scanning {folder}",
                       lambda on_progress, stop: scan_job(folder, store_path, json_path=json_path, on_progress=on_progress,
                                                      should_stop=stop),
@@ -225,11 +224,11 @@ class HomeScreen(Screen):
             def summary(res) -> str:
                 if res is None:
                     return "Stopped; the files embedded so far are cached for the next run."
-                groups = res[0]["groups"]
+                groups = res[0].groups
                 n = sum(g["kind"] == "duplicate" for g in groups)
                 return f"{n} duplicate group(s), {len(groups) - n} partial overlap(s). Enter: see them"
             self._run(f"Finding duplicate recordings in {folder}", job, summary,
-                      lambda res: self.app.open_dupes(*res))
+                      lambda res: self.open_path(res[1]))
         self._ask_folder("Find duplicate recordings", "Folder to search", Path.cwd(), start)
 
     def action_train(self) -> None:

@@ -25,7 +25,7 @@ from tagmatch.organize.journal import applied_sources, default_runs_dir
 from tagmatch.organize.naming import DEFAULT_TEMPLATE
 from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, set_decision
 from tagmatch.organize.scandoc import ScanDoc
-from tagmatch.tui.common import HelpScreen, TableKeys
+from tagmatch.tui.common import HelpScreen, HoldsDocument, TableKeys
 from tagmatch.tui.edit import Edit, EditScreen
 from tagmatch.tui.review_apply import ApplyAndUndoRun
 from tagmatch.tui.review_entry import (SURE, candidates, chosen, chosen_candidate, entry_detail, name_of, norm_path,
@@ -61,7 +61,7 @@ class ReviewTable(DataTable):
     BINDINGS = [Binding("enter", "screen.accept", "Accept", show=False, id="review.enter_accepts")]
 
 
-class ReviewScreen(ApplyAndUndoRun, TableKeys, Screen):
+class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
     """One scan's files, a detail pane for the highlighted one, and the keys to decide."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]

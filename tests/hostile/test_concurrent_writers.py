@@ -66,3 +66,27 @@ def test_a_second_index_of_one_store_is_refused(fixture_dir, tmp_path):
     with store_lock(store):
         line = _one_line_refusal(_tagmatch("index", fixture_dir / "library", "--store", store))
     assert str(store) in line and not store.exists()
+
+
+async def test_a_scan_under_review_is_not_written_by_decide_or_another_review(manifest_scan_path, fixture_dir,
+                                                                               library_store):
+    from tagmatch.cli import main
+    from tagmatch.organize.scandoc import ScanDoc
+    from tagmatch.tui.app import TagmatchApp
+
+    target = next(Path(f["path"]).name for f in ScanDoc.read(manifest_scan_path).files if f["status"] == "match")
+    file = str(Path(ScanDoc.read(manifest_scan_path).files[0]["path"]).with_name(target))
+    app = TagmatchApp(manifest_scan_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReviewScreen"
+        before = manifest_scan_path.read_bytes()
+        _one_line_refusal(_tagmatch("decide", manifest_scan_path, file, "--accept"))
+        _one_line_refusal(_tagmatch("scan", fixture_dir / "messy", "--store", library_store[1], "--json",
+                                    manifest_scan_path, "-q"))  # refused before scanning
+        second = TagmatchApp(manifest_scan_path)
+        async with second.run_test(size=(80, 24)) as other:
+            await other.pause()
+            assert type(second.screen).__name__ == "HomeScreen"  # refused, said so, Home instead
+        assert manifest_scan_path.read_bytes() == before
+    assert main(["decide", str(manifest_scan_path), file, "--accept"]) == 0  # closed: free again

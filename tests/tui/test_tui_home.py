@@ -22,6 +22,7 @@ from tagmatch.tui.app import TagmatchApp
 from tagmatch.tui.common import FormScreen
 from tagmatch.tui.home import HomeScreen
 from tagmatch.tui.progress import JobScreen
+from tagmatch.tui.dupes import DupesScreen
 from tagmatch.tui.review import ReviewScreen
 from helpers import manifest_scan
 
@@ -32,6 +33,7 @@ def home_env(tmp_path, monkeypatch) -> Path:
     store = tmp_path / "data" / "store"
     monkeypatch.setenv("TAGMATCH_STORE", str(store))
     monkeypatch.setenv("TAGMATCH_RUNS", str(tmp_path / "data" / "runs"))
+    monkeypatch.setenv("TAGMATCH_CACHE_STORE", str(tmp_path / "cache" / "dupes-store"))
     return store
 
 
@@ -104,6 +106,13 @@ async def test_home_indexes_scans_and_opens_the_review(fixture_dir, manifest, tm
         await pilot.press("enter")  # the highlighted scan opens its review again
         assert isinstance(app.screen, ReviewScreen)
         assert app.screen.scan_path == saved[0].path
+
+        await pilot.press("escape", "d")  # duplicate recordings in the messy folder
+        await fill_form(pilot, str(messy))
+        job = await finished_job(pilot)
+        assert "duplicate group(s)" in text(job, "#job-summary")
+        await pilot.press("enter")
+        assert isinstance(app.screen, DupesScreen)
 
 
 @pytest.mark.slow
