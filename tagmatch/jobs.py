@@ -52,7 +52,8 @@ SAVE_EVERY_S = 10.0  # while indexing, the store is saved this often: a kill los
 def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *,
               on_progress: OnProgress = quiet, should_stop: ShouldStop = never, backend: str | None = None,
               n_jobs: int | None = None, scheduler: str | None = None,
-              save_every_s: float = SAVE_EVERY_S, search: str = "auto", prune: bool = False) -> IndexResult:
+              save_every_s: float = SAVE_EVERY_S, search: str = "auto", prune: bool = False,
+              files: list[Path] | None = None, remove_missing: bool = True) -> IndexResult:
     """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
@@ -60,7 +61,8 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     is "dask" with a scheduler address, else "auto". `search`: keep the approximate index
     beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
     "approximate" or "exact". `prune`: drop the tracks of missing files even when most of the
-    folder's are missing (else that is refused, as an unmounted disk looks the same)."""
+    folder's are missing (else that is refused, as an unmounted disk looks the same). `files`,
+    `remove_missing`: a listing of `ref_dir`'s files from elsewhere (index.index_library)."""
     from tagmatch.store.ann import update_index
     from tagmatch.store.index import index_library
     from tagmatch.model.modelfile import load_model
@@ -85,7 +87,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
         backend = _backend(backend, scheduler)
         store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
                                       backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path,
-                                      prune=prune)
+                                      prune=prune, files=files, remove_missing=remove_missing)
         store.save(store_path)
         if should_stop():
             return IndexResult(store, report, store_path, True, repaired=damaged)
@@ -240,12 +242,14 @@ def list_scans(scans_dir: Path | None = None) -> list[SavedScan]:
 # ---- duplicates -------------------------------------------------------------------------------
 def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = None, *,
               keep: Iterable[str] = (), library_path: Path | None = None, reference_path: Path | None = None,
+              files: list[Path] | None = None,
               on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> DupesReport | None:
     """Embed the folders into the dupes cache (incremental, saved as it goes), find the groups,
     and return the report (tagmatch.dupes.report.dupes_doc). With `library_path`, also the files already in that
     store. The files of the reference store at `reference_path` (default: `library_path`) are
-    always their group's keepers, marked "in_library". Returns None when stopped during
-    embedding (what was embedded is cached)."""
+    always their group's keepers, marked "in_library". `files`: only these files (listed by the
+    caller, as beets' items are), found under the one folder in `dirs`. Returns None when stopped
+    during embedding (what was embedded is cached)."""
     from tagmatch.dupes.find import against_library, DupesConfig, find_duplicates, model_for_dupes, restrict
     from tagmatch.dupes.reference import Reference, reference_of
     from tagmatch.dupes.report import dupes_doc, file_facts
@@ -270,11 +274,14 @@ def dupes_job(dirs: Iterable[Path], cache_path: Path, model_path: Path | None = 
             def progress(p: Progress, stage=f"embedding {root.name}") -> None:
                 on_progress(replace(p, stage=stage))
             cache, _ = index_library(root, cache, model, progress=progress, should_stop=should_stop,
-                                     prune=True)  # a cache: what is gone is re-embedded if it comes back
+                                     prune=True,  # a cache: what is gone is re-embedded if it comes back
+                                     files=files, remove_missing=files is None)
             cache.save(cache_path)
             if should_stop():
                 return None
-    ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)]
+    listed = None if files is None else {str(Path(f).resolve()) for f in files}
+    ids = [i for i, t in enumerate(cache.tracks) if any(Path(t.path).is_relative_to(r) for r in roots)
+           and (listed is None or t.path in listed)]
     store, _ = restrict(cache, ids)
     try:
         reference = reference_of(reference_path or library_path)

@@ -84,6 +84,8 @@ def index_library(
     scheduler: str | None = None,
     model_path: Path | str | None = None,
     prune: bool = False,
+    files: list[Path] | None = None,
+    remove_missing: bool = True,
 ) -> tuple[Store, IndexReport]:
     """Bring `store` up to date with the audio files under `root` (the store is edited in place
     and returned; a new one is made when `store` is None). Nothing under `root` is modified.
@@ -99,6 +101,10 @@ def index_library(
     cannot be listed, or whose file cannot be stat'ed, are kept (and reported as errors). And
     when more than half of the tracks indexed from `root` are gone, nothing is changed unless
     `prune`: a folder that is empty because its disk is not mounted must not empty the store.
+
+    `files`: the audio files to index, listed by the caller (beets' items) instead of found under
+    `root`; `remove_missing` False keeps the tracks of files not listed (a listing of part of
+    the library).
     """
     check_backend(backend, n_jobs)
     cfg = model.feature_config
@@ -110,7 +116,10 @@ def index_library(
     if str(root) not in store.roots:
         store.roots.append(str(root))
     unreadable: list[tuple[str, str]] = []
-    files = find_audio_files(root, unreadable)
+    if files is None:
+        files = find_audio_files(root, unreadable)
+    else:
+        files = sorted({Path(f).resolve() for f in files})
     report = IndexReport()
     for folder, why in unreadable:  # its tracks stay in the store as they were
         report.errors.append((folder, f"cannot read this folder ({why}); its tracks are kept as they were"))
@@ -118,7 +127,7 @@ def index_library(
     on_disk = {str(p) for p in files}
     blind = [Path(f) for f, _ in unreadable]
     under = [i for p, i in by_path.items() if _is_under(p, root)]
-    gone = {i for i in under if store.tracks[i].path not in on_disk
+    gone = {i for i in under if remove_missing and store.tracks[i].path not in on_disk
             and not any(_is_under(store.tracks[i].path, b) for b in blind)}
     if len(gone) * 2 > len(under) and not prune:
         raise TagmatchError(
