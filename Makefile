@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast test-snapshot-update fixtures bench calibrate bench-dupes scale profile tradeoff score-study compare-losses train-default clean
+.PHONY: install demo test test-fast test-browser test-snapshot-update fixtures bench calibrate bench-dupes scale profile tradeoff score-study compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Opt-in: `tagmatch serve` in a real headless browser: Debian's chromium and chromium-driver
+# (installed with apt-get when missing, which needs root) driven by selenium (from PyPI).
+test-browser: $(STAMP)
+	command -v chromedriver >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(BIN)/python -m pip install -q 'selenium>=4.20'
+	TAGMATCH_BROWSER_TEST=1 $(BIN)/python -m pytest -q tests/bridges/test_browser.py
 
 # Rewrites the TUI's SVG snapshots (tests/tui/__snapshots__) after an intended change of a screen.
 test-snapshot-update: $(STAMP)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +150,33 @@ def music_like(seconds: float = 4.0, sr: int = 44100, amp: float = 0.1) -> np.nd
     t = np.arange(int(seconds * sr)) / sr
     y = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((440.0, 660.0, 990.0, 1500.0), 1))
     return (amp * y * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
+
+
+# ---- tagmatch serve (tests/bridges) -------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(*args: str, env: dict):
+    """`tagmatch serve` running until the block ends: (port, the server process)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tagmatch", "serve", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    assert page.status == 200 and b"textual-terminal" in page.read()
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() - t0 < 60, "the server did not start"
+                time.sleep(0.2)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,5 +1,5 @@
 """Command line: a thin layer over the library (train, index, scan, info, check, apply, decide, dupes,
-undo, runs, review; no command but review opens the terminal UI).
+undo, runs, review, serve; no command but review opens the terminal UI, and serve the same in a browser).
 
 Results go to stdout, progress bars and per-file errors to stderr. Exit status: 0 on success
 (also when some files failed), 1 when nothing could be processed or on a fatal error.
@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from tagmatch.cli.fingerprint import cmd_calibrate, cmd_check, cmd_dupes, cmd_index, cmd_info, cmd_scan, cmd_train
-from tagmatch.cli.organize import cmd_apply, cmd_decide, cmd_keys, cmd_review, cmd_runs, cmd_undo, run_tui
+from tagmatch.cli.organize import (cmd_apply, cmd_decide, cmd_keys, cmd_review, cmd_runs, cmd_serve, cmd_undo,
+                                   run_tui)
 from tagmatch.cli.output import PROG, err
 from tagmatch.errors import TagmatchError
 
@@ -227,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"path template (default {DEFAULT_TEMPLATE!r})")
     sp.add_argument("--dest", type=Path, help="copy accepted files under this folder (default: rename in place)")
     sp.set_defaults(func=cmd_review)
+
+    sp = sub.add_parser("serve", help="the terminal UI in a browser (for a library on a NAS or a headless box)")
+    sp.add_argument("scan", type=Path, nargs="?", help="open this scan or dupes report (default: the Home screen)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                        "only; anything else lets others change your files)")
+    sp.add_argument("--port", type=positive, default=8000, help="port (default 8000)")
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("keys", help="list the terminal UI's keys by id (remap them in the config file)")
     sp.set_defaults(func=cmd_keys)

@@ -181,6 +181,30 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """The terminal UI in a browser (textual-serve): each page load starts its own app."""
+    import ipaddress
+    import shlex
+
+    from textual_serve.server import Server
+
+    if args.scan is not None:
+        from tagmatch.dupes.report import load_report
+
+        load_report(args.scan)  # a bad file is reported here, not in every browser
+    command = shlex.join([sys.executable, "-m", "tagmatch.tui", *([str(args.scan.absolute())] if args.scan else [])])
+    try:
+        local = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        local = args.host == "localhost"
+    if not local:
+        err(f"serving on {args.host}: anyone who can reach port {args.port} there can rename, retag and move "
+            "your files as you can; there is no login (see the README)")
+    err(f"open http://{args.host}:{args.port} in a browser; Ctrl-C stops the server")
+    Server(command, host=args.host, port=args.port, title="tagmatch").serve()
+    return 0
+
+
 def run_tui(scan: Path | None = None, **kw) -> int:
     from tagmatch.tui.app import TagmatchApp
 
