@@ -74,6 +74,20 @@ def test_import_proposes_the_library_track_by_audio(beets_home, fixture_dir, tmp
     assert everything.count("Tagmatch") == len(KNOWN)
 
 
+def test_an_album_import_gets_the_library_album(beets_home, fixture_dir, tmp_path):
+    album = tmp_path / "rip"  # Signal Garden's three songs, as a messy rip
+    album.mkdir()
+    for name in ("-leading dash.wav", "01.wav"):
+        shutil.copy2(fixture_dir / "messy" / name, album / name)
+    shutil.copy2(fixture_dir / "messy" / "track07.mp3", album / "track07.mp3")
+    _beet(beets_home, "import", "-q", str(album))
+    listed = _beet(beets_home, "ls", "-a", "-f", "$album|$albumartist|$data_source", "data_source:Tagmatch").stdout
+    assert listed.splitlines() == ["Signal Garden|Kosmo Dial|Tagmatch"]
+    titles = _beet(beets_home, "ls", "-f", "$track $title", "album:Signal Garden", "data_source:Tagmatch",
+                   "singleton:false").stdout
+    assert titles.splitlines() == ["01 Neon Orchard", "02 Übertragung", "03 Packet Loss Lullaby"]
+
+
 def test_dupes_lists_the_copies_of_library_tracks(beets_home):
     out = _beet(beets_home, "tagmatch-dupes").stdout
     assert "duplicate group(s)" in out
