@@ -173,6 +173,34 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     return ScanResult(results, store, doc, should_stop(), json_path if results else None, search)
 
 
+# ---- evidence -----------------------------------------------------------------------------------
+_LOADED: dict = {}  # (store path, model path) -> (model, store or None, searcher): one of each per process
+
+
+def evidence_job(query: Path, candidate: dict, store_path: Path | None, model_path: Path | None = None,
+                 start_s: float = 0.0):
+    """The evidence picture (tagmatch.match.evidence.Picture) that `query` holds `candidate` (a
+    scan entry's match). The model and the store are loaded once per process and kept; a store
+    that cannot be opened still gives the spectrograms (with a note), not the similarity."""
+    from tagmatch.match.evidence import picture
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.ann import searcher_for
+
+    key = (str(store_path), str(model_path))
+    if key not in _LOADED:
+        model, store, searcher, note = load_model(model_path), None, None, ""
+        try:
+            store = open_store(Path(store_path), model, must_exist=True) if store_path else None
+            searcher = searcher_for(store) if store is not None else None
+        except TagmatchError as exc:
+            note = str(exc)
+        _LOADED.clear()
+        _LOADED[key] = model, store, searcher, note
+    model, store, searcher, note = _LOADED[key]
+    pic = picture(query, candidate, store, model, searcher, start_s=start_s)
+    return replace(pic, note="; ".join(n for n in (note, pic.note) if n)) if note else pic
+
+
 def _backend(backend: str | None, scheduler: str | None) -> str:
     """A scheduler address implies dask; the default is "auto" (parallel.resolve_backend)."""
     backend = backend or ("dask" if scheduler else "auto")

@@ -120,6 +120,34 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    """Match one file and draw the evidence for its best candidate as a PNG."""
+    from tagmatch.jobs import evidence_job, open_store
+    from tagmatch.match.decide import match_file
+    from tagmatch.match.picture import save_png
+    from tagmatch.match.scan import candidate_json, describe
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.store.ann import searcher_for
+
+    store_path = store_arg(args.store)
+    model = load_model(args.model)
+    store = open_store(store_path, model, must_exist=True)
+    m = match_file(args.file, store, model, searcher=searcher_for(store))
+    if m.status == "error":
+        raise TagmatchError(f"{args.file}: {m.error}")
+    if m.match is None:
+        raise TagmatchError(f"{args.file}: no candidate at all in the store")
+    pic = evidence_job(args.file, candidate_json(m.match, store), store_path, args.model, start_s=args.start)
+    what = f"{describe(m, store)} ({m.status}, confidence {m.match.confidence:.2f})"
+    out = args.out or Path(f"{args.file.stem}-evidence.png")
+    w, h = save_png(pic, out, title=f"{args.file.name}: {what}")
+    if pic.note:
+        err(pic.note)
+    print(f"wrote {visible(str(out))} ({w}x{h}): {visible(what)}; {pic.agreeing:.0%} of the windows above "
+          "their background")
+    return 0
+
+
 def cmd_check(args) -> int:
     """Compare every checksum of the store; name the damaged shards (index repairs them)."""
     from tagmatch.store.folder import unchecked_shards

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tagmatch.cli.fingerprint import cmd_calibrate, cmd_check, cmd_dupes, cmd_index, cmd_info, cmd_scan, cmd_train
+from tagmatch.cli.fingerprint import cmd_calibrate, cmd_check, cmd_dupes, cmd_explain, cmd_index, cmd_info, cmd_scan, cmd_train
 from tagmatch.cli.organize import (cmd_apply, cmd_decide, cmd_keys, cmd_review, cmd_runs, cmd_serve, cmd_undo,
                                    run_tui)
 from tagmatch.cli.output import PROG, err
@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_info)
 
+    sp = sub.add_parser("explain", help="match one file and draw the evidence (spectrograms, similarity) as a PNG")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--out", type=Path, help="the PNG to write (default: FILE-evidence.png here)")
+    sp.add_argument("--start", type=float, default=0.0, metavar="S", help="the fragment from this second of "
+                                                                          "the file (default 0)")
+    common(sp)
+    sp.set_defaults(func=cmd_explain)
+
     sp = sub.add_parser("check", help="compare every checksum of the store (each open checks a part); "
                                       "`index` repairs a damaged shard")
     sp.add_argument("--store", type=Path, help="store folder (default: $TAGMATCH_STORE or the user data dir)")
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return run_tui()
-        if args.command in ("index", "scan", "calibrate") or (args.command == "dupes" and not args.from_json):  # they embed
+        if args.command in ("index", "scan", "calibrate", "explain") or (args.command == "dupes" and not args.from_json):  # they embed
             from tagmatch.threads import one_compute_thread
 
             one_compute_thread()

@@ -44,11 +44,17 @@ def along(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarra
     """Mean over query windows of how far each one's similarity to the reference window at time
     `at` (the best within ALIGN_TOLERANCE_S) rises above its `background`; 0 where it does not.
     times/ref: the track's stored windows (ascending times, unit vectors)."""
+    return float(np.maximum(aligned_similarity(times, ref, vectors, at) - background, 0.0).mean())
+
+
+def aligned_similarity(times: np.ndarray, ref: np.ndarray, vectors: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Each query window's similarity to the reference's stored window at time `at`: the best
+    within ALIGN_TOLERANCE_S, 0 where there is none (silence, past the end)."""
     lo = np.searchsorted(times, at - ALIGN_TOLERANCE_S)
     hi = np.searchsorted(times, at + ALIGN_TOLERANCE_S, side="right")
-    best = np.zeros(len(at), np.float32)  # no reference window there (silence, past the end): no evidence
+    best = np.zeros(len(at), np.float32)
     for j in range(int((hi - lo).max(initial=0))):
         row = lo + j
         ok = row < hi
         best[ok] = np.maximum(best[ok], np.einsum("ij,ij->i", vectors[ok], ref[row[ok]]))
-    return float(np.maximum(best - background, 0.0).mean())
+    return best

@@ -19,6 +19,9 @@ CSS = """
 #detail-box { height: 9; border-top: solid $primary; padding: 0 1; }
 ReviewScreen.-wide #review-body { layout: horizontal; }
 ReviewScreen.-wide #detail-box { height: 1fr; width: 46; border-top: none; border-left: solid $primary; }
+ReviewScreen.-evidence #detail-box { height: 2fr; }
+#evidence { display: none; }
+ReviewScreen.-evidence #evidence { display: block; }
 #filter { display: none; dock: bottom; margin-bottom: 1; }
 #progress { display: none; dock: bottom; margin-bottom: 1; padding: 0 1; }
 #runs { height: 1fr; }

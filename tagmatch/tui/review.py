@@ -26,12 +26,14 @@ from tagmatch.organize.naming import DEFAULT_TEMPLATE
 from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, set_decision
 from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.tui.common import HelpScreen, HoldsDocument, TableKeys
+from tagmatch.tui.evidence import EvidencePane
 from tagmatch.tui.edit import Edit, EditScreen
 from tagmatch.tui.review_apply import ApplyAndUndoRun
 from tagmatch.tui.review_entry import (SURE, candidates, chosen, chosen_candidate, entry_detail, name_of, norm_path,
                                        row_cells, status_text)
 
 WIDE, DETAIL_W = 110, 46  # from this width on, the detail pane (this wide) sits right of the table
+EVIDENCE_MIN_ROWS = 30  # and from this height on, the evidence pane is shown without asking (`v`)
 STATUS_W = 11
 COLUMNS = ((" ", "mark"), ("File", "file"), ("Suggestion", "suggestion"), ("Conf", "conf"), ("Status", "status"))
 
@@ -78,6 +80,7 @@ class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
         Binding("w", "apply", "Apply", id="review.apply"),
         Binding("U", "undo_run", "Undo run", id="review.undo_run"),
         # `/` is listed in ? help, not in the footer: the footer keeps q at 80 columns
+        Binding("v", "evidence", "Evidence", id="review.evidence"),
         Binding("slash", "filter", "Filter", show=False, id="review.filter"),
         Binding("s", "sort", "Sort", show=False, id="review.sort"),
         Binding("question_mark", "help", "Keys", id="review.help"),
@@ -117,6 +120,7 @@ class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
         with Horizontal(id="review-body"):
             yield ReviewTable(id="files", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="detail-box"):
+                yield EvidencePane(self.doc.store or None, id="evidence")  # first: what `v` is for
                 yield Static(id="detail", markup=False)
         yield Input(placeholder="filter: text in the file name or suggestion (Enter: keep, Esc: clear)",
                     id="filter")
@@ -136,7 +140,14 @@ class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
     def on_mount(self) -> None:
         self._refresh_applied()
         self._columns(self.app.size.width)
+        width, height = self.app.size
+        self.set_class(width >= WIDE and height >= EVIDENCE_MIN_ROWS, "-evidence")  # room for it: shown
         self.query_one(ReviewTable).focus()
+
+    def action_evidence(self) -> None:
+        """Show or hide the evidence pane (spectrograms and similarity of the highlighted file)."""
+        self.set_class(not self.has_class("-evidence"), "-evidence")
+        self._update_detail()
 
     def on_resize(self, event) -> None:
         self._columns(event.size.width)
@@ -242,6 +253,8 @@ class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
     def _update_detail(self) -> None:
         i = self._current()
         self.query_one("#detail", Static).update(self.detail_text(i) if i is not None else Text("no rows"))
+        if i is not None and self.has_class("-evidence"):
+            self.query_one(EvidencePane).show(self.files[i], chosen_candidate(self.files[i]), chosen(self.files[i]))
 
     def detail_text(self, i: int) -> Text:
         """What the highlighted file would become: tag diff, new path, alternatives, evidence."""
