@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import textual_image.widget  # noqa: F401  (it asks the terminal about images as it loads: it must load before
+#   the app takes the terminal over, or the answers arrive as key presses; the evidence pane uses it)
 from textual.app import App
 
 from tagmatch.dupes.report import DupesReport, load_report

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.text import Text
 
+from tagmatch.textsafe import visible
 from tagmatch.fsutil import rel
 from tagmatch.organize.plan import VALUE_SEP, PlannedOp, hand_tagged
 
@@ -43,7 +44,7 @@ def name_of(cand: dict | None) -> str:
         return ""
     tags = cand.get("tags") or {}
     title = tags.get("title") or Path(cand.get("path") or "?").stem
-    return f"{tags['artist']} - {title}" if tags.get("artist") else title
+    return visible(f"{tags['artist']} - {title}" if tags.get("artist") else title)
 
 
 def conf_style(conf: float | None) -> str:
@@ -81,7 +82,7 @@ def row_cells(entry: dict, marked: bool, base: Path | None, applied: dict[str, t
     else:
         suggestion = Text(name_of(cand))
     return [Text("*" if marked else " ", style="bold magenta"),
-            Text(rel(str(entry.get("path")), base)), suggestion,
+            Text(visible(rel(str(entry.get("path")), base))), suggestion,
             Text(f"{conf:.2f}" if conf is not None else "", style=conf_style(conf)), status_text(entry, applied)]
 
 
@@ -90,7 +91,7 @@ def entry_detail(entry: dict, base: Path | None, dest: Path | None, applied: dic
     """What the file would become: tag diff, new path, alternatives, evidence (`preview(choice)`
     plans it, a message when it would not change; the screen caches those)."""
     t = Text()
-    t.append(rel(str(entry.get("path")), base), style="bold")
+    t.append(visible(rel(str(entry.get("path")), base)), style="bold")
     t.append("  ")
     t.append_text(status_text(entry, applied))
     t.append("\n")
