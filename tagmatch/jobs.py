@@ -140,6 +140,7 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
     from tagmatch.match.scan import match_in_worker, scan, scan_doc, scan_paths
+    from tagmatch.organize.rejections import Rejections
 
     backend = _backend(backend, scheduler)
     check_backend(backend, n_jobs)
@@ -151,14 +152,15 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     cfg = MatchConfig(threshold=threshold, stop_confidence=None if whole_files else MatchConfig.stop_confidence,
                       verify=MatchConfig.verify if verify else 0)
     backend = resolve_backend(backend, len(paths))
+    rejections = Rejections.load() or None  # what the user rejected before is not offered again
     if backend == "local":
         searcher = searcher_for(store)
         search = describe_search(store, searcher)
-        matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher)
+        matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher, rejections=rejections)
     else:  # each worker opens the store and its index itself, choosing the same way
         search = describe_search(store)
-        args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg)
-                for p in paths]
+        args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg,
+                 rejections) for p in paths]
         matches = (m for _, m in ordered_map(match_in_worker, args, backend, n_jobs, scheduler))
     results = []
     with contextlib.closing(matches):  # closing a parallel run cancels what is in flight

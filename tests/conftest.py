@@ -31,10 +31,11 @@ def _own_compile_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _own_scans_folder(tmp_path_factory, monkeypatch):
-    """Scans without --json are kept in the user's data dir, keys come from the user's config:
-    never the real ones in tests."""
+    """Scans without --json are kept in the user's data dir, keys come from the user's config,
+    rejections are remembered in the user's data dir: never the real ones in tests."""
     monkeypatch.setenv("TAGMATCH_SCANS", str(tmp_path_factory.mktemp("scans")))
     monkeypatch.setenv("TAGMATCH_CONFIG", "/nonexistent/tagmatch/config.toml")
+    monkeypatch.setenv("TAGMATCH_REJECTIONS", str(tmp_path_factory.mktemp("rejections") / "rejections.jsonl"))
 
 
 @pytest.fixture(scope="session")

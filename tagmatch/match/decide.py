@@ -33,6 +33,7 @@ from tagmatch.match.query import fragment_bounds, frame_grid, open_query
 from tagmatch.match.verify import Evidence, check_reference
 from tagmatch.match.votes import Fragment, Hits, rival_margins, search_fragment
 from tagmatch.model.modelfile import LoadedModel
+from tagmatch.organize.rejections import Rejections
 from tagmatch.store.shards import Store
 
 
@@ -60,14 +61,18 @@ class FileMatch:
     match: Candidate | None = None
     alternatives: list[Candidate] = field(default_factory=list)
     stopped_at_s: float | None = None  # where reading stopped, sure of the answer (None: read it all)
+    fingerprint: np.ndarray | None = None  # [shape=(n, dim)] int8: the first fragment's query vectors
+    passed_over: list[int] = field(default_factory=list)  # tracks left out: rejected for this audio before
 
 
 def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
-               searcher: Searcher | None = None, prepared: Future | None = None) -> FileMatch:
+               searcher: Searcher | None = None, prepared: Future | None = None,
+               rejections: Rejections | None = None) -> FileMatch:
     """Identify one file, fragment by fragment, stopping once sure (`cfg.stop_confidence`).
     Never raises for bad input: errors come back as status 'error'. `searcher`: what finds the
     neighbours (default: the store itself, exact). `prepared`: a future of `open_query(path, ...)`
-    started ahead (a scan decodes the start of the next file meanwhile)."""
+    started ahead (a scan decodes the start of the next file meanwhile). `rejections`: the pairs
+    the user rejected (tagmatch.organize.rejections); a reference rejected for this audio is left out."""
     path = Path(path)
     fc = model.feature_config
     try:
@@ -86,19 +91,27 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                     else:
                         hits.append(new)
                 if not piece.last and cfg.stop_confidence is not None and hits:
-                    early = decide(str(path), hits, store, model, cfg, verify=False)
+                    early = decide(str(path), hits, store, model, cfg, verify=False, rejections=rejections)
                     if early.match and early.match.confidence >= max(cfg.stop_confidence, cfg.threshold):
                         early.stopped_at_s = round(query.read_until_s, 2)
-                        return early
+                        return _fingerprinted(early, hits, model)
         finally:
             query.close()
         if not hits:
             raise TagmatchError("silent: no audible audio")
-        return decide(str(path), hits, store, model, cfg, verify=True)
+        return _fingerprinted(decide(str(path), hits, store, model, cfg, verify=True, rejections=rejections),
+                              hits, model)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
     except TagmatchError as exc:
         return FileMatch(str(path), "error", error=str(exc))
+
+
+def _fingerprinted(m: FileMatch, hits: list[Hits], model: LoadedModel) -> FileMatch:
+    from tagmatch.store.shards import quantize
+
+    m.fingerprint = quantize(hits[0].vectors, model.dim)
+    return m
 
 
 def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: int, store: Store,
@@ -118,18 +131,23 @@ def match_vectors(name: str, vectors: np.ndarray, starts: np.ndarray, n_frames: 
 
 
 def decide(name: str, hits: list[Hits], store: Store, model: LoadedModel, cfg: MatchConfig,
-            verify: bool = False) -> FileMatch:
+            verify: bool = False, rejections: Rejections | None = None) -> FileMatch:
     """Fragments' hits -> the suggestion: votes pick the best `cfg.rescore` tracks, which are then
     scored along their alignment (a score is a mean over fragments), and with `verify`, checked
-    against their reference files when the answer is not sure yet."""
+    against their reference files when the answer is not sure yet. Tracks the user rejected for
+    this audio (`rejections`) are left out before any of it, so the rest are ranked and
+    calibrated as if they had never been candidates."""
     fragments = [h.votes(cfg) for h in hits]
     n = len(fragments)
     totals: dict[int, float] = {}
     for f in fragments:
         for t, (s, _) in f.scores.items():
             totals[t] = totals.get(t, 0.0) + s / n
+    passed_over = _rejected(totals, hits, store, rejections) if rejections else []
+    for t in passed_over:
+        del totals[t]
     if not totals:
-        return FileMatch(name, "unknown")
+        return FileMatch(name, "unknown", passed_over=passed_over)
     score = model.calibration.score  # score as the calibration was fitted: "votes", "aligned" or "verified"
     if cfg.rescore and score != "votes":
         by_votes = sorted(totals, key=totals.get, reverse=True)[: cfg.rescore]
@@ -146,7 +164,13 @@ def decide(name: str, hits: list[Hits], store: Store, model: LoadedModel, cfg: M
              for t in ranked[: 1 + cfg.alternatives]]
     best = cands[0]
     status = "match" if best.confidence >= cfg.threshold else "unknown"
-    return FileMatch(name, status, match=best, alternatives=cands[1:])
+    return FileMatch(name, status, match=best, alternatives=cands[1:], passed_over=passed_over)
+
+
+def _rejected(totals: dict[int, float], hits: list[Hits], store: Store, rejections: Rejections) -> list[int]:
+    """The candidate tracks whose reference the user rejected for this query's audio."""
+    vectors = np.concatenate([h.vectors for h in hits])
+    return [t for t in totals if rejections.rejected(store.tracks[t].path, vectors)]
 
 
 def _check_references(totals: dict[int, float], margins: dict[int, float], hits: list[Hits],

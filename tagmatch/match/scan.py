@@ -12,6 +12,7 @@ from tagmatch.match.decide import Candidate, FileMatch, match_file
 from tagmatch.match.config import MatchConfig
 from tagmatch.match.query import open_query, QueryAudio
 from tagmatch.model.modelfile import LoadedModel
+from tagmatch.organize.rejections import Rejections, encode
 from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.organize.seen import seen
 from tagmatch.store.parallel import prefetch
@@ -26,7 +27,8 @@ def scan_paths(root: Path) -> list[Path]:
 
 
 def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig = MatchConfig(),
-         should_stop: Callable[[], bool] | None = None, searcher=None) -> Iterator[FileMatch]:
+         should_stop: Callable[[], bool] | None = None, searcher=None,
+         rejections: Rejections | None = None) -> Iterator[FileMatch]:
     """Match files one by one (a generator, so callers can show progress and stop early). The
     start of the next file is decoded in a thread while this one is embedded and searched.
     `searcher`: default `tagmatch.store.ann.searcher_for(store)`: the store's saved approximate index
@@ -41,14 +43,14 @@ def scan(paths: list[Path], store: Store, model: LoadedModel, cfg: MatchConfig =
             if prepared.exception() is None:
                 prepared.result().close()  # the files opened ahead are closed, not left to the GC
             return
-        yield match_file(p, store, model, cfg, searcher, prepared)
+        yield match_file(p, store, model, cfg, searcher, prepared, rejections)
 
 
 _WORKER_STORES: dict = {}  # per worker process: the store opened (memory-mapped) once, not per file
 
 
 def match_in_worker(path: str, store_path: str, model_path: str | None, model_id: str,
-                    cfg: MatchConfig) -> FileMatch:
+                    cfg: MatchConfig, rejections: Rejections | None = None) -> FileMatch:
     """Match one file in a worker process (tagmatch.store.parallel). The worker opens the store itself,
     once per store version (a re-index between scans changes its manifest), memory-mapped; track
     numbers in the result are the same as in the client's copy of that store."""
@@ -65,7 +67,7 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
         store.check_model(model.model_id, model.feature_config, store_path)
         _WORKER_STORES[key] = store, searcher_for(store)  # as the local scan searches
     store, searcher = _WORKER_STORES[key]
-    return match_file(path, store, model, cfg, searcher)
+    return match_file(path, store, model, cfg, searcher, rejections=rejections)
 
 
 def candidate_json(c: Candidate, store: Store) -> dict:
@@ -81,10 +83,15 @@ def candidate_json(c: Candidate, store: Store) -> dict:
 
 
 def file_json(m: FileMatch, store: Store) -> dict:
-    return {"path": str(Path(m.path).absolute()), "status": m.status, "error": m.error,
-            "match": candidate_json(m.match, store) if m.match else None,
-            "alternatives": [candidate_json(a, store) for a in m.alternatives],
-            "stopped_at_s": m.stopped_at_s, "seen": seen(m.path)}
+    out = {"path": str(Path(m.path).absolute()), "status": m.status, "error": m.error,
+           "match": candidate_json(m.match, store) if m.match else None,
+           "alternatives": [candidate_json(a, store) for a in m.alternatives],
+           "stopped_at_s": m.stopped_at_s, "seen": seen(m.path)}
+    if m.fingerprint is not None:
+        out["fingerprint"] = encode(m.fingerprint)
+    if m.passed_over:
+        out["passed_over"] = [store.tracks[t].path for t in m.passed_over]
+    return out
 
 
 def scan_doc(results: list[FileMatch], store: Store, store_path: Path, target: Path | None = None) -> ScanDoc:

@@ -154,12 +154,29 @@ def set_decision(scan_doc: ScanDoc, path: str | Path, status: str, *, choice: in
                             for k, v in tags.items()}
     if new_path:
         decision["path"] = str(new_path)
-    entry["decision"] = decision
+    replace_decision(entry, decision)
     return decision
 
 
 def clear_decision(scan_doc: ScanDoc, path: str | Path) -> None:
-    scan_doc.entry(path).pop("decision", None)
+    replace_decision(scan_doc.entry(path), None)
+
+
+def replace_decision(entry: dict, decision: dict | None) -> None:
+    """Put `decision` (None: none) on the entry, and keep the rejections file in step: a
+    rejection is remembered by the file's audio, and forgotten when it is taken back
+    (tagmatch.organize.rejections). The one way the review and `decide` change a decision."""
+    from tagmatch.organize import rejections
+
+    old = entry.get("decision") or {}
+    if old.get("status") == "rejected" and (decision or {}).get("status") != "rejected":
+        rejections.forget(entry, entry.get("match"))
+    if decision is None:
+        entry.pop("decision", None)
+    else:
+        if decision.get("status") == "rejected" and old.get("status") != "rejected":
+            rejections.remember(entry, entry.get("match"))
+        entry["decision"] = decision
 
 
 # ---- planning --------------------------------------------------------------------------------

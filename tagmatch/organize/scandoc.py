@@ -13,6 +13,8 @@ shape and says in one line what is wrong. The JSON, version 2:
    "alternatives": [<same shape as match>, ...],
    "stopped_at_s": null | 10.0,     # where reading stopped, sure of the answer; null: read it all
    "seen": null | {"size": ..., "mtime_ns": ..., "blake2b_edges": "..."},  # tagmatch.organize.seen
+   "fingerprint": {"dim": 60, "int8": "<base64>"},  # its audio, for rejections (organize.rejections)
+   "passed_over": ["<reference path>", ...],  # rejected before for this audio: not offered again
    "decision": {...}}]}             # added by the review (tagmatch.organize.plan.set_decision)
 ```
 

@@ -23,7 +23,8 @@ from tagmatch.errors import TagmatchError
 from tagmatch.fsutil import common_folder, rel
 from tagmatch.organize.journal import applied_sources, default_runs_dir
 from tagmatch.organize.naming import DEFAULT_TEMPLATE
-from tagmatch.organize.plan import PlannedOp, clear_decision, preview, resulting_tags, set_decision
+from tagmatch.organize.plan import (PlannedOp, clear_decision, preview, replace_decision, resulting_tags,
+                                    set_decision)
 from tagmatch.organize.scandoc import ScanDoc
 from tagmatch.tui.common import HelpScreen, HoldsDocument, TableKeys
 from tagmatch.tui.evidence import EvidencePane
@@ -391,7 +392,7 @@ class ReviewScreen(HoldsDocument, ApplyAndUndoRun, TableKeys, Screen):
             if before is None:
                 clear_decision(self.doc, self.files[i]["path"])
             else:
-                self.files[i]["decision"] = before
+                replace_decision(self.files[i], before)
         self._save()
         self._redraw(i for i, _ in step)
 

@@ -141,6 +141,8 @@ def entry_detail(entry: dict, base: Path | None, dest: Path | None, applied: dic
                     t.append(f"  ~ {c.name}: {old} -> {new}\n", style="yellow")
             if op.art_from:
                 t.append("  + cover art from the reference\n", style="green")
+    for ref in entry.get("passed_over") or []:  # tagmatch.organize.rejections
+        t.append(f"not offered again: {visible(Path(ref).stem)} (rejected before for this audio)\n", style="dim")
     alts = cands[1:]
     if alts:
         t.append("alternatives:\n", style="dim")
