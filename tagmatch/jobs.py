@@ -146,6 +146,7 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     check_backend(backend, n_jobs)
     model = load_model(model_path)
     store = open_store(store_path, model, must_exist=True)
+    model = model.for_library(store)  # the calibration this library's decisions gave, if any
     paths = scan_paths(target)
     if not paths:
         raise TagmatchError(f"no audio files in {target}")
@@ -173,6 +174,29 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     if json_path is not None and results:
         doc.save(json_path)
     return ScanResult(results, store, doc, should_stop(), json_path if results else None, search)
+
+
+# ---- learning from decisions ----------------------------------------------------------------------
+def learn_job(store_path: Path, scans: list[Path] | None = None, model_path: Path | None = None):
+    """Refit this library's calibration from the decisions in `scans` (default: every saved scan
+    against this store) and keep it in the store folder (tagmatch.train.decisions). Returns
+    (Calibration, facts)."""
+    from tagmatch.model.modelfile import load_model
+    from tagmatch.organize.scandoc import ScanDoc
+    from tagmatch.train.decisions import calibrate_from_decisions
+
+    model = load_model(model_path)
+    store = open_store(Path(store_path), model, must_exist=True)
+    if scans:
+        docs = [ScanDoc.read(p) for p in scans]
+    else:
+        mine = str(Path(store_path).absolute())
+        docs = [d for d in (ScanDoc.read(s.path) for s in list_scans()) if d.store == mine]
+    if not any(f.get("decision") for d in docs for f in d.files):
+        raise TagmatchError("no decided files in " + (", ".join(map(str, scans)) if scans else
+                            f"the saved scans against {store_path}") + ": review a scan first")
+    with store_lock(store_path):
+        return calibrate_from_decisions(docs, store.folder, model)
 
 
 # ---- evidence -----------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ def cmd_calibrate(args) -> int:
     from tagmatch.jobs import CalibrateRequest, calibrate_job
     from tagmatch.train.calibrate import describe_fit
 
+    if args.from_decisions is not None:
+        return _calibrate_from_decisions(args)
     model = args.model or (Path(os.environ["TAGMATCH_MODEL"]) if os.environ.get("TAGMATCH_MODEL") else None)
     if model is None:
         raise TagmatchError("calibrate writes into a model file: name it with --model (or $TAGMATCH_MODEL)")
@@ -46,6 +48,17 @@ def cmd_calibrate(args) -> int:
         raise TagmatchError("interrupted: the model is unchanged; the query files made so far are kept, "
                             "run the same command to go on")
     print(describe_fit(fit))
+    return 0
+
+
+def _calibrate_from_decisions(args) -> int:
+    from tagmatch.jobs import learn_job
+    from tagmatch.train.decisions import describe_library_fit
+
+    if args.music or args.dev_corpus:
+        raise TagmatchError("--from-decisions takes scans, not music folders or --dev-corpus")
+    cal, facts = learn_job(store_arg(args.store), args.from_decisions or None, args.model)
+    print(describe_library_fit(cal, facts))
     return 0
 
 
@@ -105,6 +118,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from tagmatch.model.calibration import library_calibration
     from tagmatch.store.ann import describe_search
     from tagmatch.model.modelfile import load_model
     from tagmatch.store.shards import Store
@@ -114,9 +128,14 @@ def cmd_info(args) -> int:
     model = load_model(args.model)
     ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
     dtype = store.shards[0].vectors.dtype if store.shards else "int8"
+    own = library_calibration(store.folder, model.model_id)
+    cal = own[0] if own else model.calibration
+    where = (f"this library's, from {own[1].get('decisions', 0)} review decisions blended with the model's "
+             "(tagmatch calibrate --from-decisions)" if own else "the model's")
     print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
           f"vectors {store.n_vectors} x {store.dim} {dtype}\nmodel   {store.model_id} ({ok})\n"
-          f"search  {describe_search(store)}")
+          f"search  {describe_search(store)}\n"
+          f"calibration {where}: mid {cal.mid:.4f}, width {cal.width:.4g}")
     return 0
 
 

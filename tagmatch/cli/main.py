@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=positive, metavar="N", help="at most N songs per side")
     sp.add_argument("--conditions", metavar="A,B", help="only these query conditions (default: all of "
                     "tagmatch.train.queries.CONDITIONS, as the shipped calibration)")
+    sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
+                    help="instead: refit this library's threshold from the review decisions of these scans "
+                         "(default: every saved scan against the store), blended with the model's; kept in "
+                         "the store folder and used by its scans")
+    sp.add_argument("--store", type=Path, help="with --from-decisions: the store (default: $TAGMATCH_STORE or "
+                                               "the user data dir)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=cmd_calibrate)
 

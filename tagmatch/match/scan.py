@@ -58,15 +58,19 @@ def match_in_worker(path: str, store_path: str, model_path: str | None, model_id
     from tagmatch.store.parallel import worker_model
     from tagmatch.store.folder import MANIFEST
 
+    from tagmatch.model.calibration import LIBRARY_FILE
+
     model = worker_model(model_path, model_id)
     meta = Path(store_path) / ANN_META  # `tagmatch index` may change the index and not the store
-    key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns, meta.exists() and meta.stat().st_mtime_ns)
+    cal = Path(store_path) / LIBRARY_FILE  # nor the library's calibration
+    key = (store_path, (Path(store_path) / MANIFEST).stat().st_mtime_ns, meta.exists() and meta.stat().st_mtime_ns,
+           cal.exists() and cal.stat().st_mtime_ns, model.model_id)
     if key not in _WORKER_STORES:
         _WORKER_STORES.clear()
         store = Store.load(Path(store_path))
         store.check_model(model.model_id, model.feature_config, store_path)
-        _WORKER_STORES[key] = store, searcher_for(store)  # as the local scan searches
-    store, searcher = _WORKER_STORES[key]
+        _WORKER_STORES[key] = store, searcher_for(store), model.for_library(store)  # as the local scan does
+    store, searcher, model = _WORKER_STORES[key]
     return match_file(path, store, model, cfg, searcher, rejections=rejections)
 
 

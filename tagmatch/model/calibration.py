@@ -1,12 +1,16 @@
 """The score calibration: the matcher's raw evidence (a margin per window) -> a 0..1 confidence.
 
 A model file carries one; `tagmatch.train.calibrate` fits it on known and unknown songs so that
-the default threshold (0.5) lets few unknown songs through.
+the default threshold (0.5) lets few unknown songs through. A library may have its own, refitted
+from the user's review decisions (`tagmatch calibrate --from-decisions`, tagmatch.train.decisions)
+and kept beside its store's shards as LIBRARY_FILE: scans against that store use it instead.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -38,3 +42,22 @@ class Calibration:
 
     def confidence(self, raw: float) -> float:
         return float(1.0 / (1.0 + np.exp(-(raw - self.mid) / self.width)))
+
+
+LIBRARY_FILE = "calibration.json"  # in a store folder: {"model_id", "calibration", "facts"}
+
+
+def library_calibration(store_folder: Path | None, model_id: str) -> tuple[Calibration, dict] | None:
+    """The calibration a store's own decisions gave, with its facts (how many decisions), when
+    there is one for this model; None otherwise (also for an unreadable file: the model's then)."""
+    if store_folder is None:
+        return None
+    try:
+        d = json.loads((Path(store_folder) / LIBRARY_FILE).read_text(encoding="utf-8"))
+        if d.get("model_id") != model_id:
+            return None
+        c = d["calibration"]
+        cal = Calibration(mid=float(c["mid"]), width=float(c["width"]), score=str(c["score"]))
+        return (cal, dict(d.get("facts") or {})) if cal.width > 0 else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -53,6 +53,16 @@ class LoadedModel:
     path: Path | None = None  # the file it was loaded from: worker processes load the same one
     _embedder: Callable | None = field(default=None, repr=False)
 
+    def for_library(self, store) -> "LoadedModel":
+        """This model with the calibration the store's own decisions gave, when it has one
+        (tagmatch.model.calibration.library_calibration); else itself."""
+        from dataclasses import replace
+
+        from tagmatch.model.calibration import library_calibration
+
+        found = library_calibration(getattr(store, "folder", None), self.model_id)
+        return replace(self, calibration=found[0]) if found else self
+
     @property
     def dim(self) -> int:
         """Dimension of the vectors `embed` returns (and a store built with this model holds)."""

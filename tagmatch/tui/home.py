@@ -54,6 +54,7 @@ class HomeScreen(Screen):
         Binding("d", "dupes", "Dupes", id="home.dupes"),
         Binding("t", "train", "Train", id="home.train"),
         Binding("c", "calibrate", "Calibrate", id="home.calibrate"),
+        Binding("l", "learn", "Learn", id="home.learn"),
         Binding("o", "open", "Open", id="home.open"),
         Binding("r", "runs", "Runs", id="home.runs"),
         Binding("question_mark", "help", "Keys", id="home.help"),
@@ -262,6 +263,19 @@ class HomeScreen(Screen):
                     f"{adapter}. Use it with TAGMATCH_MODEL={out} (then index again).")
         self._run(f"Training on {folder}", lambda on_progress, stop: train_job(req, on_progress=on_progress, should_stop=stop),
                   summary, unit="files")
+
+    def action_learn(self) -> None:
+        """Refit this library's threshold from the decisions of the saved scans (as `tagmatch
+        calibrate --from-decisions`)."""
+        from tagmatch.jobs import learn_job
+        from tagmatch.train.decisions import describe_library_fit
+
+        store_path = default_store_path()
+        if not store_path.exists():
+            self.notify("index a reference library first (i)", severity="warning")
+            return
+        self._run("Learning this library's threshold from your review decisions",
+                  lambda on_progress, stop: learn_job(store_path), lambda res: describe_library_fit(*res))
 
     def action_calibrate(self) -> None:
         import os

@@ -114,6 +114,10 @@ async def test_home_indexes_scans_and_opens_the_review(fixture_dir, manifest, tm
         await pilot.press("enter")
         assert isinstance(app.screen, DupesScreen)
 
+        await pilot.press("escape", "l")  # learn the threshold from decisions: there are none yet
+        job = await finished_job(pilot)
+        assert "review a scan first" in text(job, "#job-summary")
+
 
 @pytest.mark.slow
 async def test_home_calibrates_a_model_file(fixture_dir, tmp_path, home_env, monkeypatch):

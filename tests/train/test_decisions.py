@@ -1,0 +1,79 @@
+"""Per-library calibration from review decisions (tagmatch.train.decisions): blended with the
+model's so a few decisions move it a little and many move it to what they say; kept in the store
+folder, used by the next scan, shown by `info`."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagmatch.cli import main
+from tagmatch.model.calibration import Calibration, library_calibration
+from tagmatch.train.decisions import fit_from_decisions
+
+PRIOR = Calibration(mid=0.022, width=0.004)
+
+
+def test_no_decisions_keep_the_model_calibration_and_many_move_it():
+    none = fit_from_decisions(np.zeros(0), np.zeros(0), PRIOR)
+    assert abs(none.mid - PRIOR.mid) < 1e-4 and abs(none.width - PRIOR.width) / PRIOR.width < 0.05
+    two = fit_from_decisions(np.array([0.03, 0.031]), np.array([0.0, 0.0]), PRIOR)  # two wrong, confident matches
+    assert PRIOR.mid < two.mid < PRIOR.mid + PRIOR.width  # moved up, a little
+    rng = np.random.default_rng(0)  # 600 decisions of a library whose right answers sit higher
+    truth = Calibration(mid=0.04, width=0.004)
+    m = rng.uniform(0.0, 0.08, 600)
+    y = (rng.uniform(size=600) < [truth.confidence(x) for x in m]).astype(float)
+    many = fit_from_decisions(m, y, PRIOR)
+    assert (many.mid - PRIOR.mid) / (truth.mid - PRIOR.mid) > 0.75  # most of the way (the prior counts as 50)
+
+
+@pytest.fixture
+def store_copy(library_store, tmp_path) -> Path:
+    mine = tmp_path / "store"
+    shutil.copytree(library_store[1], mine)
+    return mine
+
+
+def _files(path: Path) -> dict[str, dict]:
+    return {Path(f["path"]).name: f for f in json.loads(path.read_text(encoding="utf-8"))["files"]}
+
+
+def test_decisions_refit_the_library_threshold_used_by_the_next_scan(fixture_dir, store_copy, tmp_path, capsys):
+    folder = tmp_path / "in"
+    shutil.copytree(fixture_dir / "messy", folder)
+    scan = tmp_path / "scan.json"
+    assert main(["scan", str(folder), "--store", str(store_copy), "--json", str(scan), "-q"]) == 0
+    matched = sorted(n for n, f in _files(scan).items() if f["status"] == "match")
+    for name in matched[:4]:
+        assert main(["decide", str(scan), str(folder / name), "--accept"]) == 0
+    assert main(["decide", str(scan), str(folder / matched[4]), "--reject"]) == 0
+    capsys.readouterr()
+
+    assert main(["calibrate", "--from-decisions", str(scan), "--store", str(store_copy)]) == 0
+    assert "from 5 decisions (4 right, 1 wrong)" in capsys.readouterr().out
+    cal, facts = library_calibration(store_copy, json.loads((store_copy / "manifest.json").read_text())["model_id"])
+    assert facts["decisions"] == 5 and cal.mid != facts["prior"]["mid"]
+
+    assert main(["info", "--store", str(store_copy)]) == 0
+    assert "this library's, from 5 review decisions" in capsys.readouterr().out
+
+    again = tmp_path / "again.json"
+    assert main(["scan", str(folder), "--store", str(store_copy), "--json", str(again), "-q"]) == 0
+    for f in _files(again).values():  # every confidence is the library's curve at its margin
+        if f["match"]:
+            expected = 1 / (1 + math.exp(-(f["match"]["margin"] - cal.mid) / cal.width))
+            assert f["match"]["confidence"] == pytest.approx(expected, abs=2e-4)
+
+
+def test_no_decisions_is_one_line(fixture_dir, store_copy, tmp_path, capsys):
+    scan = tmp_path / "scan.json"
+    assert main(["scan", str(fixture_dir / "messy" / "01.wav"), "--store", str(store_copy), "--json", str(scan),
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--from-decisions", str(scan), "--store", str(store_copy)]) == 1
+    assert "review a scan first" in capsys.readouterr().err
