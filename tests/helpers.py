@@ -26,6 +26,17 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def tree_bytes(root: Path) -> dict[bytes, str]:
+    """`tree` with names as bytes, so a name that is not UTF-8 compares as itself."""
+    out = {}
+    for dirpath, _, names in os.walk(os.fsencode(root)):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, os.fsencode(root))] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
 def candidate(fixture_dir: Path, ref: dict, confidence: float) -> dict:
     return {"path": str((fixture_dir / ref["path"]).absolute()), "tags": {k: ref.get(k) for k in JSON_TAGS},
             "confidence": confidence, "offset_s": 12.5, "fragments_agreeing": 3, "fragments_total": 4}

@@ -389,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     print_tradeoff(curve)
     if calib:
         print_calibration(calib)
+    from tools.bench_learning import calibration_study, print_studies, rejection_study
+
+    t0 = time.perf_counter()
+    learning = {"calibration": calibration_study(records, model.calibration),
+                "rejections": rejection_study(records, store, model, by_name, searcher)}
+    stages["learning_s"] = round(time.perf_counter() - t0, 1)
+    print_studies(learning["calibration"], learning["rejections"])
     runtime = time.perf_counter() - _T0
     stages["total_s"] = round(runtime, 1)
     result = {
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                    "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
         "summary": summary, "speed": {"index": index_stats, "query": speed, "encoder_compile_s": round(compile_s, 2),
                                       "search": search},
-        "loadavg": load, "tradeoff": curve, "calibration": calib, "stages": stages,
+        "loadavg": load, "tradeoff": curve, "calibration": calib, "learning": learning, "stages": stages,
         "records": records,
     }
     atomic_write_text(out_path, json.dumps(result, indent=1))

@@ -9,10 +9,9 @@ import errno
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from helpers import tree
+from helpers import tree, tree_bytes
 
 from tagmatch.cli import main
 from tagmatch.errors import TagmatchError
@@ -29,19 +28,6 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-def _folder_tree(folder: Path) -> dict[bytes, str]:
-    """What undo must restore, with names as bytes (a non-UTF-8 name compares as itself)."""
-    import hashlib
-
-    out = {}
-    for dirpath, _, names in os.walk(os.fsencode(folder)):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, os.fsencode(folder))] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def test_a_file_name_that_is_not_utf8_is_scanned_applied_and_undone(fixture_dir, library_store, tmp_path, env,
                                                                     capsys):
     _, store_path = library_store
@@ -49,7 +35,7 @@ def test_a_file_name_that_is_not_utf8_is_scanned_applied_and_undone(fixture_dir,
     folder.mkdir()
     shutil.copy2(fixture_dir / "messy" / "01.wav", os.fsdecode(os.fsencode(folder) + b"/" + BAD_NAME))
     shutil.copy2(fixture_dir / "messy" / "track07.mp3", folder / "track07.mp3")
-    before = _folder_tree(folder)
+    before = tree_bytes(folder)
     scan = tmp_path / "scan.json"
 
     assert main(["scan", str(folder), "--store", str(store_path), "--json", str(scan), "-q"]) == 0
@@ -61,10 +47,10 @@ def test_a_file_name_that_is_not_utf8_is_scanned_applied_and_undone(fixture_dir,
 
     assert main(["apply", str(scan), "--min-confidence", "0.9", "--yes", "-q"]) == 0
     capsys.readouterr()
-    after = _folder_tree(folder)
+    after = tree_bytes(folder)
     assert BAD_NAME not in after and len(after) == 2  # renamed from its tags
     assert main(["undo", "-q"]) == 0
-    assert _folder_tree(folder) == before
+    assert tree_bytes(folder) == before
 
 
 @pytest.mark.parametrize("command", ["scan", "dupes"])

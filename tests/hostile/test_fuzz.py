@@ -6,7 +6,6 @@ with one-line errors only."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import tree_bytes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -39,16 +39,6 @@ def _file_name(draw_text: str, suffix: str) -> str:
     return (name if name.strip(".") else "x" + name) + suffix
 
 
-def _bytes_of(folder: Path) -> dict[bytes, str]:
-    out = {}
-    for dirpath, _, names in os.walk(os.fsencode(folder)):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, os.fsencode(folder))] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def _inside(path: Path, folder: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
@@ -69,7 +59,7 @@ def test_tags_and_names_from_anyone_stay_inside_and_lose_nothing(fixture_dir, so
         folder.mkdir()
         src = folder / _file_name(name, Path(source).suffix)
         shutil.copy2(fixture_dir / "messy" / source, src)
-        before = _bytes_of(folder)
+        before = tree_bytes(folder)
         ref = next((fixture_dir / "library").rglob("*.flac"))
         entry = {"path": str(src), "status": "match", "error": None, "alternatives": [],
                  "match": {"path": str(ref), "tags": tags, "confidence": 0.99}}
@@ -101,10 +91,10 @@ def test_tags_and_names_from_anyone_stay_inside_and_lose_nothing(fixture_dir, so
         for p in made:  # every file tagmatch wrote is in --dest, the scanned folder or its runs folder
             assert any(_inside(p, f) for f in (dest, folder, runs)), p
         if mode == "copy":
-            assert _bytes_of(folder) == before  # the original untouched
+            assert tree_bytes(folder) == before  # the original untouched
         for run in list_runs(runs):
             list(undo_run(run))
-        assert _bytes_of(folder) == before  # every name and byte back
+        assert tree_bytes(folder) == before  # every name and byte back
         assert not dest.exists() or not any(p.is_file() for p in dest.rglob("*"))
 
 
