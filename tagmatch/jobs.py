@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tagmatch.errors import StoreError, TagmatchError
-from tagmatch.fsutil import check_writable, document_lock, store_lock
+from tagmatch.fsutil import atomic_path, check_writable, document_lock, store_lock
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
 if TYPE_CHECKING:
@@ -182,21 +182,60 @@ def learn_job(store_path: Path, scans: list[Path] | None = None, model_path: Pat
     against this store) and keep it in the store folder (tagmatch.train.decisions). Returns
     (Calibration, facts)."""
     from tagmatch.model.modelfile import load_model
-    from tagmatch.organize.scandoc import ScanDoc
     from tagmatch.train.decisions import calibrate_from_decisions
 
     model = load_model(model_path)
     store = open_store(Path(store_path), model, must_exist=True)
-    if scans:
-        docs = [ScanDoc.read(p) for p in scans]
-    else:
-        mine = str(Path(store_path).absolute())
-        docs = [d for d in (ScanDoc.read(s.path) for s in list_scans()) if d.store == mine]
+    docs = _decided_scans(store_path, scans)
     if not any(f.get("decision") for d in docs for f in d.files):
         raise TagmatchError("no decided files in " + (", ".join(map(str, scans)) if scans else
                             f"the saved scans against {store_path}") + ": review a scan first")
     with store_lock(store_path):
         return calibrate_from_decisions(docs, store.folder, model)
+
+
+def _decided_scans(store_path: Path, scans: list[Path] | None) -> list:
+    from tagmatch.organize.scandoc import ScanDoc
+
+    if scans:
+        return [ScanDoc.read(p) for p in scans]
+    mine = str(Path(store_path).absolute())
+    return [d for d in (ScanDoc.read(s.path) for s in list_scans()) if d.store == mine]
+
+
+def finetune_job(store_path: Path, out: Path, scans: list[Path] | None = None, model_path: Path | None = None,
+                 on_progress: OnProgress = quiet) -> dict:
+    """Fine-tune the model's query adapter from the review decisions (tagmatch.train.finetune);
+    write the model to `out` only when the held-out decisions are better separated. Returns the
+    facts: pairs, held-out separation before and after, and whether `out` was written."""
+    import shutil
+
+    from tagmatch.model.modelfile import default_model_path, load_model, set_calibration, set_query_adapter
+    from tagmatch.train.finetune import decision_pairs, finetune, identity_adapter, separation
+
+    model = load_model(model_path)
+    store = open_store(Path(store_path), model, must_exist=True)
+    pairs = decision_pairs(_decided_scans(store_path, scans), store, model, on_progress)
+    if not len(pairs["held+"]) or not (len(pairs["held-"]) or len(pairs["train-"])):
+        raise TagmatchError(f"too few decisions to learn from ({len(pairs['train+'])} accepted and "
+                            f"{len(pairs['train-'])} rejected windows to train on, {len(pairs['held+'])} accepted "
+                            "held out): review more files first (accepted and rejected ones)")
+    start = model.query_adapter or identity_adapter(model.dim)
+    held_neg = pairs["held-"] if len(pairs["held-"]) else pairs["train-"]
+    before = separation(model.query_adapter, pairs["held+"], held_neg)
+    new = finetune(start, pairs["train+"], pairs["train-"], on_progress=on_progress)
+    after = separation(new, pairs["held+"], held_neg)
+    facts = {"train_pairs": [len(pairs["train+"]), len(pairs["train-"])],
+             "held_pairs": [len(pairs["held+"]), len(pairs["held-"])],
+             "separation_before": round(before, 4), "separation_after": round(after, 4), "written": after > before}
+    if facts["written"]:
+        out = Path(out)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(model.path or default_model_path(), tmp)
+        set_query_adapter(out, new, note=f"fine-tuned from review decisions: {facts}")
+        set_calibration(out, model.calibration, note="kept from the model fine-tuned (refit: calibrate "
+                                                     "--from-decisions)")
+    return facts
 
 
 # ---- evidence -----------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ from tagmatch.textsafe import visible
 def cmd_train(args) -> int:
     from tagmatch.jobs import TrainRequest, train_job
 
+    if args.from_decisions is not None:
+        return _finetune(args)
+    if not args.sources:
+        raise TagmatchError("name the music to train on (folders, files or lists), or --from-decisions")
+
     req = TrainRequest(music=expand_sources(args.sources), out=args.out,
                        noise=expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
                        steps=args.steps, batch_pairs=args.batch, learning_rate=args.lr, loss=args.loss,
@@ -48,6 +53,25 @@ def cmd_calibrate(args) -> int:
         raise TagmatchError("interrupted: the model is unchanged; the query files made so far are kept, "
                             "run the same command to go on")
     print(describe_fit(fit))
+    return 0
+
+
+def _finetune(args) -> int:
+    from tagmatch.jobs import finetune_job
+
+    if args.sources:
+        raise TagmatchError("--from-decisions takes scans, not music to train on")
+    with progress_bars(args.quiet) as on_progress:
+        facts = finetune_job(store_arg(args.store), args.out, args.from_decisions or None, args.model,
+                             on_progress=on_progress)
+    what = (f"held-out decisions separated {facts['separation_before']:+.4f} -> {facts['separation_after']:+.4f} "
+            f"(accepted minus rejected similarity; trained on {facts['train_pairs'][0]} accepted and "
+            f"{facts['train_pairs'][1]} rejected windows)")
+    if facts["written"]:
+        print(f"wrote {args.out}: the query adapter fine-tuned; {what}. Use it with --model, and refit the "
+              "threshold: tagmatch calibrate --from-decisions --model " + str(args.out))
+    else:
+        print(f"kept the model as it was (nothing written): {what}")
     return 0
 
 
@@ -128,7 +152,7 @@ def cmd_info(args) -> int:
     model = load_model(args.model)
     ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
     dtype = store.shards[0].vectors.dtype if store.shards else "int8"
-    own = library_calibration(store.folder, model.model_id)
+    own = library_calibration(store.folder, model.query_id)
     cal = own[0] if own else model.calibration
     where = (f"this library's, from {own[1].get('decisions', 0)} review decisions blended with the model's "
              "(tagmatch calibrate --from-decisions)" if own else "the model's")

@@ -79,8 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "--backend dask; without it dask starts a local cluster)")
 
     sp = sub.add_parser("train", help="train an encoder on folders of audio (no labels needed)")
-    sp.add_argument("sources", type=Path, nargs="+", help="folders, audio files, or text files listing paths")
+    sp.add_argument("sources", type=Path, nargs="*", help="folders, audio files, or text files listing paths")
     sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
+    sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
+                    help="instead: fine-tune the model's query adapter from the review decisions of these scans "
+                         "(default: every saved scan against the store); --out is written only if the held-out "
+                         "decisions improve")
+    sp.add_argument("--store", type=Path, help="with --from-decisions: the store (default: $TAGMATCH_STORE or "
+                                               "the user data dir)")
+    sp.add_argument("--model", type=Path, help="with --from-decisions: the model to start from (default: the "
+                                               "shipped one)")
     sp.add_argument("--noise", type=Path, nargs="*", help="background recordings for augmentation")
     # Defaults live in train.TrainConfig (not imported here: it pulls in JAX, slow to start).
     sp.add_argument("--steps", type=positive, help="training steps (default 4000)")
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             return run_tui()
-        if args.command in ("index", "scan", "calibrate", "explain") or (args.command == "dupes" and not args.from_json):  # they embed
+        if args.command in ("index", "scan", "calibrate", "explain", "train") or (args.command == "dupes" and not args.from_json):  # they embed
             from tagmatch.threads import one_compute_thread
 
             one_compute_thread()

@@ -47,14 +47,15 @@ class Calibration:
 LIBRARY_FILE = "calibration.json"  # in a store folder: {"model_id", "calibration", "facts"}
 
 
-def library_calibration(store_folder: Path | None, model_id: str) -> tuple[Calibration, dict] | None:
+def library_calibration(store_folder: Path | None, query_id: str) -> tuple[Calibration, dict] | None:
     """The calibration a store's own decisions gave, with its facts (how many decisions), when
-    there is one for this model; None otherwise (also for an unreadable file: the model's then)."""
+    there is one for this model and query adapter (LoadedModel.query_id: a fine-tuned adapter
+    scores otherwise); None otherwise (also for an unreadable file: the model's then)."""
     if store_folder is None:
         return None
     try:
         d = json.loads((Path(store_folder) / LIBRARY_FILE).read_text(encoding="utf-8"))
-        if d.get("model_id") != model_id:
+        if d.get("model_id") != query_id:
             return None
         c = d["calibration"]
         cal = Calibration(mid=float(c["mid"]), width=float(c["width"]), score=str(c["score"]))

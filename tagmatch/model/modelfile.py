@@ -60,7 +60,7 @@ class LoadedModel:
 
         from tagmatch.model.calibration import library_calibration
 
-        found = library_calibration(getattr(store, "folder", None), self.model_id)
+        found = library_calibration(getattr(store, "folder", None), self.query_id)
         return replace(self, calibration=found[0]) if found else self
 
     @property

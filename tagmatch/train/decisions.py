@@ -82,7 +82,7 @@ def calibrate_from_decisions(docs, store_folder: Path, model) -> tuple[Calibrati
     facts = {"decisions": int(len(label)), "right": int(label.sum()), "wrong": int(len(label) - label.sum()),
              "scans": len(docs), "prior": model.calibration.to_dict(), "prior_weight": PRIOR_WEIGHT,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    save_library_calibration(store_folder, model.model_id, cal, facts)
+    save_library_calibration(store_folder, model.query_id, cal, facts)
     return cal, facts
 
 

@@ -56,7 +56,9 @@ def test_decisions_refit_the_library_threshold_used_by_the_next_scan(fixture_dir
 
     assert main(["calibrate", "--from-decisions", str(scan), "--store", str(store_copy)]) == 0
     assert "from 5 decisions (4 right, 1 wrong)" in capsys.readouterr().out
-    cal, facts = library_calibration(store_copy, json.loads((store_copy / "manifest.json").read_text())["model_id"])
+    from tagmatch.model.modelfile import load_model
+
+    cal, facts = library_calibration(store_copy, load_model().query_id)
     assert facts["decisions"] == 5 and cal.mid != facts["prior"]["mid"]
 
     assert main(["info", "--store", str(store_copy)]) == 0
@@ -77,3 +79,30 @@ def test_no_decisions_is_one_line(fixture_dir, store_copy, tmp_path, capsys):
     capsys.readouterr()
     assert main(["calibrate", "--from-decisions", str(scan), "--store", str(store_copy)]) == 1
     assert "review a scan first" in capsys.readouterr().err
+
+
+def test_fine_tuning_from_decisions_keeps_or_writes_a_better_model(fixture_dir, store_copy, tmp_path, capsys):
+    from tagmatch.model.modelfile import load_model
+
+    folder = tmp_path / "in"
+    shutil.copytree(fixture_dir / "messy", folder)
+    scan = tmp_path / "scan.json"
+    assert main(["scan", str(folder), "--store", str(store_copy), "--json", str(scan), "-q"]) == 0
+    files = _files(scan)
+    for name, f in files.items():  # a user who accepts every match and rejects every best guess
+        if f["status"] in ("match", "unknown") and f["match"]:
+            what = "--accept" if f["status"] == "match" else "--reject"
+            assert main(["decide", str(scan), str(folder / name), what]) == 0
+    capsys.readouterr()
+    out = tmp_path / "tuned.joblib"
+    code = main(["train", "--from-decisions", str(scan), "--store", str(store_copy), "--out", str(out), "-q"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "held-out decisions separated" in printed
+    if out.exists():  # written only when the held-out decisions are better separated
+        assert printed.startswith("wrote")
+        tuned = load_model(out)
+        assert tuned.query_adapter is not None and tuned.model_id == load_model().model_id
+        assert main(["scan", str(folder / "track07.mp3"), "--store", str(store_copy), "--model", str(out),
+                     "--json", str(tmp_path / "t.json"), "-q"]) == 0
+    else:
+        assert printed.startswith("kept the model as it was")
