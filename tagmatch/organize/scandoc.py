@@ -94,6 +94,11 @@ def _check_entry(f, where: str) -> None:
         _check_decision(f["decision"], where)
     if f.get("error") is not None and not isinstance(f["error"], str):
         raise TagmatchError(f"{where}: 'error' is not text")
+    passed = f.get("passed_over")
+    if passed is not None and not (isinstance(passed, list) and all(isinstance(p, str) for p in passed)):
+        raise TagmatchError(f"{where}: 'passed_over' is not a list of paths")
+    if f.get("fingerprint") is not None and not isinstance(f["fingerprint"], dict):
+        raise TagmatchError(f"{where}: 'fingerprint' is not an object")
 
 
 @dataclass
