@@ -389,13 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     print_tradeoff(curve)
     if calib:
         print_calibration(calib)
-    from tools.bench_learning import calibration_study, print_studies, rejection_study
+    from tools.bench_learning import calibration_study, finetune_study, print_studies, rejection_study
 
     t0 = time.perf_counter()
     learning = {"calibration": calibration_study(records, model.calibration),
-                "rejections": rejection_study(records, store, model, by_name, searcher)}
+                "rejections": rejection_study(records, store, model, by_name, searcher),
+                "finetune": finetune_study(records, store, model, by_name, searcher)}
     stages["learning_s"] = round(time.perf_counter() - t0, 1)
-    print_studies(learning["calibration"], learning["rejections"])
+    print_studies(learning["calibration"], learning["rejections"], learning["finetune"])
     runtime = time.perf_counter() - _T0
     stages["total_s"] = round(runtime, 1)
     result = {

@@ -9,6 +9,8 @@ suggestion for a song the library lacks). Then:
   confidence 0.5: known songs matched right, and false matches (wrong songs on known queries plus
   any match on unknown ones). Scored from the recorded margins, so a file that the model's
   calibration stopped reading early keeps the margin of the part it read.
+- **fine-tuning** (tagmatch.train.finetune): the query adapter is fine-tuned on the first half's
+  decisions and the second half is scanned again with it, scored at the threshold.
 - **rejections** (tagmatch.organize.rejections): the first half's rejected files are matched
   again with those rejections in force: how many still get the rejected reference (0 is the aim),
   and how many of them now get the right song.
@@ -89,7 +91,56 @@ def rejection_study(records: list[dict], store, model, by_name, searcher=None) -
             "known_rejected": sum(r["kind"] == "known" for r, _ in seen)}
 
 
-def print_studies(cal: dict, rej: dict | None) -> None:
+def finetune_study(records: list[dict], store, model, by_name, searcher=None) -> dict:
+    """Fine-tune the query adapter on the first half's decisions (tagmatch.train.finetune), then
+    scan the second half again with it (the model's calibration kept, as `train
+    --from-decisions` keeps it) and score both at the threshold."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from tagmatch.train.calibrate import run_queries
+    from tagmatch.train.finetune import decision_pairs, finetune, identity_adapter, separation
+    from tagmatch.train.queries import Query
+
+    stored = {}  # corpus file -> the store's copy of it (what a scan's match names)
+    for t in store.tracks:
+        track = by_name.get(Path(t.path).name)
+        if track is not None:
+            stored[str(track.path)] = t.path
+    first, second = halves(records)
+    entries = []
+    for r in first:
+        if r["margin"] is None or r["pred_source"] not in stored:
+            continue
+        right = r["kind"] == "known" and r["correct"]
+        if right and r["status"] != "match":
+            continue  # a right best guess below the threshold: nothing a user could accept as it is
+        entries.append({"path": r["query"], "status": r["status"],
+                        "match": {"path": stored[r["pred_source"]], "offset_s": r["pred_offset_s"]},
+                        "decision": {"status": "accepted" if right else "rejected", "choice": 0}})
+    pairs = decision_pairs([SimpleNamespace(files=entries)], store, model)
+    start = model.query_adapter or identity_adapter(model.dim)
+    tuned = finetune(start, pairs["train+"], pairs["train-"])
+    held_neg = pairs["held-"] if len(pairs["held-"]) else pairs["train-"]
+    queries = [Query(Path(r["query"]), r["condition"], r["kind"], r["source"], r["group"],
+                     {"offset_s": r["offset_s"], "duration_s": r["duration_s"]}) for r in second]
+    after = run_queries(queries, store, replace(model, query_adapter=tuned), by_name, "fine-tuned", searcher)
+    return {"pairs": {k: len(v) for k, v in pairs.items()},
+            "separation": [round(separation(model.query_adapter, pairs["held+"], held_neg), 4),
+                           round(separation(tuned, pairs["held+"], held_neg), 4)],
+            "before": score_status(second), "after": score_status(after)}
+
+
+def score_status(records: list[dict]) -> dict:
+    """As `score`, from the records' own status (a scan at the model's calibration)."""
+    known = [r for r in records if r["kind"] == "known"]
+    unknown = [r for r in records if r["kind"] == "unknown"]
+    return {"n_known": len(known), "right": sum(r["status"] == "match" and r["correct"] for r in known),
+            "known_wrong": sum(r["status"] == "match" and not r["correct"] for r in known),
+            "n_unknown": len(unknown), "unknown_matched": sum(r["status"] == "match" for r in unknown)}
+
+
+def print_studies(cal: dict, rej: dict | None, tune: dict | None = None) -> None:
     b, a = cal["before"], cal["after"]
     print(f"\nlearning from decisions (a simulated user decides the first half from the truth: "
           f"{cal['decisions']} decisions, {cal['right']} right)")
@@ -98,6 +149,12 @@ def print_studies(cal: dict, rej: dict | None) -> None:
     print(f"  second half, before -> after: known right {b['right']}/{b['n_known']} -> {a['right']}/{a['n_known']}, "
           f"known wrong {b['known_wrong']} -> {a['known_wrong']}, unknown matched {b['unknown_matched']}/"
           f"{b['n_unknown']} -> {a['unknown_matched']}/{a['n_unknown']}")
+    if tune:
+        b, a = tune["before"], tune["after"]
+        print(f"  fine-tuned adapter ({tune['pairs']['train+']} accepted and {tune['pairs']['train-']} rejected windows; "
+              f"held-out separation {tune['separation'][0]:+.4f} -> {tune['separation'][1]:+.4f}): second half "
+              f"rescanned, known right {b['right']}/{b['n_known']} -> {a['right']}/{a['n_known']}, known wrong "
+              f"{b['known_wrong']} -> {a['known_wrong']}, unknown matched {b['unknown_matched']} -> {a['unknown_matched']}")
     if rej:
         print(f"  rejections: {rej['rejected']} first-half files rejected and scanned again: the rejected reference "
               f"came back {rej['rejected_reference_again']} times; {rej['known_now_right']} of the "
@@ -115,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = json.loads(args.results.read_text())
     prior = Calibration(**res["config"]["calibration"])
-    print_studies(calibration_study(res["records"], prior), res.get("learning", {}).get("rejections"))
+    learning = res.get("learning", {})
+    print_studies(calibration_study(res["records"], prior), learning.get("rejections"), learning.get("finetune"))
     return 0
 
 
