@@ -204,8 +204,8 @@ class _Matcher:
         from tagmatch.model.modelfile import load_model
         from tagmatch.store.ann import searcher_for
 
-        self.model = load_model(model_path)
-        self.store = open_store(store_path, self.model, must_exist=True)
+        self.store = open_store(store_path, load_model(model_path), must_exist=True)
+        self.model = load_model(model_path).for_library(self.store)  # this library's adapter and threshold
         self.searcher = searcher_for(self.store)
         self.cfg = MatchConfig(threshold=threshold)
 

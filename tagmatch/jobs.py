@@ -184,8 +184,13 @@ def learn_job(store_path: Path, scans: list[Path] | None = None, model_path: Pat
     from tagmatch.model.modelfile import load_model
     from tagmatch.train.decisions import calibrate_from_decisions
 
+    from tagmatch.model.modelfile import library_adapter
+
     model = load_model(model_path)
     store = open_store(Path(store_path), model, must_exist=True)
+    adapter = library_adapter(store.folder, model.model_id)
+    if adapter is not None:  # the library's own adapter scores its queries: its calibration goes with it
+        model = replace(model, query_adapter=adapter)
     docs = _decided_scans(store_path, scans)
     if not any(f.get("decision") for d in docs for f in d.files):
         raise TagmatchError("no decided files in " + (", ".join(map(str, scans)) if scans else
@@ -203,19 +208,25 @@ def _decided_scans(store_path: Path, scans: list[Path] | None) -> list:
     return [d for d in (ScanDoc.read(s.path) for s in list_scans()) if d.store == mine]
 
 
-def finetune_job(store_path: Path, out: Path, scans: list[Path] | None = None, model_path: Path | None = None,
-                 on_progress: OnProgress = quiet) -> dict:
-    """Fine-tune the model's query adapter from the review decisions (tagmatch.train.finetune);
-    write the model to `out` only when the held-out decisions are better separated. Returns the
-    facts: pairs, held-out separation before and after, and whether `out` was written."""
+def finetune_job(store_path: Path, out: Path | None = None, scans: list[Path] | None = None,
+                 model_path: Path | None = None, on_progress: OnProgress = quiet) -> dict:
+    """Fine-tune the query adapter from the review decisions (tagmatch.train.finetune), starting
+    from the one this library uses now, and keep it only when the held-out decisions are better
+    separated: written to the model file `out`, or (None) as this library's own adapter beside
+    its store, whose calibration is then refitted from the same decisions. Returns the facts:
+    pairs, held-out separation before and after, whether it was kept."""
     import shutil
 
-    from tagmatch.model.modelfile import default_model_path, load_model, set_calibration, set_query_adapter
+    from tagmatch.model.modelfile import (default_model_path, load_model, save_library_adapter, set_calibration,
+                                          set_query_adapter)
+    from tagmatch.train.decisions import calibrate_from_decisions
     from tagmatch.train.finetune import decision_pairs, finetune, identity_adapter, separation
 
-    model = load_model(model_path)
-    store = open_store(Path(store_path), model, must_exist=True)
-    pairs = decision_pairs(_decided_scans(store_path, scans), store, model, on_progress)
+    base = load_model(model_path)
+    store = open_store(Path(store_path), base, must_exist=True)
+    model = base.for_library(store)
+    docs = _decided_scans(store_path, scans)
+    pairs = decision_pairs(docs, store, model, on_progress)
     if not len(pairs["held+"]) or not (len(pairs["held-"]) or len(pairs["train-"])):
         raise TagmatchError(f"too few decisions to learn from ({len(pairs['train+'])} accepted and "
                             f"{len(pairs['train-'])} rejected windows to train on, {len(pairs['held+'])} accepted "
@@ -228,14 +239,38 @@ def finetune_job(store_path: Path, out: Path, scans: list[Path] | None = None, m
     facts = {"train_pairs": [len(pairs["train+"]), len(pairs["train-"])],
              "held_pairs": [len(pairs["held+"]), len(pairs["held-"])],
              "separation_before": round(before, 4), "separation_after": round(after, 4), "written": after > before}
-    if facts["written"]:
+    if facts["written"] and out is not None:
         out = Path(out)
         with atomic_path(out) as tmp:
-            shutil.copyfile(model.path or default_model_path(), tmp)
+            shutil.copyfile(base.path or default_model_path(), tmp)
         set_query_adapter(out, new, note=f"fine-tuned from review decisions: {facts}")
-        set_calibration(out, model.calibration, note="kept from the model fine-tuned (refit: calibrate "
-                                                     "--from-decisions)")
+        set_calibration(out, base.calibration, note="kept from the model fine-tuned (refit: calibrate "
+                                                    "--from-decisions)")
+    elif facts["written"]:
+        with store_lock(store_path):
+            save_library_adapter(store.folder, base.model_id, new, facts)
+            # the recorded margins are the old adapter's: close enough to refit from, until the next scans
+            cal, _ = calibrate_from_decisions(docs, store.folder, replace(base, query_adapter=new))
+        facts["calibration"] = cal.to_dict()
     return facts
+
+
+def learn_everything_job(store_path: Path, on_progress: OnProgress = quiet) -> str:
+    """What Home's `l` does: fine-tune this library's query adapter (kept if better), then refit
+    its calibration, from the decisions of the saved scans; a summary in a few lines."""
+    from tagmatch.train.decisions import describe_library_fit
+
+    lines = []
+    try:
+        facts = finetune_job(store_path, on_progress=on_progress)
+        lines.append(("Query adapter fine-tuned for this library" if facts["written"] else
+                      "Query adapter kept as it was (no better on the held-out decisions)")
+                     + f": separation {facts['separation_before']:+.4f} -> {facts['separation_after']:+.4f}")
+    except TagmatchError as exc:
+        lines.append(f"Query adapter not fine-tuned: {exc}")
+    cal, facts = learn_job(store_path)
+    lines.append(describe_library_fit(cal, facts))
+    return "\n".join(lines)
 
 
 # ---- evidence -----------------------------------------------------------------------------------
@@ -257,6 +292,7 @@ def evidence_job(query: Path, candidate: dict, store_path: Path | None, model_pa
         try:
             store = open_store(Path(store_path), model, must_exist=True) if store_path else None
             searcher = searcher_for(store) if store is not None else None
+            model = model.for_library(store) if store is not None else model  # as its scans embed queries
         except TagmatchError as exc:
             note = str(exc)
         _LOADED.clear()

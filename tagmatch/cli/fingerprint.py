@@ -20,6 +20,8 @@ def cmd_train(args) -> int:
         return _finetune(args)
     if not args.sources:
         raise TagmatchError("name the music to train on (folders, files or lists), or --from-decisions")
+    if args.out is None:
+        raise TagmatchError("name the model file to write with --out")
 
     req = TrainRequest(music=expand_sources(args.sources), out=args.out,
                        noise=expand_sources(args.noise) if args.noise else [], checkpoint=args.checkpoint,
@@ -67,7 +69,10 @@ def _finetune(args) -> int:
     what = (f"held-out decisions separated {facts['separation_before']:+.4f} -> {facts['separation_after']:+.4f} "
             f"(accepted minus rejected similarity; trained on {facts['train_pairs'][0]} accepted and "
             f"{facts['train_pairs'][1]} rejected windows)")
-    if facts["written"]:
+    if facts["written"] and args.out is None:
+        print(f"this library's query adapter fine-tuned and kept beside its store (its scans use it); {what}; "
+              "its threshold refitted from the same decisions")
+    elif facts["written"]:
         print(f"wrote {args.out}: the query adapter fine-tuned; {what}. Use it with --model, and refit the "
               "threshold: tagmatch calibrate --from-decisions --model " + str(args.out))
     else:
@@ -144,7 +149,7 @@ def cmd_scan(args) -> int:
 def cmd_info(args) -> int:
     from tagmatch.model.calibration import library_calibration
     from tagmatch.store.ann import describe_search
-    from tagmatch.model.modelfile import load_model
+    from tagmatch.model.modelfile import library_adapter, load_model
     from tagmatch.store.shards import Store
 
     store_path = store_arg(args.store)
@@ -152,6 +157,9 @@ def cmd_info(args) -> int:
     model = load_model(args.model)
     ok = "matches the model in use" if store.model_id == model.model_id else "built with ANOTHER model"
     dtype = store.shards[0].vectors.dtype if store.shards else "int8"
+    tuned = library_adapter(store.folder, model.model_id) is not None
+    adapter = "this library's, fine-tuned from review decisions" if tuned else "the model's"
+    model = model.for_library(store)
     own = library_calibration(store.folder, model.query_id)
     cal = own[0] if own else model.calibration
     where = (f"this library's, from {own[1].get('decisions', 0)} review decisions blended with the model's "
@@ -159,7 +167,8 @@ def cmd_info(args) -> int:
     print(f"store   {store_path}\ntracks  {len(store.tracks)} ({store.hours:.2f} h)\n"
           f"vectors {store.n_vectors} x {store.dim} {dtype}\nmodel   {store.model_id} ({ok})\n"
           f"search  {describe_search(store)}\n"
-          f"calibration {where}: mid {cal.mid:.4f}, width {cal.width:.4g}")
+          f"calibration {where}: mid {cal.mid:.4f}, width {cal.width:.4g}\n"
+          f"query adapter {adapter}")
     return 0
 
 

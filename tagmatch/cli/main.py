@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train an encoder on folders of audio (no labels needed)")
     sp.add_argument("sources", type=Path, nargs="*", help="folders, audio files, or text files listing paths")
-    sp.add_argument("--out", type=Path, required=True, help="where to write the model file")
+    sp.add_argument("--out", type=Path, help="where to write the model file (with --from-decisions: default, "
+                                               "the library's own adapter, kept beside its store)")
     sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
                     help="instead: fine-tune the model's query adapter from the review decisions of these scans "
                          "(default: every saved scan against the store); --out is written only if the held-out "

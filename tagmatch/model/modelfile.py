@@ -54,14 +54,20 @@ class LoadedModel:
     _embedder: Callable | None = field(default=None, repr=False)
 
     def for_library(self, store) -> "LoadedModel":
-        """This model with the calibration the store's own decisions gave, when it has one
-        (tagmatch.model.calibration.library_calibration); else itself."""
+        """This model as the store's own decisions adapted it: the query adapter fine-tuned for
+        this library (LIBRARY_ADAPTER, tagmatch.train.finetune) and the calibration refitted for
+        it (tagmatch.model.calibration.library_calibration), each when there is one."""
         from dataclasses import replace
 
         from tagmatch.model.calibration import library_calibration
 
-        found = library_calibration(getattr(store, "folder", None), self.query_id)
-        return replace(self, calibration=found[0]) if found else self
+        folder = getattr(store, "folder", None)
+        model = self
+        adapter = library_adapter(folder, self.model_id)
+        if adapter is not None:
+            model = replace(model, query_adapter=adapter)
+        found = library_calibration(folder, model.query_id)
+        return replace(model, calibration=found[0]) if found else model
 
     @property
     def dim(self) -> int:
@@ -242,6 +248,29 @@ def set_calibration(path: Path, calibration: Calibration, note: str = "") -> Non
     if note:
         d.setdefault("meta", {})["calibration_note"] = note
     atomic_joblib_dump(d, path, compress=3)
+
+
+LIBRARY_ADAPTER = "query-adapter.joblib"  # in a store folder: {"model_id", "adapter", "facts"}
+
+
+def library_adapter(store_folder: Path | None, model_id: str) -> dict | None:
+    """The query adapter fine-tuned for a store's library (for this model), or None."""
+    if store_folder is None or not (Path(store_folder) / LIBRARY_ADAPTER).exists():
+        return None
+    try:
+        d = safeload.load(Path(store_folder) / LIBRARY_ADAPTER)
+        return d["adapter"] if isinstance(d, dict) and d.get("model_id") == model_id else None
+    except UnsafeFile:
+        raise
+    except Exception:
+        return None  # unreadable: the model's own
+
+
+def save_library_adapter(store_folder: Path, model_id: str, adapter: dict, facts: dict) -> Path:
+    path = Path(store_folder) / LIBRARY_ADAPTER
+    atomic_joblib_dump({"model_id": model_id, "adapter": {k: np.asarray(v, np.float32) for k, v in adapter.items()},
+                        "facts": facts}, path)
+    return path
 
 
 def set_query_adapter(path: Path, adapter: dict | None, note: str = "") -> None:

@@ -265,17 +265,18 @@ class HomeScreen(Screen):
                   summary, unit="files")
 
     def action_learn(self) -> None:
-        """Refit this library's threshold from the decisions of the saved scans (as `tagmatch
-        calibrate --from-decisions`)."""
-        from tagmatch.jobs import learn_job
-        from tagmatch.train.decisions import describe_library_fit
+        """Learn from the decisions of the saved scans: fine-tune this library's query adapter
+        (kept only if better, as `tagmatch train --from-decisions`), then refit its threshold (as
+        `tagmatch calibrate --from-decisions`)."""
+        from tagmatch.jobs import learn_everything_job
 
         store_path = default_store_path()
         if not store_path.exists():
             self.notify("index a reference library first (i)", severity="warning")
             return
-        self._run("Learning this library's threshold from your review decisions",
-                  lambda on_progress, stop: learn_job(store_path), lambda res: describe_library_fit(*res))
+        self._run("Learning from your review decisions",
+                  lambda on_progress, stop: learn_everything_job(store_path, on_progress), lambda text: text,
+                  unit="steps")
 
     def action_calibrate(self) -> None:
         import os

@@ -106,3 +106,15 @@ def test_fine_tuning_from_decisions_keeps_or_writes_a_better_model(fixture_dir, 
                      "--json", str(tmp_path / "t.json"), "-q"]) == 0
     else:
         assert printed.startswith("kept the model as it was")
+    # the library's own adapter (no --out): kept beside the store, used by its scans, shown by info
+    capsys.readouterr()
+    assert main(["train", "--from-decisions", str(scan), "--store", str(store_copy), "-q"]) == 0
+    printed = capsys.readouterr().out
+    kept = (store_copy / "query-adapter.joblib").exists()
+    assert printed.startswith("this library's query adapter fine-tuned" if kept else "kept the model as it was")
+    assert main(["info", "--store", str(store_copy)]) == 0
+    info = capsys.readouterr().out
+    assert ("query adapter this library's" in info) == kept
+    assert main(["scan", str(folder / "track07.mp3"), "--store", str(store_copy), "--json", str(tmp_path / "u.json"),
+                 "-q"]) == 0
+
