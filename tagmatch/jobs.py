@@ -209,12 +209,14 @@ def _decided_scans(store_path: Path, scans: list[Path] | None) -> list:
 
 
 def finetune_job(store_path: Path, out: Path | None = None, scans: list[Path] | None = None,
-                 model_path: Path | None = None, on_progress: OnProgress = quiet) -> dict:
+                 model_path: Path | None = None, on_progress: OnProgress = quiet,
+                 should_stop: ShouldStop = never) -> dict | None:
     """Fine-tune the query adapter from the review decisions (tagmatch.train.finetune), starting
     from the one this library uses now, and keep it only when the held-out decisions are better
     separated: written to the model file `out`, or (None) as this library's own adapter beside
     its store, whose calibration is then refitted from the same decisions. Returns the facts:
-    pairs, held-out separation before and after, whether it was kept."""
+    pairs, held-out separation before and after, whether it was kept; None when stopped (the
+    training is checkpointed beside `out` or the store: the same command goes on)."""
     import shutil
 
     from tagmatch.model.modelfile import (default_model_path, load_model, save_library_adapter, set_calibration,
@@ -234,7 +236,11 @@ def finetune_job(store_path: Path, out: Path | None = None, scans: list[Path] | 
     start = model.query_adapter or identity_adapter(model.dim)
     held_neg = pairs["held-"] if len(pairs["held-"]) else pairs["train-"]
     before = separation(model.query_adapter, pairs["held+"], held_neg)
-    new = finetune(start, pairs["train+"], pairs["train-"], on_progress=on_progress)
+    ckpt = Path(out).with_name(Path(out).name + ".ckpt") if out else Path(store.folder) / "query-adapter.ckpt"
+    new = finetune(start, pairs["train+"], pairs["train-"], on_progress=on_progress, checkpoint=ckpt,
+                   should_stop=should_stop)
+    if new is None:
+        return None
     after = separation(new, pairs["held+"], held_neg)
     facts = {"train_pairs": [len(pairs["train+"]), len(pairs["train-"])],
              "held_pairs": [len(pairs["held+"]), len(pairs["held-"])],
@@ -255,14 +261,16 @@ def finetune_job(store_path: Path, out: Path | None = None, scans: list[Path] | 
     return facts
 
 
-def learn_everything_job(store_path: Path, on_progress: OnProgress = quiet) -> str:
+def learn_everything_job(store_path: Path, on_progress: OnProgress = quiet, should_stop: ShouldStop = never) -> str:
     """What Home's `l` does: fine-tune this library's query adapter (kept if better), then refit
     its calibration, from the decisions of the saved scans; a summary in a few lines."""
     from tagmatch.train.decisions import describe_library_fit
 
     lines = []
     try:
-        facts = finetune_job(store_path, on_progress=on_progress)
+        facts = finetune_job(store_path, on_progress=on_progress, should_stop=should_stop)
+        if facts is None:
+            raise TagmatchError("stopped; run it again to go on")
         lines.append(("Query adapter fine-tuned for this library" if facts["written"] else
                       "Query adapter kept as it was (no better on the held-out decisions)")
                      + f": separation {facts['separation_before']:+.4f} -> {facts['separation_after']:+.4f}")

@@ -63,9 +63,11 @@ def _finetune(args) -> int:
 
     if args.sources:
         raise TagmatchError("--from-decisions takes scans, not music to train on")
-    with progress_bars(args.quiet) as on_progress:
+    with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         facts = finetune_job(store_arg(args.store), args.out, args.from_decisions or None, args.model,
-                             on_progress=on_progress)
+                             on_progress=on_progress, should_stop=stopped)
+    if facts is None:
+        raise TagmatchError("interrupted: the fine-tuning is checkpointed; run the same command to go on")
     what = (f"held-out decisions separated {facts['separation_before']:+.4f} -> {facts['separation_after']:+.4f} "
             f"(accepted minus rejected similarity; trained on {facts['train_pairs'][0]} accepted and "
             f"{facts['train_pairs'][1]} rejected windows)")

@@ -26,6 +26,7 @@ from tagmatch.progress import OnProgress, Progress, quiet
 
 HELD_OUT = 5  # every 5th decided file (by a hash of its path) is held out
 NEGATIVE_MARGIN = 0.5  # a rejected pair's similarity above this is pushed down
+CHECKPOINT_EVERY = 100  # steps
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,24 @@ def identity_adapter(dim: int, hidden: int = 256, seed: int = 0) -> dict:
             "b2": np.zeros(dim, np.float32)}
 
 
+def _fingerprint(start: dict, positives: Pairs, negatives: Pairs, cfg: FinetuneConfig) -> str:
+    """What a checkpoint belongs to: the start, the data and the settings."""
+    import hashlib
+
+    h = hashlib.blake2b(repr(cfg).encode(), digest_size=12)
+    for a in [*(start[k] for k in sorted(start)), positives.query, positives.reference, negatives.query,
+              negatives.reference]:
+        h.update(np.ascontiguousarray(a, np.float32).tobytes())
+    return h.hexdigest()
+
+
 def finetune(start: dict, positives: Pairs, negatives: Pairs, cfg: FinetuneConfig = FinetuneConfig(),
-             on_progress: OnProgress = quiet) -> dict:
-    """The adapter trained from `start` on the pairs (see the module docstring)."""
+             on_progress: OnProgress = quiet, checkpoint: Path | None = None,
+             should_stop=lambda: False) -> dict | None:
+    """The adapter trained from `start` on the pairs (see the module docstring). With
+    `checkpoint`, the parameters are saved there every CHECKPOINT_EVERY steps and when stopped
+    (`should_stop`; then None is returned), and a run with the same start, data and settings
+    resumes from it; the file is removed once the run ends."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -157,14 +173,39 @@ def finetune(start: dict, positives: Pairs, negatives: Pairs, cfg: FinetuneConfi
         updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
-    rng = np.random.default_rng(cfg.seed)
+    from tagmatch import safeload
+    from tagmatch.fsutil import atomic_joblib_dump
+
     negatives = negatives if len(negatives) else Pairs(positives.query[:1], -positives.reference[:1])
-    params = p0
-    for i in range(cfg.steps):
+    key = _fingerprint(start, positives, negatives, cfg) if checkpoint else ""
+    params, first = p0, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            saved = safeload.load(checkpoint)
+            if saved.get("key") == key:  # the same run: go on from there (the optimiser's moments start again)
+                params, first = {k: jnp.asarray(v) for k, v in saved["params"].items()}, int(saved["step"])
+        except Exception:
+            pass  # unreadable: start again
+
+    def save(done: int) -> None:
+        if checkpoint is not None:
+            atomic_joblib_dump({"key": key, "step": done, "params": {k: np.asarray(v) for k, v in params.items()}},
+                               Path(checkpoint))
+
+    rng = np.random.default_rng(cfg.seed + first)
+    for i in range(first, cfg.steps):
+        if should_stop():
+            save(i)
+            return None
         a = rng.integers(0, len(positives), min(cfg.batch, len(positives)))
         b = rng.integers(0, len(negatives), min(cfg.batch, len(negatives)))
         params, state, loss = step(params, state, positives.query[a], positives.reference[a],
                                    negatives.query[b], negatives.reference[b])
+        if (i + 1) % CHECKPOINT_EVERY == 0:
+            save(i + 1)
         if (i + 1) % 50 == 0 or i + 1 == cfg.steps:
-            on_progress(Progress("fine-tuning the query adapter", i + 1, cfg.steps, loss=float(loss), unit="steps"))
+            on_progress(Progress("fine-tuning the query adapter", i + 1, cfg.steps, loss=float(loss), unit="steps",
+                                 info=f"resumed at step {first}" if first else ""))
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     return {k: np.asarray(v, np.float32) for k, v in params.items()}

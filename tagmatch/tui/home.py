@@ -275,7 +275,7 @@ class HomeScreen(Screen):
             self.notify("index a reference library first (i)", severity="warning")
             return
         self._run("Learning from your review decisions",
-                  lambda on_progress, stop: learn_everything_job(store_path, on_progress), lambda text: text,
+                  lambda on_progress, stop: learn_everything_job(store_path, on_progress, stop), lambda text: text,
                   unit="steps")
 
     def action_calibrate(self) -> None:

@@ -118,3 +118,23 @@ def test_fine_tuning_from_decisions_keeps_or_writes_a_better_model(fixture_dir, 
     assert main(["scan", str(folder / "track07.mp3"), "--store", str(store_copy), "--json", str(tmp_path / "u.json"),
                  "-q"]) == 0
 
+
+
+def test_fine_tuning_is_checkpointed_and_resumes(tmp_path):
+    from tagmatch.train.finetune import FinetuneConfig, Pairs, finetune, identity_adapter
+
+    rng = np.random.default_rng(0)
+
+    def unit(n):
+        v = rng.normal(size=(n, 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    pos, neg = Pairs(unit(64), unit(64)), Pairs(unit(32), unit(32))
+    cfg, ckpt, seen = FinetuneConfig(steps=200, batch=32), tmp_path / "ft.ckpt", []
+    calls = iter(range(10_000))
+    assert finetune(identity_adapter(8, 16), pos, neg, cfg, checkpoint=ckpt,
+                    should_stop=lambda: next(calls) >= 150) is None  # stopped at step 150
+    assert ckpt.exists()
+    tuned = finetune(identity_adapter(8, 16), pos, neg, cfg, checkpoint=ckpt, on_progress=seen.append)
+    assert tuned is not None and not ckpt.exists()
+    assert seen[0].done == 200 and "resumed at step 150" in seen[0].info  # only the last 50 steps ran
