@@ -55,6 +55,15 @@ def rate(text: str) -> float:
     return x
 
 
+def from_decisions(sp: argparse.ArgumentParser, what: str, then: str) -> None:
+    """--from-decisions [SCAN...] and its --store: learning from the review (train, calibrate)."""
+    sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
+                    help=f"instead: {what} from the review decisions of these scans (default: every saved scan "
+                         f"against the store){then}")
+    sp.add_argument("--store", type=Path, help="with --from-decisions: the store (default: $TAGMATCH_STORE or "
+                                               "the user data dir)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tagmatch.train.devcorpus import DEFAULT_ROOT as DEV_CORPUS
     from tagmatch.organize.naming import DEFAULT_TEMPLATE, FIELDS
@@ -82,12 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sources", type=Path, nargs="*", help="folders, audio files, or text files listing paths")
     sp.add_argument("--out", type=Path, help="where to write the model file (with --from-decisions: default, "
                                                "the library's own adapter, kept beside its store)")
-    sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
-                    help="instead: fine-tune the model's query adapter from the review decisions of these scans "
-                         "(default: every saved scan against the store); --out is written only if the held-out "
-                         "decisions improve")
-    sp.add_argument("--store", type=Path, help="with --from-decisions: the store (default: $TAGMATCH_STORE or "
-                                               "the user data dir)")
+    from_decisions(sp, "fine-tune the model's query adapter", "; kept (in --out, or beside the store) only if "
+                   "the held-out decisions improve")
     sp.add_argument("--model", type=Path, help="with --from-decisions: the model to start from (default: the "
                                                "shipped one)")
     sp.add_argument("--noise", type=Path, nargs="*", help="background recordings for augmentation")
@@ -127,12 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=positive, metavar="N", help="at most N songs per side")
     sp.add_argument("--conditions", metavar="A,B", help="only these query conditions (default: all of "
                     "tagmatch.train.queries.CONDITIONS, as the shipped calibration)")
-    sp.add_argument("--from-decisions", nargs="*", type=Path, metavar="SCAN",
-                    help="instead: refit this library's threshold from the review decisions of these scans "
-                         "(default: every saved scan against the store), blended with the model's; kept in "
-                         "the store folder and used by its scans")
-    sp.add_argument("--store", type=Path, help="with --from-decisions: the store (default: $TAGMATCH_STORE or "
-                                               "the user data dir)")
+    from_decisions(sp, "refit this library's threshold", ", blended with the model's; kept in the store folder "
+                   "and used by its scans")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=cmd_calibrate)
 
