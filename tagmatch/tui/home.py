@@ -55,7 +55,7 @@ class HomeScreen(Screen):
         Binding("t", "train", "Train", id="home.train"),
         Binding("c", "calibrate", "Calibrate", id="home.calibrate"),
         Binding("l", "learn", "Learn", id="home.learn"),
-        Binding("o", "open", "Open", id="home.open"),
+        Binding("o", "open", "Open", show=False, id="home.open"),  # the box says so itself
         Binding("r", "runs", "Runs", id="home.runs"),
         Binding("question_mark", "help", "Keys", id="home.help"),
         Binding("q", "app.quit", "Quit", id="home.quit"),
