@@ -24,7 +24,8 @@ import numpy as np
 from tagmatch.errors import TagmatchError
 from tagmatch.progress import OnProgress, Progress, quiet
 
-HELD_OUT = 5  # every 5th decided file (by a hash of its path) is held out
+HELD_OUT = 5  # of the accepted files, and of the rejected ones, every 5th (in the order of a hash of
+# their names: the same split wherever the files are) is held out
 NEGATIVE_MARGIN = 0.5  # a rejected pair's similarity above this is pushed down
 CHECKPOINT_EVERY = 100  # steps
 
@@ -54,10 +55,15 @@ class Pairs:
         return len(self.query)
 
 
-def _held_out(path: str) -> bool:
+def _held_out(paths: list[str]) -> set[str]:
+    """Every HELD_OUT-th of `paths` in the order of a hash of their file names (the first one
+    too, so any list of files holds one out)."""
     import hashlib
 
-    return int(hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest(), 16) % HELD_OUT == 0
+    def key(p: str) -> str:
+        return hashlib.blake2b(Path(p).name.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+    return {p for i, p in enumerate(sorted(paths, key=key)) if i % HELD_OUT == 0}
 
 
 def decision_pairs(docs, store, model, on_progress: OnProgress = quiet) -> dict[str, Pairs]:
@@ -80,6 +86,8 @@ def decision_pairs(docs, store, model, on_progress: OnProgress = quiet) -> dict[
         return (d.get("status") == "accepted" and f.get("status") == "match") or d.get("status") == "rejected"
 
     todo = [f for d in docs for f in d.files if decided(f)]
+    held = (_held_out([f["path"] for f in todo if f["decision"]["status"] == "accepted"])
+            | _held_out([f["path"] for f in todo if f["decision"]["status"] == "rejected"]))
     for n, f in enumerate(todo, 1):
         on_progress(Progress("reading the decided files", n, len(todo), f["path"]))
         track = by_path.get((f.get("match") or {}).get("path"))
@@ -101,7 +109,7 @@ def decision_pairs(docs, store, model, on_progress: OnProgress = quiet) -> dict[
         ok = np.abs(times[row] - at) <= ALIGN_TOLERANCE_S
         if not ok.any():
             continue
-        kind = ("held" if _held_out(f["path"]) else "train") + ("+" if f["decision"]["status"] == "accepted" else "-")
+        kind = ("held" if f["path"] in held else "train") + ("+" if f["decision"]["status"] == "accepted" else "-")
         out[kind][0].append(q[ok])
         out[kind][1].append(ref[row[ok]])
     return {k: (Pairs(np.concatenate(a), np.concatenate(b)) if a else Pairs.empty(model.dim))
