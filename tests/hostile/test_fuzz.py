@@ -148,6 +148,13 @@ def scan_json(fixture_dir, manifest, tmp_path_factory) -> dict:
     return json.loads(json.dumps(doc.to_json()))
 
 
+def _hostile_copy(data, doc: dict, path: Path) -> Path:
+    """`doc` with one value anywhere replaced by any JSON value (or a key dropped), written to `path`."""
+    at, value, drop = data.draw(_mutations(doc))
+    path.write_text(json.dumps(_mutate(doc, at, value, drop)), encoding="utf-8")
+    return path
+
+
 def _one_line_or_fine(f) -> None:
     try:
         f()
@@ -160,10 +167,7 @@ def _one_line_or_fine(f) -> None:
 def test_a_scan_document_with_anything_in_it_gets_one_line_errors(scan_json, tmp_path, data):
     from tagmatch.organize.plan import build_plan
 
-    at, value, drop = data.draw(_mutations(scan_json))
-    bad = _mutate(scan_json, at, value, drop)
-    path = tmp_path / "scan.json"
-    path.write_text(json.dumps(bad), encoding="utf-8")
+    path = _hostile_copy(data, scan_json, tmp_path / "scan.json")
 
     def read_and_plan():
         doc = ScanDoc.read(path)
@@ -188,10 +192,7 @@ def test_a_dupes_report_with_anything_in_it_gets_one_line_errors(dupes_json, tmp
     from tagmatch.dupes.quarantine import check_quarantine, quarantine_plan
     from tagmatch.dupes.report import DupesReport, load_report
 
-    at, value, drop = data.draw(_mutations(dupes_json))
-    bad = _mutate(dupes_json, at, value, drop)
-    path = tmp_path / "report.json"
-    path.write_text(json.dumps(bad), encoding="utf-8")
+    path = _hostile_copy(data, dupes_json, tmp_path / "report.json")
 
     def read_and_plan():
         doc = load_report(path)
