@@ -9,6 +9,8 @@ query. Its recall depends on the data, so every user of it measures recall again
 from __future__ import annotations
 
 import json
+import secrets
+from pathlib import Path
 
 import numpy as np
 
@@ -48,11 +50,19 @@ class IVFSearch:
 
 # ---- a persistent approximate index for the matcher -----------------------------------------
 
-# Saved in the store's folder (Store.save leaves other files alone): the index in a file of its
-# own name, then the JSON naming it and the shards it covers, written last: the commit point,
-# as the store's manifest is. A crash in between leaves the previous index in force.
+# Saved in the store's folder (Store.save leaves other files alone), one file per store shard:
+#   ann-ivfpq.json                   the commit point, as the store's manifest is: names the files
+#                                    below, the shards they cover, the index key and its probing
+#   ann-ivfpq-trained-<token>.faiss  the trained, empty index: coarse cells and PQ codebooks
+#   ann-ivfpq-part-<token>.faiss     one shard's vectors in those cells (ids: rows of the shard),
+#                                    written without the cells (a placeholder quantizer)
+# Shards never change, so a new shard costs one new part and a shard that lost a track one
+# replaced part; nothing else is written. Opening merges the template and the parts of the shards
+# asked for (faiss `merge_from`, a copy of the lists) with each shard's first vector number
+# added to its ids: a whole store, or one search group of its shards (tagmatch.store.cluster).
 ANN_META = "ann-ivfpq.json"
-ANN_PREFIX = "ann-ivfpq"  # index files: ann-ivfpq-<token>.faiss
+ANN_PREFIX = "ann-ivfpq"
+META_VERSION = 2  # 1: one index file over all shards (before 2026-12-05): replaced at the next index
 # Up to this many stored vectors `tagmatch index` keeps no index (search="auto") and the matcher
 # searches exactly: ~0.2 us per stored vector per 10 s fragment (50 query windows) on one thread,
 # so ~10 ms a fragment at 50k vectors (~3.5 h, ~50 tracks), and an index would be trained on few
@@ -62,7 +72,6 @@ ANN_PREFIX = "ann-ivfpq"  # index files: ann-ivfpq-<token>.faiss
 EXACT_MAX_VECTORS = 50_000
 MIN_INDEX_VECTORS = 1_000  # fewer cannot train the coarse cells and the PQ codebooks
 GROW_LIMIT = 4  # an index trained for n vectors is rebuilt (new cells) once the store passes 4n
-SLOT_BITS = 32  # ids in the index: shard slot << 32 | row in the shard (shards are immutable)
 ADD_BATCH = 1 << 20
 
 
@@ -74,22 +83,6 @@ def default_probe(n: int) -> tuple[int, int]:
     Small stores (up to 250k vectors, where a search is cheap either way) probe 64 : 16 too: at
     107k, 32 : 8 lost 3 of 107 hardest (0 dB + reverb) queries at the threshold, 64 : 16 none."""
     return (64, 16) if n > 30_000_000 or n <= 250_000 else (32, 8)
-
-
-def _slot_ids(slot: int, lo: int, n: int) -> np.ndarray:
-    return (np.int64(slot) << SLOT_BITS) + np.arange(lo, lo + n, dtype=np.int64)
-
-
-def _add_shard(index, shard, slot: int, dim: int, should_stop=None, on_added=None) -> bool:
-    """Add a shard's vectors to `index` under its slot's ids, in batches; False when stopped."""
-    for lo in range(0, len(shard.time), ADD_BATCH):
-        if should_stop and should_stop():
-            return False
-        v = dequantize(shard.vectors[lo : lo + ADD_BATCH], dim)
-        index.add_with_ids(v, _slot_ids(slot, lo, len(v)))
-        if on_added:
-            on_added(len(v))
-    return True
 
 
 def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
@@ -108,27 +101,20 @@ class IVFPQSearch:
     of the best `refine * k` candidates from the store's own int8 vectors.
 
     `search(queries, k) -> (idx, sim)` like `Store.search` (sim: exact inner products of the
-    int8 vectors, so votes weigh the same as with exact search). Each vector's id in the index
-    names its shard file (`slots`) and row, so a changed store changes the index only where its
-    shards changed (`update_index`). `slots` None: ids are global numbers (an index built by an
-    earlier version, valid only for the very same shards).
+    int8 vectors, so votes weigh the same as with exact search, and searches of different groups
+    of shards can be merged). The index's ids are `store`'s vector numbers; `store` may be a
+    whole store or a group of its shards. `parts`: the part file of each shard (as saved).
     """
 
     def __init__(self, store: Store, index, key: str, nprobe: int = 32, refine: int = 4,
-                 slots: dict[str, int] | None = None, trained_for: int = 0):
+                 trained_for: int = 0, parts: dict[str, str] | None = None):
         import faiss
 
         self.store, self.index, self.key, self.refine = store, index, key, refine
-        self.slots, self.trained_for = slots, trained_for
+        self.trained_for, self.parts = trained_for, dict(parts or {})
         self._ivf = faiss.extract_index_ivf(index)
         self.nprobe = nprobe
         self.build_stats: dict = {}
-        self._slot_start = None
-        if slots is not None:  # slot -> the store's global number of that shard's first vector
-            starts = dict(zip((s.file for s in store.shards), store.shard_starts()))
-            self._slot_start = np.zeros(max(slots.values(), default=-1) + 1, np.int64)
-            for f, slot in slots.items():
-                self._slot_start[slot] = starts[f]
 
     @property
     def nprobe(self) -> int:
@@ -162,9 +148,10 @@ class IVFPQSearch:
     def build(cls, store: Store, nlist: int | None = None, pq: int | None = None, train_points: int = 40,
               nprobe: int | None = None, refine: int | None = None, seed: int = 0, log=None,
               key: str | None = None, on_progress=None, should_stop=None) -> "IVFPQSearch | None":
-        """Train and fill an index over a saved store (every shard has its file). Returns None
-        when `should_stop()` turned true between batches. `on_progress`: Progress events, counting vectors.
-        nprobe / refine default to `default_probe(n)`."""
+        """Train an index over a saved store (every shard has its file), write its template and
+        a part per shard, and hold it merged in memory; `save()` commits it. Returns None when
+        `should_stop()` turned true between batches. `on_progress`: Progress events, counting
+        vectors. nprobe / refine default to `default_probe(n)`."""
         import time
 
         import faiss
@@ -174,20 +161,36 @@ class IVFPQSearch:
         n = store.n_vectors
         key = key or cls.default_key(n, store.dim, nlist, pq)
         probe = default_probe(n)
-        nprobe, refine = nprobe or probe[0], refine or probe[1]
-        index = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
-        ivf = faiss.extract_index_ivf(index)
+        template = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(template)
         rng = np.random.default_rng(seed)
         n_train = min(n, max(train_points * ivf.nlist, 65536))
         if on_progress:
             on_progress(Progress(STAGE, 0, n, unit="vectors"))  # training the cells comes first (minutes on a big store)
         t0 = time.perf_counter()
-        x = gather_vectors(store, np.sort(rng.choice(n, size=n_train, replace=False)))
-        index.train(x)
+        template.train(gather_vectors(store, np.sort(rng.choice(n, size=n_train, replace=False))))
         train_s = time.perf_counter() - t0
         if log:
             log(f"{key}: trained on {n_train:,} vectors in {train_s:.0f} s")
-        t0, done = time.perf_counter(), 0
+        self = cls._filled(store, template, key, nprobe or probe[0], refine or probe[1], n, log,
+                           on_progress, should_stop)
+        if self is not None:
+            self.build_stats = {"train_vectors": n_train, "train_s": round(train_s, 1), **self.build_stats}
+        return self
+
+    @classmethod
+    def _filled(cls, store: Store, template, key: str, nprobe: int, refine: int, trained_for: int,
+                log=None, on_progress=None, should_stop=None) -> "IVFPQSearch | None":
+        """A trained template filled with every shard of `store`: its file and the parts written,
+        the whole merged in memory (not committed: `save()`)."""
+        import time
+
+        import faiss
+
+        folder = Path(store.folder)
+        template_file = _write_index(template, folder, "trained", keep_quantizer=True)
+        index, parts = faiss.clone_index(template), {}
+        t0, done, n = time.perf_counter(), 0, store.n_vectors
 
         def added(count: int) -> None:
             nonlocal done
@@ -195,32 +198,25 @@ class IVFPQSearch:
             if on_progress:
                 on_progress(Progress(STAGE, done, n, unit="vectors"))
 
-        slots = {}
-        for slot, s in enumerate(store.shards):
-            slots[s.file] = slot
-            if not _add_shard(index, s, slot, store.dim, should_stop, added):
+        for start, s in zip(store.shard_starts(), store.shards):
+            part = _part(template, s, store.dim, should_stop, added)
+            if part is None:
                 return None
+            parts[s.file] = _write_index(part, folder, "part")
+            index.merge_from(part, int(start))
             if log:
                 log(f"{key}: added {done:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
-        self = cls(store, index, key, nprobe=nprobe, refine=refine, slots=slots, trained_for=n)
-        self.build_stats = {"train_vectors": n_train, "train_s": round(train_s, 1),
-                            "add_s": round(time.perf_counter() - t0, 1)}
+        self = cls(store, index, key, nprobe=nprobe, refine=refine, trained_for=trained_for, parts=parts)
+        self.template_file = template_file
+        self.build_stats = {"add_s": round(time.perf_counter() - t0, 1)}
         return self
-
-    def _global(self, ids: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        if self._slot_start is None:
-            out = ids.astype(np.int64)
-        else:
-            out = self._slot_start[np.where(missing, 0, ids >> SLOT_BITS)] + (ids & ((1 << SLOT_BITS) - 1))
-        out[missing] = 0
-        return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kc = max(k, k * self.refine)
-        sim, ids = self.index.search(q, kc)
-        missing = ids < 0  # fewer than kc vectors in the probed cells
-        idx = self._global(ids, missing)
+        sim, idx = self.index.search(q, kc)
+        missing = idx < 0  # fewer than kc vectors in the probed cells
+        idx[missing] = 0
         if not self.refine:
             sim[missing] = -np.inf
             return idx, sim
@@ -234,81 +230,127 @@ class IVFPQSearch:
         return np.take_along_axis(idx, part, 1), np.take_along_axis(exact, part, 1)
 
     # ---- next to the store -----------------------------------------------------------------
-    def save(self, folder=None) -> None:
-        """Write the index, then the JSON naming it (the commit point), then delete the index
-        files it no longer names."""
-        import secrets
-        from pathlib import Path
-
-        import faiss
-
-        from tagmatch.fsutil import atomic_path, atomic_write_text, fsync_dir
-
-        folder = Path(folder or self.store.folder)
-        name = f"{ANN_PREFIX}-{secrets.token_hex(6)}.faiss"
-        with atomic_path(folder / name) as tmp:
-            faiss.write_index(self.index, str(tmp))
-        counts = {s.file: len(s.time) for s in self.store.shards}
-        meta = {"file": name, "key": self.key, "nprobe": self.nprobe, "refine": self.refine,
-                "model_id": self.store.model_id, "trained_for": self.trained_for,
-                "slots": {f: [slot, counts[f]] for f, slot in (self.slots or {}).items()}}
-        atomic_write_text(folder / ANN_META, json.dumps(meta))
-        _remove_index_files(folder, keep=name)
-        fsync_dir(folder)
-        self.file = name
+    def save(self) -> None:
+        """Commit a built index: write the JSON naming its template and parts, then delete the
+        index files it no longer names."""
+        _commit(Path(self.store.folder), self.store, {
+            "key": self.key, "nprobe": self.nprobe, "refine": self.refine, "trained_for": self.trained_for,
+            "trained": self.template_file, "parts": self.parts})
 
     def file_bytes(self) -> int:
-        from pathlib import Path
-
-        return (Path(self.store.folder) / self.file).stat().st_size
+        """Bytes of its files on disk (the template and the parts)."""
+        folder = Path(self.store.folder)
+        return sum((folder / f).stat().st_size for f in [self.template_file, *self.parts.values()])
 
     @classmethod
-    def load(cls, store: Store, folder=None, mmap: bool = True) -> "IVFPQSearch | None":
-        """The index saved next to `store`, or None when there is none or it covers other
-        shards (the store changed since: search exactly, or `update_index`)."""
+    def load(cls, store: Store, folder=None) -> "IVFPQSearch | None":
+        """The index saved next to the store for `store`'s shards (all of a store's, or a group's:
+        `store` holds only those), or None when there is none or it does not cover them (the store
+        changed since: search exactly, or `update_index`)."""
         import faiss
 
         meta, folder = _read_meta(folder or store.folder)
-        if not _covers(meta, store):
+        if not _covers(meta, store, whole=False):
             return None
-        slots = {f: slot for f, (slot, _) in meta["slots"].items()} if "slots" in meta else None
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            index = faiss.read_index(str(folder / _index_file(meta)), flags)
-        except RuntimeError:  # missing or damaged: as if there were none
+            index = faiss.read_index(str(folder / meta["trained"]))
+            quantizer = faiss.extract_index_ivf(index).quantizer
+            for start, s in zip(store.shard_starts(), store.shards):
+                part = faiss.read_index(str(folder / meta["parts"][s.file][0]))
+                pivf = faiss.extract_index_ivf(part)  # its placeholder cells: the template's take their place
+                pivf.quantizer, pivf.own_fields = quantizer, False
+                index.merge_from(part, int(start))
+        except (RuntimeError, KeyError, TypeError):  # missing or damaged: as if there were none
             return None
-        self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"], slots=slots,
-                   trained_for=meta.get("trained_for", 0))
-        self.file = _index_file(meta)
+        self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
+                   trained_for=meta.get("trained_for", 0), parts={f: p for f, (p, _) in meta["parts"].items()})
+        self.template_file = meta["trained"]
         return self
 
 
-def _read_meta(folder):
-    from pathlib import Path
+def _part(template, shard, dim: int, should_stop=None, on_added=None):
+    """A copy of the trained `template` holding one shard's vectors (ids: rows of the shard),
+    added in batches; None when stopped."""
+    import faiss
 
+    part = faiss.clone_index(template)
+    for lo in range(0, len(shard.time), ADD_BATCH):
+        if should_stop and should_stop():
+            return None
+        v = dequantize(shard.vectors[lo : lo + ADD_BATCH], dim)
+        part.add_with_ids(v, np.arange(lo, lo + len(v), dtype=np.int64))
+        if on_added:
+            on_added(len(v))
+    return part
+
+
+def _write_index(index, folder: Path, kind: str, keep_quantizer: bool = False) -> str:
+    """Write `index` as a new file of the store folder (crash-safe); its name. A part is written
+    with an empty placeholder for its cells (~16 MB of centroids and graph at 32,768 cells,
+    which the template holds once): a part costs what its shard holds."""
+    import faiss
+
+    from tagmatch.fsutil import atomic_path
+
+    name = f"{ANN_PREFIX}-{kind}-{secrets.token_hex(6)}.faiss"
+    ivf = faiss.extract_index_ivf(index)
+    quantizer, own = ivf.quantizer, ivf.own_fields
+    placeholder = faiss.IndexFlatIP(ivf.d)
+    if not keep_quantizer:
+        ivf.own_fields, ivf.quantizer = False, placeholder
+    try:
+        with atomic_path(folder / name) as tmp:
+            faiss.write_index(index, str(tmp))
+    finally:
+        ivf.quantizer, ivf.own_fields = quantizer, own
+    return name
+
+
+def _commit(folder: Path, store: Store, fields: dict) -> None:
+    """Write the index's JSON (the commit point), then delete the index files it does not name."""
+    from tagmatch.fsutil import atomic_write_text, fsync_dir
+
+    counts = {s.file: len(s.time) for s in store.shards}
+    meta = {"version": META_VERSION, "model_id": store.model_id,
+            **{k: v for k, v in fields.items() if k != "parts"},
+            "parts": {f: [p, counts[f]] for f, p in fields["parts"].items()}}
+    atomic_write_text(folder / ANN_META, json.dumps(meta))
+    _remove_index_files(folder, keep={meta["trained"], *fields["parts"].values()})
+    fsync_dir(folder)
+
+
+def _read_meta(folder):
     folder = Path(folder)
     try:
-        return json.loads((folder / ANN_META).read_text()), folder
+        meta = json.loads((folder / ANN_META).read_text())
     except (OSError, ValueError):
         return None, folder
+    return (meta if isinstance(meta, dict) else None), folder
 
 
-def _index_file(meta: dict) -> str:
-    return meta.get("file", f"{ANN_PREFIX}.faiss")  # without "file": an index of global ids
-
-
-def _covers(meta: dict | None, store: Store) -> bool:
-    """Whether an index's JSON says it holds exactly the store's vectors."""
-    if meta is None or meta.get("model_id") != store.model_id:
+def _covers(meta: dict | None, store: Store, whole: bool = True) -> bool:
+    """Whether an index's JSON holds exactly the store's vectors (`whole`), or at least those of
+    its shards (a group of a store's shards)."""
+    if meta is None or meta.get("version") != META_VERSION or meta.get("model_id") != store.model_id:
         return False
-    if "slots" in meta:
-        return {f: n for f, (_, n) in meta["slots"].items()} == {s.file: len(s.time) for s in store.shards}
-    return meta.get("store") == [[s.file, len(s.time)] for s in store.shards]  # global ids: same order
+    try:
+        held = {f: n for f, (_, n) in meta["parts"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    mine = {s.file: len(s.time) for s in store.shards}
+    return held == mine if whole else all(held.get(f) == n for f, n in mine.items())
 
 
-def _remove_index_files(folder, keep: str | None = None) -> None:
+def _index_files(folder: Path) -> list[str]:
+    meta, _ = _read_meta(folder)
+    if meta is None or meta.get("version") != META_VERSION:
+        return []
+    return [meta["trained"], *(p for p, _ in meta["parts"].values())]
+
+
+def _remove_index_files(folder: Path, keep: set[str] = frozenset()) -> None:
     for p in folder.iterdir():
-        if p.name.startswith(ANN_PREFIX) and p.suffix == ".faiss" and p.name != keep:
+        if p.name.startswith(ANN_PREFIX) and p.suffix == ".faiss" and p.name not in keep:
             p.unlink()
 
 
@@ -316,6 +358,9 @@ def searcher_for(store: Store):
     """What the matcher should search: the store's saved approximate index when it has a
     current one (`tagmatch index` keeps one for big stores), else the store itself (exact)."""
     if store.folder is None:
+        return store
+    meta, _ = _read_meta(store.folder)
+    if not _covers(meta, store):
         return store
     return IVFPQSearch.load(store) or store
 
@@ -328,7 +373,7 @@ def describe_search(store: Store, searcher=None) -> str:
     if isinstance(searcher, IVFPQSearch):
         meta = {"key": searcher.key, "nprobe": searcher.nprobe, "refine": searcher.refine}
     if isinstance(searcher, IVFPQSearch) or (
-            searcher is None and _covers(meta, store) and (folder / _index_file(meta)).is_file()):
+            searcher is None and _covers(meta, store) and all((folder / f).is_file() for f in _index_files(folder))):
         return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
@@ -343,8 +388,10 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
     one is there already), "approximate" always (from MIN_INDEX_VECTORS), "exact" removes it.
 
     Shards are immutable, so a changed store changes the index only where its shards changed:
-    the vectors of shards gone are removed, those of new shards added. The cells are trained
-    again only when the store has grown GROW_LIMIT times past what they were trained for."""
+    the parts of shards gone are dropped, new shards get theirs; nothing else is read or written.
+    The cells are trained again only when the store has grown GROW_LIMIT times past what they were
+    trained for. An index of the older one-file format keeps its trained cells: the parts are
+    made from it."""
     import time
 
     import faiss
@@ -361,22 +408,21 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
         why = "" if not want else f" (an approximate index needs at least {MIN_INDEX_VECTORS:,} vectors)"
         return f"search: exact, {n:,} vectors{why}"
     t0 = time.perf_counter()
-    current = {s.file: len(s.time) for s in store.shards}
-    old = meta.get("slots") if meta else None
-    if old and meta.get("model_id") == store.model_id and n <= GROW_LIMIT * meta.get("trained_for", 0):
-        slots = {f: slot for f, (slot, _) in old.items() if f in current}
-        gone = [slot for f, (slot, _) in old.items() if f not in current]
-        new = [s for s in store.shards if s.file not in old]
-        if not gone and not new and (folder / meta["file"]).exists():
+    usable = (meta is not None and meta.get("model_id") == store.model_id
+              and n <= GROW_LIMIT * meta.get("trained_for", 0))
+    if usable and meta.get("version") == META_VERSION:
+        old = {f: p for f, (p, _) in meta["parts"].items()}
+        if _covers(meta, store) and all((folder / f).is_file() for f in _index_files(folder)):
             return f"search: approximate ({meta['key']}), index current, {n:,} vectors"
         try:
-            index = faiss.read_index(str(folder / meta["file"]))  # in memory, to change it
+            template = faiss.read_index(str(folder / meta["trained"]))
         except RuntimeError:
-            index = None
-        if index is not None:
-            removed = sum(index.remove_ids(faiss.IDSelectorRange(slot << SLOT_BITS, (slot + 1) << SLOT_BITS))
-                          for slot in gone)
-            nxt = max((slot for slot, _ in old.values()), default=-1) + 1
+            template = None
+        if template is not None:
+            current = {s.file for s in store.shards}
+            parts = {f: p for f, p in old.items() if f in current and (folder / p).is_file()}
+            new = [s for s in store.shards if s.file not in parts]
+            removed = sum(n_old for f, (_, n_old) in meta["parts"].items() if f not in current)
             added, total = 0, sum(len(s.time) for s in new)
 
             def count(n_added: int) -> None:
@@ -386,21 +432,33 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
                     on_progress(Progress(STAGE, added, total, unit="vectors"))
 
             for s in new:
-                slots[s.file], nxt = nxt, nxt + 1
-                _add_shard(index, s, slots[s.file], store.dim, on_added=count)
-            ann = IVFPQSearch(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
-                              slots=slots, trained_for=meta["trained_for"])
-            ann.save(folder)
+                part = _part(template, s, store.dim, should_stop, count)
+                if part is None:
+                    return "search: exact for now (updating the approximate index was stopped; `tagmatch index` goes on)"
+                parts[s.file] = _write_index(part, folder, "part")
+            _commit(folder, store, {**{k: meta[k] for k in ("key", "nprobe", "refine", "trained_for", "trained")},
+                                    "parts": parts})
             return (f"search: approximate ({meta['key']}), index updated: +{added:,} -{removed:,} vectors "
                     f"in {time.perf_counter() - t0:.0f} s, {n:,} vectors")
+    ann = None
+    if usable and "slots" in meta:  # the one-file format: its trained cells, emptied, fill the parts
+        try:
+            template = faiss.read_index(str(folder / meta.get("file", f"{ANN_PREFIX}.faiss")))
+            template.reset()
+        except RuntimeError:
+            template = None
+        if template is not None:
+            ann = IVFPQSearch._filled(store, template, meta["key"], meta["nprobe"], meta["refine"],
+                                      meta["trained_for"], on_progress=on_progress, should_stop=should_stop)
+            if ann is not None:
+                ann.save()
+                return (f"search: approximate ({ann.key}), index rewritten in parts in "
+                        f"{time.perf_counter() - t0:.0f} s, {n:,} vectors")
     ann = IVFPQSearch.build(store, on_progress=on_progress, should_stop=should_stop)
     if ann is None:
-        if _covers(meta, store):  # still right for this store (an older kind of index): kept
-            return f"search: approximate ({meta['key']}), kept (building a new index was stopped)"
         if meta is not None:  # the old index no longer fits the store: exact until the next run
             (folder / ANN_META).unlink()
         _remove_index_files(folder)
         return "search: exact for now (building the approximate index was stopped; `tagmatch index` builds it)"
-    ann.save(folder)
+    ann.save()
     return f"search: approximate ({ann.key}), index built in {time.perf_counter() - t0:.0f} s, {n:,} vectors"
-

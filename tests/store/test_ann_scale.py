@@ -71,7 +71,8 @@ def test_match_vectors_with_the_approximate_searcher(synthetic, model):
 
 def test_saved_index_round_trips_and_goes_stale_with_the_store(synthetic):
     store, ann, walk, path = synthetic
-    assert (path / ANN_META).exists() and (path / ann.file).exists()
+    assert (path / ANN_META).exists() and (path / ann.template_file).exists()
+    assert sorted(ann.parts) == sorted(s.file for s in store.shards)
     again = IVFPQSearch.load(Store.load(path))
     assert again is not None and again.key == ann.key and again.nprobe == ann.nprobe
     q = _unit(walk[5, 10:30])
@@ -104,7 +105,8 @@ def test_update_index_follows_the_store_shard_by_shard(synthetic, tmp_path):
     assert not (path / ANN_META).exists()
     assert "index built" in update_index(store, "approximate")
     assert "index current" in update_index(Store.load(path), "auto")  # kept once there
-    first_file = IVFPQSearch.load(Store.load(path)).file
+    first = IVFPQSearch.load(Store.load(path))
+    first_parts = dict(first.parts)
     # new tracks: only their shard is added; the cells are not trained again
     store = Store.load(path)
     for t in (30, 31):
@@ -114,7 +116,9 @@ def test_update_index_follows_the_store_shard_by_shard(synthetic, tmp_path):
     assert "index updated: +800 -0 vectors" in update_index(store, "auto")
     store = Store.load(path)
     ann = searcher_for(store)
-    assert isinstance(ann, IVFPQSearch) and ann.file != first_file and not (path / first_file).exists()
+    assert isinstance(ann, IVFPQSearch) and ann.template_file == first.template_file
+    assert {f: p for f, p in ann.parts.items() if f in first_parts} == first_parts  # the old parts kept as they were
+    assert len(ann.parts) == len(first_parts) + 1
     assert np.mean(_top_tracks(ann, store, walk, 31, rng) == 31) >= 0.9
     assert np.mean(_top_tracks(ann, store, walk, 7, rng) == 7) >= 0.9
     # a removed track rewrites its shard: its old vectors leave the index, the rewritten shard's
@@ -153,16 +157,17 @@ def test_index_cut_short_leaves_the_previous_one_in_force(synthetic, tmp_path):
     path = tmp_path / "store"
     store = _store_of(walk, range(10), path)
     update_index(store, "approximate")
-    name = IVFPQSearch.load(Store.load(path)).file
-    (path / "ann-ivfpq-cut0short.faiss").write_bytes(b"half an index")  # written, never named
+    first = IVFPQSearch.load(Store.load(path))
+    (path / "ann-ivfpq-part-cut0short.faiss").write_bytes(b"half an index")  # written, never named
     again = IVFPQSearch.load(Store.load(path))
-    assert again is not None and again.file == name
+    assert again is not None and again.parts == first.parts
     assert "index current" in update_index(Store.load(path), "auto")
-    (path / name).unlink()  # the named file lost: exact search, and the next index run rebuilds
-    assert isinstance(searcher_for(Store.load(path)), Store)
+    (path / next(iter(first.parts.values()))).unlink()  # a named file lost: exact search, and the next
+    assert isinstance(searcher_for(Store.load(path)), Store)  # index run makes that part again
     assert describe_search(Store.load(path)).startswith("exact: the approximate index is out of date")
-    assert "index built" in update_index(Store.load(path), "auto")
-    assert sorted(p.name for p in path.glob("ann-ivfpq*")) == sorted([ANN_META, IVFPQSearch.load(Store.load(path)).file])
+    assert "index updated: +4,000 -0 vectors" in update_index(Store.load(path), "auto")
+    now = IVFPQSearch.load(Store.load(path))
+    assert sorted(p.name for p in path.glob("ann-ivfpq*")) == sorted([ANN_META, now.template_file, *now.parts.values()])
 
 
 def test_building_stopped_leaves_exact_search(synthetic, tmp_path):
@@ -181,3 +186,28 @@ def test_a_big_store_without_its_index_says_so(synthetic, tmp_path, monkeypatch)
     monkeypatch.setattr(ann_mod, "EXACT_MAX_VECTORS", 100)  # as if it were big
     assert describe_search(store).startswith("exact: no approximate index, slower at this size")
     assert "index built" in update_index(store, "auto")  # auto builds one past the size
+
+
+def test_an_index_of_the_one_file_format_is_rewritten_in_parts_with_its_cells(synthetic, tmp_path):
+    import json
+
+    import faiss
+
+    _, _, walk, _ = synthetic
+    path = tmp_path / "store"
+    store = _store_of(walk, range(10), path)
+    old = faiss.index_factory(DIM, "IVF16,PQ30x4fs", faiss.METRIC_INNER_PRODUCT)
+    old.train(_unit(walk[:10].reshape(-1, DIM)))
+    centroids = faiss.extract_index_ivf(old).quantizer.reconstruct_n(0, 16)
+    faiss.write_index(old, str(path / "ann-ivfpq-0ld0ne0file.faiss"))
+    (path / ANN_META).write_text(json.dumps({
+        "file": "ann-ivfpq-0ld0ne0file.faiss", "key": "IVF16,PQ30x4fs", "nprobe": 8, "refine": 4,
+        "model_id": store.model_id, "trained_for": store.n_vectors,
+        "slots": {s.file: [i, len(s.time)] for i, s in enumerate(store.shards)}}))
+    assert isinstance(searcher_for(Store.load(path)), Store)  # not read as it is
+    assert "index rewritten in parts" in update_index(Store.load(path), "auto")
+    ann = searcher_for(Store.load(path))
+    assert isinstance(ann, IVFPQSearch) and ann.key == "IVF16,PQ30x4fs" and ann.nprobe == 8
+    assert np.array_equal(faiss.extract_index_ivf(ann.index).quantizer.reconstruct_n(0, 16), centroids)
+    assert not (path / "ann-ivfpq-0ld0ne0file.faiss").exists()
+    assert np.mean(_top_tracks(ann, Store.load(path), walk, 4, np.random.default_rng(5)) == 4) >= 0.9
