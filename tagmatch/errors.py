@@ -24,6 +24,11 @@ class StoreError(TagmatchError):
     """The embedding store is missing, corrupt, or was built with another model or config."""
 
 
+class SearchLost(StoreError):
+    """The search workers cannot answer (the cluster went away, or holds another store version):
+    a scan stops, keeping the files done, rather than failing every file after it."""
+
+
 class ModelError(TagmatchError):
     """A model file is missing, corrupt, or of an unknown format."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from tagmatch.errors import StoreError, TagmatchError
+from tagmatch.errors import SearchLost, StoreError, TagmatchError
 from tagmatch.fsutil import atomic_path, check_writable, document_lock, store_lock
 from tagmatch.progress import OnProgress, Progress, ShouldStop, never, quiet
 
@@ -118,8 +118,11 @@ def scan_job(target: Path, store_path: Path, model_path: Path | None = None, *, 
     (a stopped scan writes the files done so far). Each file is read only until its answer is
     near-certain (`MatchConfig.stop_confidence`), or to its end with `whole_files`; unsure answers
     are checked against the reference files unless `verify` is False (`MatchConfig.verify`). `backend`
-    "joblib" or "dask" matches whole files on worker processes (tagmatch.store.parallel), each opening
-    the store memory-mapped; the results are the same as the local run's, in the same order."""
+    "joblib" matches whole files on worker processes (tagmatch.store.parallel), each opening the store
+    memory-mapped; "dask" (or a `scheduler` address) matches them here and searches the store's
+    groups of shards on the cluster's workers (tagmatch.store.cluster). The results are the same as
+    the local run's, in the same order. A cluster that goes away mid-scan raises SearchLost, after
+    the files done are saved to `json_path`."""
     if not Path(target).exists():
         raise TagmatchError(f"not found: {target}")
     if not 0.0 <= threshold <= 1.0:  # also refuses nan
@@ -138,7 +141,8 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     from tagmatch.store.ann import describe_search, searcher_for
     from tagmatch.match.config import MatchConfig
     from tagmatch.model.modelfile import load_model
-    from tagmatch.store.parallel import check_backend, model_path_for_workers, ordered_map, resolve_backend
+    from tagmatch.store.cluster import ClusterSearcher
+    from tagmatch.store.parallel import check_backend, dask_client, model_path_for_workers, ordered_map, resolve_backend
     from tagmatch.match.scan import match_in_worker, scan, scan_doc, scan_paths
     from tagmatch.organize.rejections import Rejections
 
@@ -154,25 +158,38 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
                       verify=MatchConfig.verify if verify else 0)
     backend = resolve_backend(backend, len(paths))
     rejections = Rejections.load() or None  # what the user rejected before is not offered again
-    if backend == "local":
-        searcher = searcher_for(store)
-        search = describe_search(store, searcher)
-        matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher, rejections=rejections)
-    else:  # each worker opens the store and its index itself, choosing the same way
-        search = describe_search(store)
-        args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg,
-                 rejections) for p in paths]
-        matches = (m for _, m in ordered_map(match_in_worker, args, backend, n_jobs, scheduler))
-    results = []
-    with contextlib.closing(matches):  # closing a parallel run cancels what is in flight
-        for m in matches:
-            results.append(m)
-            on_progress(Progress("scanning", len(results), len(paths), m.path, m.error if m.status == "error" else None))
-            if should_stop():
-                break
+    with contextlib.ExitStack() as cluster:
+        if backend == "local":
+            searcher = searcher_for(store)
+            search = describe_search(store, searcher)
+            matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher, rejections=rejections)
+        elif backend == "dask":  # the store's groups searched on the workers, files matched here
+            client = cluster.enter_context(dask_client(n_jobs, scheduler))
+            searcher = ClusterSearcher(client, store)
+            search = searcher.describe()
+            matches = scan(paths, store, model, cfg, should_stop=should_stop, searcher=searcher, rejections=rejections)
+        else:  # each worker opens the store and its index itself, choosing the same way
+            search = describe_search(store)
+            args = [(str(p), str(Path(store_path).resolve()), model_path_for_workers(model_path), model.model_id, cfg,
+                     rejections) for p in paths]
+            matches = (m for _, m in ordered_map(match_in_worker, args, backend, n_jobs, scheduler))
+        results, lost = [], None
+        with contextlib.closing(matches):  # closing a parallel run cancels what is in flight
+            try:
+                for m in matches:
+                    results.append(m)
+                    on_progress(Progress("scanning", len(results), len(paths), m.path,
+                                         m.error if m.status == "error" else None))
+                    if should_stop():
+                        break
+            except SearchLost as exc:
+                lost = exc
     doc = scan_doc(results, store, store_path, target)
     if json_path is not None and results:
         doc.save(json_path)
+    if lost is not None:
+        kept = f"; {json_path} holds the {len(results)} files done" if json_path is not None and results else ""
+        raise SearchLost(f"scan stopped after {len(results)} of {len(paths)} files: {lost}{kept}")
     return ScanResult(results, store, doc, should_stop(), json_path if results else None, search)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagmatch.errors import AudioReadError, TagmatchError
+from tagmatch.errors import AudioReadError, SearchLost, TagmatchError
 from tagmatch.match.align import aligned_score, strongest
 from tagmatch.match.config import MatchConfig, Searcher
 from tagmatch.match.query import fragment_bounds, frame_grid, open_query
@@ -103,6 +103,8 @@ def match_file(path: Path | str, store: Store, model: LoadedModel, cfg: MatchCon
                               hits, model)
     except AudioReadError as exc:
         return FileMatch(str(path), "error", error=exc.reason)
+    except SearchLost:  # not this file's fault: the scan stops
+        raise
     except TagmatchError as exc:
         return FileMatch(str(path), "error", error=str(exc))
 

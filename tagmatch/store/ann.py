@@ -250,7 +250,7 @@ class IVFPQSearch:
         import faiss
 
         meta, folder = _read_meta(folder or store.folder)
-        if not _covers(meta, store, whole=False):
+        if not _covers(meta, store.model_id, _shard_sizes(store), whole=False):
             return None
         try:
             index = faiss.read_index(str(folder / meta["trained"]))
@@ -328,17 +328,20 @@ def _read_meta(folder):
     return (meta if isinstance(meta, dict) else None), folder
 
 
-def _covers(meta: dict | None, store: Store, whole: bool = True) -> bool:
-    """Whether an index's JSON holds exactly the store's vectors (`whole`), or at least those of
-    its shards (a group of a store's shards)."""
-    if meta is None or meta.get("version") != META_VERSION or meta.get("model_id") != store.model_id:
+def _shard_sizes(store: Store) -> dict[str, int]:
+    return {s.file: len(s.time) for s in store.shards}
+
+
+def _covers(meta: dict | None, model_id: str, shards: dict[str, int], whole: bool = True) -> bool:
+    """Whether an index's JSON holds exactly these shards' vectors (file -> count; `whole`), or at
+    least theirs (a group of a store's shards)."""
+    if meta is None or meta.get("version") != META_VERSION or meta.get("model_id") != model_id:
         return False
     try:
         held = {f: n for f, (_, n) in meta["parts"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
         return False
-    mine = {s.file: len(s.time) for s in store.shards}
-    return held == mine if whole else all(held.get(f) == n for f, n in mine.items())
+    return held == shards if whole else all(held.get(f) == n for f, n in shards.items())
 
 
 def _index_files(folder: Path) -> list[str]:
@@ -360,9 +363,20 @@ def searcher_for(store: Store):
     if store.folder is None:
         return store
     meta, _ = _read_meta(store.folder)
-    if not _covers(meta, store):
+    if not _covers(meta, store.model_id, _shard_sizes(store)):
         return store
     return IVFPQSearch.load(store) or store
+
+
+def group_searcher(group: Store, store_shards: dict[str, int]):
+    """What a search worker searches for a group of a store's shards (`group` holds only those;
+    `store_shards`: every shard file of the store and its vector count, from its manifest): the
+    saved index's parts for them when the index covers the whole store, as `searcher_for` would
+    choose for the store, else the group itself (exact)."""
+    meta, _ = _read_meta(group.folder)
+    if not _covers(meta, group.model_id, store_shards):
+        return group
+    return IVFPQSearch.load(group) or group
 
 
 def describe_search(store: Store, searcher=None) -> str:
@@ -373,7 +387,7 @@ def describe_search(store: Store, searcher=None) -> str:
     if isinstance(searcher, IVFPQSearch):
         meta = {"key": searcher.key, "nprobe": searcher.nprobe, "refine": searcher.refine}
     if isinstance(searcher, IVFPQSearch) or (
-            searcher is None and _covers(meta, store) and all((folder / f).is_file() for f in _index_files(folder))):
+            searcher is None and _covers(meta, store.model_id, _shard_sizes(store)) and all((folder / f).is_file() for f in _index_files(folder))):
         return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
@@ -412,7 +426,7 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
               and n <= GROW_LIMIT * meta.get("trained_for", 0))
     if usable and meta.get("version") == META_VERSION:
         old = {f: p for f, (p, _) in meta["parts"].items()}
-        if _covers(meta, store) and all((folder / f).is_file() for f in _index_files(folder)):
+        if _covers(meta, store.model_id, _shard_sizes(store)) and all((folder / f).is_file() for f in _index_files(folder)):
             return f"search: approximate ({meta['key']}), index current, {n:,} vectors"
         try:
             template = faiss.read_index(str(folder / meta["trained"]))

@@ -209,6 +209,29 @@ def read_store(path: Path, mmap: bool = True, verify: str = "quick",
     return m, kept, shards
 
 
+def read_shards(path: Path, files: list[str] | tuple[str, ...], mmap: bool = True) -> tuple[dict, list[Shard]]:
+    """The manifest and some of a store's shards, by file name, checked as every open checks them
+    (their track numbers and times): what a search worker holding a group of shards opens. The
+    track table is not read."""
+    m = _manifest(Path(path))
+    named = {info["file"]: info for info in m["shards"]}
+    missing = [f for f in files if f not in named]
+    if missing:
+        raise StoreError(f"store {path} has no shard {missing[0]} (the store changed: open it again)")
+    try:
+        return m, [_shard(Path(path), named[f], int(m["dim"]), mmap, QUICK) for f in files]
+    except DamagedShard as exc:
+        raise StoreError(f"{exc}; `tagmatch index REF_DIR --store {path}` embeds its tracks again") from None
+
+
+def manifest_bytes(path: Path) -> bytes:
+    """The manifest file's bytes (what a store version is computed from); b"" when there is none."""
+    try:
+        return (Path(path) / MANIFEST).read_bytes()
+    except OSError:
+        return b""
+
+
 def unchecked_shards(path: Path) -> int:
     """How many of the store's shards were saved without checksums (by tagmatch before 2026-12-04)."""
     return sum("crc32" not in s for s in _manifest(Path(path))["shards"])

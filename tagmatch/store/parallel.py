@@ -150,12 +150,12 @@ def _joblib_results(fn: Callable, arg_tuples: list[tuple], n_jobs: int | None) -
             gen.close()
 
 
-def _dask_results(fn: Callable, arg_tuples: list[tuple], n_jobs: int | None,
-                  scheduler: str | None) -> Iterator[tuple[int, Any]]:
-    """(index, result) in file order, from a dask cluster: the one at `scheduler`, else a local one
-    we start and close. A few files per worker thread are in flight, so memory stays flat and a
-    stop (closing this) throws away little; results that finish early wait for their turn."""
-    from distributed import Client, LocalCluster, as_completed
+@contextlib.contextmanager
+def dask_client(n_jobs: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A dask client of the cluster at `scheduler`, else of a local cluster of `n_jobs` (default 2)
+    one-thread worker processes, started here and closed on leaving. Unreachable, or without
+    workers: a one-line TagmatchError."""
+    from distributed import Client, LocalCluster
 
     cluster = None
     try:
@@ -175,32 +175,47 @@ def _dask_results(fn: Callable, arg_tuples: list[tuple], n_jobs: int | None,
         where = f"the dask scheduler at {scheduler}" if scheduler else "a local dask cluster"
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TagmatchError(f"cannot use {where}: {why}") from None
-
-    in_flight: dict = {}
     try:
-        ahead = 2 * sum(client.nthreads().values()) + 2
-        todo = iter(enumerate(arg_tuples))
-        done = as_completed()
-
-        def feed() -> None:
-            for i, args in itertools.islice(todo, max(0, ahead - len(in_flight))):
-                f = client.submit(fn, *args, pure=False)
-                in_flight[f] = i
-                done.add(f)
-
-        feed()
-        ready: dict[int, Any] = {}
-        nxt = 0
-        for f in done:
-            ready[in_flight.pop(f)] = f.result()  # a worker's exception is raised here
-            f.release()
-            while nxt in ready:
-                yield nxt, ready.pop(nxt)
-                nxt += 1
-            feed()
+        yield client
     finally:
-        if in_flight:
-            client.cancel(list(in_flight))
-        client.close()
+        with warnings.catch_warnings(), contextlib.suppress(Exception):  # a cluster gone: nothing to close
+            warnings.simplefilter("ignore")
+            client.close()
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close()
+
+
+def _dask_results(fn: Callable, arg_tuples: list[tuple], n_jobs: int | None,
+                  scheduler: str | None) -> Iterator[tuple[int, Any]]:
+    """(index, result) in file order, from a dask cluster: the one at `scheduler`, else a local one
+    we start and close. A few files per worker thread are in flight, so memory stays flat and a
+    stop (closing this) throws away little; results that finish early wait for their turn."""
+    from distributed import as_completed
+
+    with dask_client(n_jobs, scheduler) as client:
+        in_flight: dict = {}
+        try:
+            ahead = 2 * sum(client.nthreads().values()) + 2
+            todo = iter(enumerate(arg_tuples))
+            done = as_completed()
+
+            def feed() -> None:
+                for i, args in itertools.islice(todo, max(0, ahead - len(in_flight))):
+                    f = client.submit(fn, *args, pure=False)
+                    in_flight[f] = i
+                    done.add(f)
+
+            feed()
+            ready: dict[int, Any] = {}
+            nxt = 0
+            for f in done:
+                ready[in_flight.pop(f)] = f.result()  # a worker's exception is raised here
+                f.release()
+                while nxt in ready:
+                    yield nxt, ready.pop(nxt)
+                    nxt += 1
+                feed()
+        finally:
+            if in_flight:
+                client.cancel(list(in_flight))
