@@ -1,23 +1,27 @@
-"""The store on disk: a folder of joblib files named by one manifest, with checksums.
+"""The store on disk: a folder of files named by one manifest, with checksums.
 
     manifest.json          format, version, model id, feature config, dim, the folders indexed,
-                           the file names below, and a CRC-32 of the track table's file and of
-                           each shard's three arrays
-    tracks-<id>.joblib     the track table: path, tags, duration, size, mtime of every track
+                           and per shard: its files and a CRC-32 of each
     shard-<id>.joblib      whole tracks' vectors (int8), shard-local track numbers, window times
+    tracks-<id>.json       those tracks' path, tags, duration, size, mtime (one file per shard)
 
 Shards are written once and never change: a save writes only new shards (new tracks) and the
-shards that lost a track, then the track table, then swaps manifest.json atomically (the commit
-point: a crash leaves the old store or the new one), then deletes the files no manifest names.
-Loading maps the shards' arrays from disk (joblib `mmap_mode`), so their vectors are paged in only
-as searched.
+shards that lost a track, each with its track list, then swaps manifest.json atomically (the
+commit point: a crash leaves the old store or the new one), then deletes the files no manifest
+names. Adding a track to a big store so writes that track's shard and list and the manifest
+(~100 bytes a shard), never the whole track table. Loading maps the shards' arrays from disk
+(joblib `mmap_mode`), so their vectors are paged in only as searched; the track lists are JSON,
+parsed by the json module's C decoder.
 
 Checksums (CRC-32: made to catch flipped bits, 3.7 GB/s here; a store is the user's own, so this
 guards against a bad disk or copy, not against someone who rewrites it): every open checks the
-track table and each shard's track numbers and window times, the part whose damage gives wrong
+track lists and each shard's track numbers and window times, the part whose damage gives wrong
 answers with full confidence (an eighth of a shard's bytes); `verify="full"` (`tagmatch check`,
 and `tagmatch index`, which must not build on damage) also checks the vectors. A damaged shard
 is named in a one-line StoreError; `tagmatch index` drops it and re-embeds its tracks.
+
+Format 3 (before 2026-12-05) kept one track table for the whole store (tracks-<id>.joblib),
+rewritten at every save: it is read, and the next save writes format 4.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ if TYPE_CHECKING:
     from tagmatch.store.shards import Store
 
 STORE_FORMAT = "tagmatch-store"
-STORE_VERSION = 3
+STORE_VERSION = 4
+READ_VERSIONS = (3, 4)
 MANIFEST = "manifest.json"
 QUICK = ("track", "time")  # the arrays every open checks
 ARRAYS = ("vectors", "track", "time")
@@ -66,6 +71,9 @@ class Shard:
     n_tracks: int
     file: str | None = None  # its file in the store folder; None: not written yet
     crc: dict[str, int] | None = None  # CRC-32 of vectors, track, time as saved (None: not saved yet)
+    tracks_file: str | None = None  # its tracks' list in the store folder; None: not written yet
+    tracks_crc: int | None = None
+    saved_tracks: list | None = None  # the TrackInfo objects its list holds (a changed one is written again)
 
 
 def crc32(a: np.ndarray | bytes) -> int:
@@ -81,6 +89,8 @@ def shard_checksums(s: Shard) -> dict[str, int]:
 
 def save_store(store: Store, path: Path) -> None:
     """Write `store` as the folder `path` (see the module docstring for the order of writes)."""
+    from tagmatch.fsutil import json_text
+
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"{folder} is a file (a store of an older tagmatch?); store folders are a new "
@@ -88,25 +98,33 @@ def save_store(store: Store, path: Path) -> None:
     make_folder(folder)
     store.prepare_save()
     same = store.folder is not None and store.folder.resolve() == folder.resolve()
+    first = 0
     for s in store.shards:
+        own = store.tracks[first : first + s.n_tracks]
+        first += s.n_tracks
         if s.file is None or not same:
             name = f"shard-{secrets.token_hex(6)}.joblib"
             s.crc = shard_checksums(s)
             atomic_joblib_dump({"vectors": np.asarray(s.vectors), "track": s.track, "time": s.time}, folder / name)
             s.file = name
-    tracks_file = f"tracks-{secrets.token_hex(6)}.joblib"
-    atomic_joblib_dump([asdict(t) for t in store.tracks], folder / tracks_file)
+        if (s.tracks_file is None or not same or s.saved_tracks is None or len(s.saved_tracks) != len(own)
+                or any(a is not b for a, b in zip(s.saved_tracks, own))):
+            name = f"tracks-{secrets.token_hex(6)}.json"
+            text = json_text([asdict(t) for t in own])
+            atomic_write_text(folder / name, text)
+            s.tracks_file, s.tracks_crc = name, crc32(text.encode("utf-8"))
+        s.saved_tracks = list(own)
     manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, "model_id": store.model_id,
-                "feature_config": store.feature_config.to_dict(), "dim": store.dim, "tracks": tracks_file,
-                "tracks_crc32": crc32((folder / tracks_file).read_bytes()),
+                "feature_config": store.feature_config.to_dict(), "dim": store.dim,
                 "roots": store.roots,
                 "n_tracks": len(store.tracks), "n_vectors": sum(len(s.time) for s in store.shards),
                 "shards": [{"file": s.file, "n_tracks": s.n_tracks, "n_vectors": len(s.time),
+                            "tracks": s.tracks_file, "tracks_crc32": s.tracks_crc,
                             **({"crc32": s.crc} if s.crc else {})} for s in store.shards]}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    named = {tracks_file, MANIFEST, *(s.file for s in store.shards)}
+    named = {MANIFEST, *(s.file for s in store.shards), *(s.tracks_file for s in store.shards)}
     for p in folder.iterdir():  # files of earlier saves (or of a save cut short)
-        if p.name not in named and p.name.startswith(("shard-", "tracks-")) and p.suffix == ".joblib":
+        if p.name not in named and p.name.startswith(("shard-", "tracks-")) and p.suffix in (".joblib", ".json"):
             p.unlink()
     fsync_dir(folder)
     store.folder = folder
@@ -126,13 +144,14 @@ def _manifest(path: Path) -> dict:
                          "re-create it with `tagmatch index`") from exc
     if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
         raise StoreError(f"{path} is not a tagmatch store")
-    if m.get("version") != STORE_VERSION:
+    if m.get("version") not in READ_VERSIONS:
         raise StoreError(f"store {path} has format version {m.get('version')}; this tagmatch reads "
                          f"version {STORE_VERSION}: re-create it with `tagmatch index`")
     return m
 
 
-def _tracks(path: Path, m: dict) -> list[dict]:
+def _table(path: Path, m: dict) -> list[TrackInfo]:
+    """Format 3's one track table of the whole store (a joblib list of dicts)."""
     file = path / _plain_name(m["tracks"])
     try:
         if "tracks_crc32" in m and crc32(file.read_bytes()) != m["tracks_crc32"]:
@@ -144,6 +163,26 @@ def _tracks(path: Path, m: dict) -> list[dict]:
     except Exception as exc:
         raise StoreError(f"store {path} is unreadable or corrupt ({type(exc).__name__}: its track table is missing "
                          "or damaged); re-create it with `tagmatch index`") from exc
+
+
+def _shard_tracks(path: Path, info: dict) -> tuple[list[TrackInfo], str, int]:
+    """One shard's track list (format 4), checked: (tracks, file, crc); DamagedShard when it is
+    missing, damaged or not a list of that shard's tracks."""
+    shard, name = _plain_name(info.get("file")), _plain_name(info.get("tracks"))
+    try:
+        raw = (path / name).read_bytes()
+    except OSError as exc:
+        raise DamagedShard(path, shard, f"has lost its track list {name} ({type(exc).__name__})") from None
+    crc = crc32(raw)
+    if info.get("tracks_crc32") is not None and crc != info["tracks_crc32"]:
+        raise DamagedShard(path, shard, f"has a damaged track list {name} (its checksum differs)")
+    try:
+        tracks = [TrackInfo(**t) for t in json.loads(raw.decode("utf-8"))]
+    except (ValueError, TypeError) as exc:
+        raise DamagedShard(path, shard, f"has a track list {name} that is not one ({type(exc).__name__})") from None
+    if len(tracks) != int(info["n_tracks"]):
+        raise DamagedShard(path, shard, f"has a track list {name} of another number of tracks")
+    return tracks, name, crc
 
 
 class DamagedShard(StoreError):
@@ -185,23 +224,29 @@ def read_store(path: Path, mmap: bool = True, verify: str = "quick",
     next save). With `damaged` (a list), a damaged or missing shard is dropped with its tracks and
     (file, why, its tracks' paths) is appended there, instead of refusing the store."""
     m = _manifest(path)
-    tracks = _tracks(path, m)
-    if sum(int(s["n_tracks"]) for s in m["shards"]) != len(tracks):
+    table = _table(path, m) if m["version"] == 3 else None
+    if table is not None and sum(int(s["n_tracks"]) for s in m["shards"]) != len(table):
         raise StoreError(f"store {path} is inconsistent (shards and track table disagree); "
                          "re-create it with `tagmatch index`")
     arrays = ARRAYS if verify == "full" else QUICK
     shards, kept, first = [], [], 0
     for info in m["shards"]:
-        own = tracks[first : first + int(info["n_tracks"])]
-        first += int(info["n_tracks"])
+        own: list[TrackInfo] = []
         try:
+            if table is not None:
+                own = table[first : first + int(info["n_tracks"])]
+                first += int(info["n_tracks"])
+            else:
+                own, tracks_file, tracks_crc = _shard_tracks(path, info)
             s = _shard(path, info, int(m["dim"]), mmap, arrays)
         except DamagedShard as exc:
             if damaged is None:
                 raise StoreError(f"{exc}; `tagmatch index REF_DIR --store {path}` embeds its "
-                                 f"{len(own)} tracks again") from None
+                                 f"{int(info['n_tracks'])} tracks again") from None
             damaged.append((exc.file, exc.why, [t.path for t in own]))
             continue
+        if table is None:  # format 3's table is written as per-shard lists at the next save
+            s.tracks_file, s.tracks_crc, s.saved_tracks = tracks_file, tracks_crc, list(own)
         if verify == "full" and not s.crc:
             s.crc = shard_checksums(s)
         shards.append(s)

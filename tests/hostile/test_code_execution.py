@@ -110,13 +110,14 @@ def test_a_mangled_file_is_an_error_not_a_crash(tmp_path):
 
 
 def _hostile_store(store_dir: Path, marker: Path) -> None:
-    """Swap a store's track table for one that runs a command when unpickled (and drop its
-    checksum from the manifest, as whoever crafts the file would)."""
+    """Swap a store's shard for one that runs a command when unpickled (and drop its checksums
+    from the manifest, as whoever crafts the file would). The track lists are JSON."""
     import json
 
     manifest = json.loads((store_dir / "manifest.json").read_text())
-    joblib.dump([_RunsACommand(marker)], store_dir / manifest["tracks"])
-    del manifest["tracks_crc32"]
+    shard = manifest["shards"][0]
+    joblib.dump({"vectors": _RunsACommand(marker), "track": [], "time": []}, store_dir / shard["file"])
+    del shard["crc32"]
     (store_dir / "manifest.json").write_text(json.dumps(manifest))
 
 

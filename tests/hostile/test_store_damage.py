@@ -100,21 +100,23 @@ def test_a_missing_shard_is_named_and_repaired(store_copy, fixture_dir, capsys):
     assert main(["check", "--store", str(store_copy)]) == 0
 
 
-def test_a_damaged_track_table_is_refused(store_copy):
+def test_a_damaged_track_list_is_refused_and_index_embeds_its_tracks_again(store_copy, fixture_dir, capsys):
     manifest = json.loads((store_copy / MANIFEST).read_text())
-    table = store_copy / manifest["tracks"]
+    table = store_copy / manifest["shards"][0]["tracks"]
     raw = bytearray(table.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     table.write_bytes(bytes(raw))
-    with pytest.raises(StoreError, match="track table .* is damaged"):
+    with pytest.raises(StoreError, match=f"shard {manifest['shards'][0]['file']} has a damaged track list {table.name}"):
         Store.load(store_copy)
+    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0
+    assert len(Store.load(store_copy).tracks) == manifest["n_tracks"]
 
 
 def test_a_store_saved_without_checksums_opens_and_gets_them_at_the_next_index(store_copy, fixture_dir, capsys):
     manifest = json.loads((store_copy / MANIFEST).read_text())
     for s in manifest["shards"]:
         del s["crc32"]
-    del manifest["tracks_crc32"]
+        del s["tracks_crc32"]
     (store_copy / MANIFEST).write_text(json.dumps(manifest))
     Store.load(store_copy)
     assert main(["check", "--store", str(store_copy)]) == 0

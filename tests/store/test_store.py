@@ -164,6 +164,9 @@ def test_a_save_writes_only_new_and_changed_shards(tmp_path):
     second = _files(folder)
     assert second[shard1[0]] == first[shard1[0]]  # the old shard was not touched
     assert len([n for n in second if n.startswith("shard-")]) == 2
+    tracks1 = [n for n in first if n.startswith("tracks-")]
+    assert second[tracks1[0]] == first[tracks1[0]]  # nor its track list: a new track writes its own
+    assert len([n for n in second if n.startswith("tracks-")]) == 2
 
     r = Store.load(folder)
     r.remove_tracks({3})  # the new track: only its shard goes
@@ -303,3 +306,31 @@ def test_a_crash_mid_index_keeps_the_files_done_and_a_rerun_finishes(fixture_dir
     assert res.report.unchanged == 3 and len(res.report.added) == len(find_audio_files(fixture_dir / "library")) - 3
     whole, _ = library_store
     assert sorted(t.path for t in res.store.tracks) == sorted(t.path for t in whole.tracks)
+
+
+def test_a_store_of_format_3_opens_and_is_written_as_format_4(tmp_path):
+    """Format 3 kept one joblib track table for the whole store; it is read as it is, and the
+    next save gives every shard its own track list."""
+    import json
+
+    import joblib
+
+    from dataclasses import asdict
+
+    folder = tmp_path / "store"
+    s = _toy_store(n_tracks=3)
+    s.save(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    joblib.dump([asdict(t) for t in s.tracks], folder / "tracks-0f0rmat3.joblib")
+    for sh in manifest["shards"]:
+        (folder / sh.pop("tracks")).unlink()
+        del sh["tracks_crc32"]
+    manifest.update(version=3, tracks="tracks-0f0rmat3.joblib")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    old = Store.load(folder)
+    assert old.tracks == s.tracks
+    np.testing.assert_array_equal(old.vectors, s.vectors)
+    old.save(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 4 and "tracks" not in manifest and not (folder / "tracks-0f0rmat3.joblib").exists()
+    assert Store.load(folder).tracks == s.tracks
