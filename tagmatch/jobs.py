@@ -9,6 +9,7 @@ done, atomically, so nothing is ever half-written: a re-run goes on from there.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,6 +85,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
                 last_save = time.monotonic()
             on_progress(p)
 
+        scheduler = cluster_address(backend, scheduler)
         backend = _backend(backend, scheduler)
         store, report = index_library(ref_dir, store, model, progress=progress, should_stop=should_stop,
                                       backend=backend, n_jobs=n_jobs, scheduler=scheduler, model_path=model_path,
@@ -146,6 +148,7 @@ def _scan(target, store_path, model_path, threshold, json_path, on_progress, sho
     from tagmatch.match.scan import match_in_worker, scan, scan_doc, scan_paths
     from tagmatch.organize.rejections import Rejections
 
+    scheduler = cluster_address(backend, scheduler)
     backend = _backend(backend, scheduler)
     check_backend(backend, n_jobs)
     model = load_model(model_path)
@@ -325,6 +328,15 @@ def evidence_job(query: Path, candidate: dict, store_path: Path | None, model_pa
     model, store, searcher, note = _LOADED[key]
     pic = picture(query, candidate, store, model, searcher, start_s=start_s)
     return replace(pic, note="; ".join(n for n in (note, pic.note) if n)) if note else pic
+
+
+def cluster_address(backend: str | None = None, scheduler: str | None = None) -> str | None:
+    """The dask scheduler a job uses: `scheduler` (--scheduler), else $TAGMATCH_SCHEDULER unless
+    another backend was asked for (so the TUI, which has no such option, indexes and scans on
+    the cluster too); None: no cluster."""
+    if scheduler or backend not in (None, "dask"):
+        return scheduler
+    return os.environ.get("TAGMATCH_SCHEDULER") or None
 
 
 def _backend(backend: str | None, scheduler: str | None) -> str:

@@ -97,7 +97,8 @@ def progress_bars(quiet: bool):
             info = escape(visible(p.info or Path(p.item).name[:40]))  # the column reads rich markup
             prog.update(tasks[p.stage], completed=p.done, total=p.total, info=info)
             if p.error:
-                prog.console.print(f"{PROG}: {visible(p.item)}: {visible(p.error)}", markup=False, highlight=False)
+                prog.console.print(f"{PROG}: {visible(p.item)}: {visible(p.error)}", markup=False, highlight=False,
+                                   soft_wrap=True)  # one line, however wide the terminal
         yield on_progress
 
 

@@ -119,6 +119,7 @@ class HomeScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def load_store(self, path: Path) -> None:
         """Store.load reads every vector: off the UI thread."""
+        from tagmatch.jobs import cluster_address
         from tagmatch.store.ann import describe_search
         from tagmatch.store.shards import Store
 
@@ -132,6 +133,9 @@ class HomeScreen(Screen):
             how = describe_search(s)
             if how != "exact":  # an approximate index, or a big store without a current one
                 text += f"\nSearch {how}"
+            cluster = cluster_address()
+            if cluster:
+                text += f"\nIndex and scan on the dask cluster at {cluster} ($TAGMATCH_SCHEDULER)"
         except Exception as exc:  # a broken store is reported, not fatal to the home screen
             library, text = None, f"Store {path}: cannot load ({exc})"
         self.app.call_from_thread(self._store_loaded, library, text)
@@ -198,7 +202,8 @@ class HomeScreen(Screen):
                     return "Stopped before the first file; nothing was saved."
                 return ((f"Stopped after {len(res.results)} files. " if res.stopped else "")
                         + f"{res.count('match')} matched, {res.count('unknown')} unknown, "
-                          f"{res.count('error')} errors. Enter: review")
+                          f"{res.count('error')} errors. Enter: review"
+                        + (f"\nSearch {res.search}" if "sharded" in res.search else ""))
 
             def review(res) -> None:
                 if res.json_path:

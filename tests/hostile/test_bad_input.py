@@ -222,3 +222,15 @@ def test_an_emptied_library_does_not_empty_the_store(library_copy, model, tmp_pa
 def test_review_without_a_terminal_says_so(manifest_scan_path, capsys):
     assert main(["review", str(manifest_scan_path)]) == 1  # pytest's stdin is not a terminal
     assert "review needs a terminal" in _one_error_line(capsys)
+
+
+def test_a_file_error_under_the_progress_bars_is_one_line_in_a_narrow_terminal(fixture_dir, library_store, tmp_path):
+    """The progress bars' console wraps at the terminal's width; a file's error must not be cut."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "tagmatch", "scan", str(fixture_dir / "messy" / "notes.mp3"),
+                        "--store", str(library_store[1]), "--json", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "50"})
+    lines = [line for line in r.stderr.splitlines() if "notes.mp3:" in line]
+    assert len(lines) == 1 and lines[0].endswith("Invalid data found when processing input"), r.stderr

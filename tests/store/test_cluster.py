@@ -175,3 +175,39 @@ def test_a_cluster_that_goes_away_stops_the_scan_and_keeps_the_files_done(fixtur
                  on_progress=close_after_the_first_file)
     assert "\n" not in str(exc.value) and str(out) in str(exc.value)
     assert len(json.loads(out.read_text())["files"]) == 1
+
+
+async def test_the_tui_scans_on_the_cluster_named_by_the_environment(fixture_dir, split_store, cluster, local_scan,
+                                                                     tmp_path, monkeypatch):
+    """The TUI has no --scheduler: $TAGMATCH_SCHEDULER sends its index and scan jobs to a cluster."""
+    import time
+
+    from tagmatch.organize.scandoc import ScanDoc
+    from tagmatch.tui.app import TagmatchApp
+    from tagmatch.tui.home import HomeScreen
+    from tagmatch.tui.progress import JobScreen
+
+    _, path = split_store
+    monkeypatch.setenv("TAGMATCH_STORE", str(path))
+    monkeypatch.setenv("TAGMATCH_SCHEDULER", cluster.scheduler_address)
+    app = TagmatchApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        t0 = time.monotonic()
+        while "dask cluster" not in str(home.query_one("#store").render()):
+            assert time.monotonic() - t0 < 60
+            await pilot.pause(0.05)
+        assert f"on the dask cluster at {cluster.scheduler_address}" in str(home.query_one("#store").render())
+        await pilot.press("s")
+        app.screen.query_one("#field-0").value = str(fixture_dir / "messy")
+        await pilot.press("enter")
+        job = app.screen
+        assert isinstance(job, JobScreen)
+        while not job.finished:
+            assert time.monotonic() - t0 < 300
+            await pilot.pause(0.05)
+        summary = str(job.query_one("#job-summary").render())
+        assert "Search exact, sharded: 2 groups on 2 dask workers" in summary, summary
+        await pilot.press("enter")
+        assert_same_answers(local_scan.doc.files, ScanDoc.read(app.screen.scan_path).files)
