@@ -7,7 +7,7 @@ FIXTURES := fixtures/build
 DEMO_STORE := $(FIXTURES)/demo-store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast test-browser test-snapshot-update fixtures bench calibrate bench-dupes scale profile tradeoff score-study compare-losses train-default clean
+.PHONY: install demo test test-fast test-browser test-snapshot-update fixtures bench calibrate bench-dupes scale scale-cluster profile tradeoff score-study compare-losses train-default clean
 
 install: $(STAMP)
 
@@ -63,6 +63,13 @@ bench-dupes: $(STAMP)
 SCALE_SIZES ?= 1k,10k,100k
 scale: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m tools.scale_store --sizes $(SCALE_SIZES)
+
+# Sharded search on a local dask cluster: 1, 2, 4 groups of CLUSTER_TRACKS tracks' worth each
+# (tools/scale_cluster.py; needs `make bench` first; cached under ~/.cache/tagmatch/scale-cluster).
+CLUSTER_TRACKS ?= 100000
+CLUSTER_GROUPS ?= 1,2,4
+scale-cluster: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m tools.scale_cluster --tracks-per-group $(CLUSTER_TRACKS) --groups $(CLUSTER_GROUPS)
 
 train-default: $(STAMP)
 	$(BIN)/python -m tools.train_default

@@ -21,10 +21,16 @@ BENCH_DUPES = Path.home() / ".cache" / "tagmatch" / "bench-dupes"
 TRACK_VECTORS = 1008  # a typical track: 4.2 min at 4 reference windows a second
 
 
-def base_store(model) -> dict:
-    """The dupes bench's store made by the shipped model: a folder (format 3) or an older single
-    file (read with joblib: only its arrays are used)."""
-    cands = sorted(BENCH_DUPES.glob(f"store-{model.model_id}*"))
+def base_store(model, bench: bool = False) -> dict:
+    """The dupes bench's store made by the shipped model: a folder (format 3 or 4) or an older single
+    file (read with joblib: only its arrays are used). `bench`: the bench's store instead (`make
+    bench`: the 107 reference songs of the dev corpus, 7.4 h)."""
+    if bench:
+        cands = [BENCH / "store"] if (BENCH / "store" / "manifest.json").exists() else []
+        if not cands or Store.load(cands[0]).model_id != model.model_id:
+            raise SystemExit(f"no bench store for model {model.model_id}: run `make bench` first")
+    else:
+        cands = sorted(BENCH_DUPES.glob(f"store-{model.model_id}*"))
     if not cands:
         raise SystemExit(f"no bench-dupes store for model {model.model_id}: run `make bench-dupes` first")
     p = cands[-1]
@@ -43,16 +49,18 @@ def base_store(model) -> dict:
             "feature_config": FeatureConfig.from_dict(d["feature_config"]), "path": str(p)}
 
 
-def build_store(base: dict, model, n_tracks: int, path: Path, seed: int = 0) -> dict:
+def build_store(base: dict, model, n_tracks: int, path: Path, seed: int = 0, first_replica: int = 0) -> dict:
     """Replicas of the base vectors, whole tracks, until n_tracks x TRACK_VECTORS vectors; shards
-    of whole tracks of about SHARD_VECTORS vectors each (as indexing cuts them)."""
+    of whole tracks of about SHARD_VECTORS vectors each (as indexing cuts them). Replica 0 is the
+    base itself; `first_replica` > 0 gives a store of rotated replicas only (another group of a
+    bigger library, tools/scale_cluster.py)."""
     dim = base["vectors"].shape[1]
     want = n_tracks * TRACK_VECTORS
     rng = np.random.default_rng(seed)
     v0 = base["vectors"].astype(np.float32) / np.float32(vector_scale(dim))
     bt, btime, btracks = base["vec_track"], base["vec_time"], base["tracks"]
     bounds = np.searchsorted(bt, np.arange(len(btracks) + 1))  # base vectors are grouped by track
-    shards, infos, pend, total, r = [], [], [], 0, 0
+    shards, infos, pend, total, r = [], [], [], 0, first_replica
     t0 = time.perf_counter()
 
     def cut() -> None:
@@ -92,7 +100,7 @@ def build_store(base: dict, model, n_tracks: int, path: Path, seed: int = 0) -> 
     t0 = time.perf_counter()
     store.save(path)
     save_s = time.perf_counter() - t0
-    return {"tracks": len(infos), "replicas": r, "vectors": int(total), "hours": round(store.hours, 1),
+    return {"tracks": len(infos), "replicas": r - first_replica, "vectors": int(total), "hours": round(store.hours, 1),
             "shards": len(shards), "generate_s": round(gen_s, 1), "save_s": round(save_s, 1),
             "store_bytes": disk_bytes(path)}
 

@@ -70,13 +70,15 @@ def save_json(path: Path, d: dict) -> None:
 
 class Precomputed:
     """A searcher that answers with results computed before (one batched exact pass for many
-    query files is much cheaper than one pass per file)."""
+    query files is much cheaper than one pass per file): the rows of one file's windows, handed
+    out in order as the matcher searches its fragments."""
 
     def __init__(self, idx: np.ndarray, sim: np.ndarray):
-        self.idx, self.sim = idx, sim
+        self.idx, self.sim, self.at = idx, sim, 0
 
     def search(self, queries: np.ndarray, k: int):
-        return self.idx[:, :k], self.sim[:, :k]
+        a, self.at = self.at, self.at + len(queries)
+        return self.idx[a : self.at, :k], self.sim[a : self.at, :k]
 
 
 def stage_index(size: str, store_path: Path, params: dict) -> dict:

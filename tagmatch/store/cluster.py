@@ -146,12 +146,12 @@ class ClusterSearcher:
     the workers of a dask `client` (see the module docstring). Opening it opens every group on
     its worker, so a worker with another store version is refused before the scan starts."""
 
-    def __init__(self, client, store: Store, n_groups: int | None = None):
+    def __init__(self, client, store: Store, n_groups: int | None = None, groups: list[Group] | None = None):
         self.client, self.store = client, store
         self.path = str(Path(store.folder).resolve())
         self.version = store_version(Path(self.path))
         workers = self._workers()
-        self.groups = plan_groups(store, n_groups or len(workers))
+        self.groups = groups or plan_groups(store, n_groups or len(workers))
         self._assign(workers)
         self.opened = self._run(
             [self._submit(load_group, g) for g in self.groups], LOAD_TIMEOUT_S, "opening the store's groups")
