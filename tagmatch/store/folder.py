@@ -218,8 +218,8 @@ def _shard(path: Path, info: dict, dim: int, mmap: bool, arrays: tuple[str, ...]
 
 def read_store(path: Path, mmap: bool = True, verify: str = "quick",
                damaged: list | None = None) -> tuple[dict, list[TrackInfo], list[Shard]]:
-    """A store folder's manifest, track table and shards, checked (Store.load makes the Store).
-    `verify`: "quick" checks the track table and each shard's track numbers and times; "full"
+    """A store folder's manifest, tracks and shards, checked (Store.load makes the Store).
+    `verify`: "quick" checks the track lists and each shard's track numbers and times; "full"
     also its vectors, and gives shards saved without checksums their checksums (written at the
     next save). With `damaged` (a list), a damaged or missing shard is dropped with its tracks and
     (file, why, its tracks' paths) is appended there, instead of refusing the store."""

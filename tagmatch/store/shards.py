@@ -284,7 +284,7 @@ class Store:
         self._merge_small_shards()
 
     def save(self, path: Path) -> None:
-        """Write the store as a folder: new and changed shards, the track table, then the
+        """Write the store as a folder: new and changed shards with their track lists, then the
         manifest (atomically), then delete what the manifest no longer names."""
         save_store(self, path)
 
@@ -321,7 +321,7 @@ class Store:
     @classmethod
     def load(cls, path: Path, mmap: bool = True, verify: str = "quick", damaged: list | None = None) -> "Store":
         """Open a store folder; with `mmap` the vectors stay on disk until searched. `verify`:
-        "quick" (the track table, each shard's track numbers and times) or "full" (also the
+        "quick" (the track lists, each shard's track numbers and times) or "full" (also the
         vectors); a damaged shard raises StoreError naming it, or with `damaged` (a list) is
         dropped with its tracks and listed there (tagmatch.store.folder.read_store)."""
         m, tracks, shards = read_store(Path(path), mmap, verify, damaged)
