@@ -190,6 +190,7 @@ class IVFPQSearch:
         folder = Path(store.folder)
         template_file = _write_index(template, folder, "trained", keep_quantizer=True)
         index, parts = faiss.clone_index(template), {}
+        merger = _Merger(index)
         t0, done, n = time.perf_counter(), 0, store.n_vectors
 
         def added(count: int) -> None:
@@ -203,7 +204,7 @@ class IVFPQSearch:
             if part is None:
                 return None
             parts[s.file] = _write_index(part, folder, "part")
-            index.merge_from(part, int(start))
+            merger.merge(part, int(start))
             if log:
                 log(f"{key}: added {done:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
         self = cls(store, index, key, nprobe=nprobe, refine=refine, trained_for=trained_for, parts=parts)
@@ -255,17 +256,57 @@ class IVFPQSearch:
         try:
             index = faiss.read_index(str(folder / meta["trained"]))
             quantizer = faiss.extract_index_ivf(index).quantizer
+            merger = _Merger(index)
             for start, s in zip(store.shard_starts(), store.shards):
                 part = faiss.read_index(str(folder / meta["parts"][s.file][0]))
                 pivf = faiss.extract_index_ivf(part)  # its placeholder cells: the template's take their place
                 pivf.quantizer, pivf.own_fields = quantizer, False
-                index.merge_from(part, int(start))
+                merger.merge(part, int(start))
         except (RuntimeError, KeyError, TypeError):  # missing or damaged: as if there were none
             return None
         self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
                    trained_for=meta.get("trained_for", 0), parts={f: p for f, (p, _) in meta["parts"].items()})
         self.template_file = meta["trained"]
         return self
+
+
+class _Merger:
+    """Merges parts into one index: faiss `merge_from`, except where faiss 1.15 gets it wrong.
+
+    `BlockInvertedLists::add_entries` (the fast-scan lists) copies whole blocks when the list
+    already holds a multiple of `block_size` entries (a byte count, 480 for PQ30x4fs) and copies
+    as many bytes as the whole list then holds: past the end of both buffers, so the lists come
+    out wrong and the heap is corrupted (the process dies later). Such a list holds whole blocks
+    (480 is a multiple of the 32 codes a block packs), so it is joined here instead, block bytes
+    after block bytes, and added to the emptied list in one piece (the path that copies right)."""
+
+    def __init__(self, index):
+        import faiss
+
+        self.index = index
+        self.lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+        self.nlist = faiss.extract_index_ivf(index).nlist
+        self.sizes = np.array([self.lists.list_size(i) for i in range(self.nlist)], np.int64)
+
+    def merge(self, part, add_id: int) -> None:
+        import faiss
+
+        theirs = faiss.downcast_InvertedLists(faiss.extract_index_ivf(part).invlists)
+        sizes = np.array([theirs.list_size(i) for i in range(self.nlist)], np.int64)
+        block, per_block = getattr(self.lists, "block_size", 0), getattr(self.lists, "n_per_block", 0)
+        risky = np.flatnonzero((self.sizes > 0) & (sizes > 0) & (self.sizes % block == 0)) if block else []
+        for i in map(int, risky):
+            o, m = int(self.sizes[i]), int(sizes[i])
+            ids = np.concatenate([faiss.rev_swig_ptr(self.lists.get_ids(i), o).copy(),
+                                  faiss.rev_swig_ptr(theirs.get_ids(i), m) + np.int64(add_id)])
+            codes = np.concatenate([
+                faiss.rev_swig_ptr(self.lists.get_codes(i), o // per_block * block).copy(),
+                faiss.rev_swig_ptr(theirs.get_codes(i), -(-m // per_block) * block).copy()])
+            self.lists.resize(i, 0)
+            self.lists.add_entries(i, o + m, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+            theirs.resize(i, 0)  # merge_from passes over it now
+        self.index.merge_from(part, int(add_id))
+        self.sizes += sizes
 
 
 def _part(template, shard, dim: int, should_stop=None, on_added=None):
