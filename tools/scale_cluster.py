@@ -7,10 +7,12 @@ only, so the real queries have their true tracks in group 0 and every other trac
 "N tracks' worth" = N x 1,008 vectors (4.2 min at a 0.25 s hop, as in `make scale`).
 
 Stages, cached under ~/.cache/tagmatch/scale-cluster/ (a re-run goes on from there):
-  build    each group's store apart (replicate, quantize, Store.save), then one store of all the
-           groups' shards (hard links: a store folder names its files in its manifest)
-  index    the approximate index over that store, as `tagmatch index` builds it (one trained
-           template, a part per shard; the parts built on 2 processes)
+  build    each group's store apart (replicate, quantize, Store.save); more groups can be added
+           later, the ones built are kept
+  index    the approximate index as `tagmatch index` keeps it: one template (cells and codebooks,
+           trained on group 0 for a store of --max-groups groups) and a part per shard (built on
+           2 processes), next to each group's store; then one store of all the groups' shards and
+           parts (hard links: a store folder names its files in its manifest and index JSON)
   measure  for 1, 2, 4 ... groups (a store of the first G groups, hard links again): a
            LocalCluster of G one-thread workers, each holding one group (ClusterSearcher):
            opening, RSS per worker, search ms per 10 s fragment inside a worker and as the
@@ -106,36 +108,45 @@ def _build_part(store_path: str, template_file: str, shard_file: str) -> str:
     return ann._write_index(ann._part(template, shard, int(m["dim"])), Path(store_path), "part")
 
 
-def stage_index(store_path: Path, nlist: int | None, train_rows: int, jobs: int) -> dict:
-    """The index `tagmatch index` would keep for this store, trained on a sample of the first
-    `train_rows` vectors (group 0), its parts built on `jobs` processes."""
+def stage_template(root: Path, group0: Path, n_total: int, nlist: int | None) -> dict:
+    """The trained cells and codebooks every group's parts share, as `tagmatch index` would train
+    them for a store of `n_total` vectors, on a sample of group 0's vectors."""
     import faiss
+
+    from tagmatch.store.ann import IVFPQSearch, gather_vectors
+
+    store = Store.load(group0)
+    key = IVFPQSearch.default_key(n_total, store.dim, nlist)
+    template = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
+    n_train = min(store.n_vectors, max(40 * faiss.extract_index_ivf(template).nlist, 65536))
+    t0 = time.perf_counter()
+    rows = np.sort(np.random.default_rng(0).choice(store.n_vectors, size=n_train, replace=False))
+    template.train(gather_vectors(store, rows))
+    faiss.write_index(template, str(root / "template.faiss"))
+    log(f"{key}: trained on {n_train:,} vectors in {time.perf_counter() - t0:.0f} s")
+    return {"index_key": key, "train_vectors": n_train, "train_s": round(time.perf_counter() - t0, 1)}
+
+
+def stage_group_index(group: Path, root: Path, key: str, trained_for: int, jobs: int) -> dict:
+    """One group's index parts (2 processes), committed next to the group's store with the shared
+    template, as `tagmatch index` keeps them."""
     from joblib import Parallel, delayed
 
     from tagmatch.store import ann
-    from tagmatch.store.ann import IVFPQSearch, default_probe, gather_vectors
+    from tagmatch.store.ann import default_probe
 
-    store = Store.load(store_path)
-    n = store.n_vectors
-    key = IVFPQSearch.default_key(n, store.dim, nlist)
-    template = faiss.index_factory(store.dim, key, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(train_rows, max(40 * faiss.extract_index_ivf(template).nlist, 65536))
+    store = Store.load(group)
+    template_file = f"{ann.ANN_PREFIX}-trained-{root.name}.faiss"
+    if not (group / template_file).exists():
+        os.link(root / "template.faiss", group / template_file)
     t0 = time.perf_counter()
-    rows = np.sort(np.random.default_rng(0).choice(min(n, train_rows), size=n_train, replace=False))
-    template.train(gather_vectors(store, rows))
-    train_s = time.perf_counter() - t0
-    log(f"{key}: trained on {n_train:,} vectors in {train_s:.0f} s")
-    template_file = ann._write_index(template, store_path, "trained", keep_quantizer=True)
-    t0 = time.perf_counter()
-    names = Parallel(n_jobs=jobs, verbose=5)(
-        delayed(_build_part)(str(store_path), template_file, s.file) for s in store.shards)
+    names = Parallel(n_jobs=jobs)(delayed(_build_part)(str(group), template_file, s.file) for s in store.shards)
     add_s = time.perf_counter() - t0
-    nprobe, refine = default_probe(n)
-    ann._commit(store_path, store, {"key": key, "nprobe": nprobe, "refine": refine, "trained_for": n,
-                                    "trained": template_file, "parts": dict(zip((s.file for s in store.shards), names))})
-    size = sum((store_path / f).stat().st_size for f in [template_file, *names])
-    return {"index_key": key, "train_vectors": n_train, "train_s": round(train_s, 1), "add_s": round(add_s, 1),
-            "add_vectors_per_s": round(n / add_s), "index_bytes": size}
+    nprobe, refine = default_probe(trained_for)
+    ann._commit(group, store, {"key": key, "nprobe": nprobe, "refine": refine, "trained_for": trained_for,
+                               "trained": template_file, "parts": dict(zip((s.file for s in store.shards), names))})
+    size = sum((group / f).stat().st_size for f in names)
+    return {"add_s": round(add_s, 1), "add_vectors_per_s": round(store.n_vectors / add_s), "parts_bytes": size}
 
 
 def _rss_mb() -> float:
@@ -308,37 +319,41 @@ def main(argv=None) -> int:
     ap.add_argument("--fragments", type=int, default=100, help="10 s fragments timed")
     ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default: by size, as `tagmatch index`)")
     ap.add_argument("--jobs", type=int, default=2, help="processes building the index parts")
+    ap.add_argument("--max-groups", type=int, default=4,
+                    help="the cells are trained for a store of this many groups (more may be added later)")
     args = ap.parse_args(argv)
     from tagmatch.model.modelfile import load_model
 
     counts = [int(g) for g in args.groups.split(",")]
-    root = CACHE / f"{args.tracks_per_group}x{max(counts)}"
+    root = CACHE / str(args.tracks_per_group)
     root.mkdir(parents=True, exist_ok=True)
     results_path = CACHE / "results.json"
     results = load_json(results_path)
     r = results.setdefault(root.name, {})
     model = load_model()
-    store_path = root / "store"
+    store_path = root / f"store-{max(counts)}"
+    groups = [root / f"group-{g}" for g in range(max(counts))]
     base = None
-    if "build" in args.stages and "build" not in r:
-        out = []
-        for g in range(max(counts)):
-            path = root / f"group-{g}"
-            if not (path / MANIFEST).exists():
-                base = base or base_store(model, bench=True)
-                log(f"group {g}: replicating {args.tracks_per_group:,} tracks' worth")
-                out.append(build_store(base, model, args.tracks_per_group, path, seed=g, first_replica=g * 10_000))
-                log(f"group {g}: {json.dumps(out[-1])}")
-        combine([root / f"group-{g}" for g in range(max(counts))], store_path)
-        r["build"] = out
-        r["group_shards"] = [len(json.loads((root / f"group-{g}" / MANIFEST).read_text())["shards"])
-                             for g in range(max(counts))]
-        save_json(results_path, results)
-    if "index" in args.stages and "index" not in r:
-        r["index"] = stage_index(store_path, args.nlist or None,
-                                 json.loads((root / "group-0" / MANIFEST).read_text())["n_vectors"], args.jobs)
-        log(f"index: {json.dumps(r['index'])}")
-        save_json(results_path, results)
+    for g, path in enumerate(groups):
+        info = r.setdefault("groups", {}).setdefault(str(g), {})
+        if "build" in args.stages and not (path / MANIFEST).exists():
+            base = base or base_store(model, bench=True)
+            log(f"group {g}: replicating {args.tracks_per_group:,} tracks' worth")
+            info["build"] = build_store(base, model, args.tracks_per_group, path, seed=g, first_replica=g * 10_000)
+            info.pop("index", None)
+            log(f"group {g}: {json.dumps(info['build'])}")
+            save_json(results_path, results)
+        if "index" in args.stages and "index" not in info:
+            if "template" not in r:
+                n_total = info["build"]["vectors"] * args.max_groups
+                r["template"] = stage_template(root, groups[0], n_total, args.nlist or None)
+                save_json(results_path, results)
+            info["index"] = stage_group_index(path, root, r["template"]["index_key"],
+                                              info["build"]["vectors"] * args.max_groups, args.jobs)
+            log(f"group {g} index: {json.dumps(info['index'])}")
+            save_json(results_path, results)
+    combine(groups, store_path)
+    r["group_shards"] = [len(json.loads((p / MANIFEST).read_text())["shards"]) for p in groups]
     if "measure" in args.stages:
         qs = query_set(model, base_store(model, bench=True), args.agree)
         for g in counts:

@@ -211,3 +211,14 @@ async def test_the_tui_scans_on_the_cluster_named_by_the_environment(fixture_dir
         assert "Search exact, sharded: 2 groups on 2 dask workers" in summary, summary
         await pilot.press("enter")
         assert_same_answers(local_scan.doc.files, ScanDoc.read(app.screen.scan_path).files)
+
+
+def test_the_environment_names_the_cluster_unless_another_backend_is_asked_for(monkeypatch):
+    from tagmatch.jobs import cluster_address
+
+    monkeypatch.setenv("TAGMATCH_SCHEDULER", "tcp://10.0.0.1:8786")
+    assert cluster_address() == cluster_address(backend="dask") == "tcp://10.0.0.1:8786"
+    assert cluster_address(scheduler="tcp://other:1") == "tcp://other:1"
+    assert cluster_address(backend="local") is None and cluster_address(backend="joblib") is None
+    monkeypatch.delenv("TAGMATCH_SCHEDULER")
+    assert cluster_address() is None
