@@ -95,6 +95,13 @@ def gather_vectors(store: Store, ids: np.ndarray) -> np.ndarray:
     return out.reshape(*np.shape(ids), store.dim)
 
 
+def best_k(idx: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best (idx, sim) by sim, best first; equal sims: the lower vector number first
+    (so the order does not depend on where the candidates came from)."""
+    order = np.lexsort((idx, -sim), axis=1)[:, :k]
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(sim, order, 1)
+
+
 class IVFPQSearch:
     """Approximate top-k for big stores: faiss IVF (an HNSW graph over the cell centroids, so
     assigning a vector to its cell is cheap) with PQ-compressed residuals, then an exact re-rank
@@ -212,23 +219,25 @@ class IVFPQSearch:
         self.build_stats = {"add_s": round(time.perf_counter() - t0, 1)}
         return self
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `refine * k` best candidates of each query window by the compressed codes, with
+        both similarities: (idx, approximate, exact) [shape=(q, kc)] (a candidate missing, when
+        the probed cells hold fewer: idx 0, both -inf). A search sharded over groups of shards
+        merges these, so it keeps the candidates one index over all the shards would keep."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        kc = max(k, k * self.refine)
-        sim, idx = self.index.search(q, kc)
+        sim, idx = self.index.search(q, max(k, k * self.refine))
         missing = idx < 0  # fewer than kc vectors in the probed cells
-        idx[missing] = 0
+        idx[missing], sim[missing] = 0, -np.inf
         if not self.refine:
-            sim[missing] = -np.inf
-            return idx, sim
-        cand = gather_vectors(self.store, idx)  # [q, kc, dim]
-        exact = np.einsum("qcd,qd->qc", cand, q)
+            return idx, sim, sim
+        exact = np.einsum("qcd,qd->qc", gather_vectors(self.store, idx), q)  # [q, kc]
         exact[missing] = -np.inf
-        part = np.argpartition(-exact, k - 1, axis=1)[:, :k] if kc > k else np.tile(np.arange(kc), (len(q), 1))
-        psim = np.take_along_axis(exact, part, 1)
-        order = np.argsort(-psim, axis=1)
-        part = np.take_along_axis(part, order, 1)
-        return np.take_along_axis(idx, part, 1), np.take_along_axis(exact, part, 1)
+        return idx, sim, exact
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, _, exact = self.candidates(queries, k)
+        return best_k(idx, exact, k)
+
 
     # ---- next to the store -----------------------------------------------------------------
     def save(self) -> None:

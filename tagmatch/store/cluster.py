@@ -7,8 +7,11 @@ A scan's client embeds each fragment as always and `ClusterSearcher.search` send
 every group; each group answers its top-k with global vector numbers and exact int8 similarities
 (the re-rank makes groups comparable), and the client keeps the k best of all: the matcher votes
 on them as on a local search. With exact search (a store without an index) the answers are those
-of the one-process search; with the index each group probes the same cells, so the merged
-candidates include the one-process ones.
+of the one-process search. With the index every group probes the same cells (one template) and
+sends its `refine * k` best candidates by the compressed codes with both similarities; the client
+keeps the `refine * k` best of all by the codes, as one index over every shard would, then the k
+best of those by exact similarity: the one-process answer, up to ties of the codes' coarse
+distances at the last candidate.
 
 Faults: a search is a plain dask task addressed to its group's worker and allowed elsewhere, so
 when that worker dies the scheduler runs it again on another, which loads the group (each worker
@@ -115,10 +118,16 @@ def load_group(store_path: str, version: str, group: Group) -> dict:
 
 
 def search_group(store_path: str, version: str, group: Group, queries: np.ndarray,
-                 k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One group's top-k for each query window: (global vector numbers, exact similarities)."""
-    idx, sim = open_group(store_path, version, group).search(queries, k)
-    return idx + np.int64(group.first), sim
+                 k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One group's answer for each query window, with global vector numbers: (idx, approximate
+    similarities, exact similarities). With the approximate index, its `refine * k` candidates
+    (`IVFPQSearch.candidates`); with exact search its top k (approximate: None)."""
+    searcher = open_group(store_path, version, group)
+    if hasattr(searcher, "candidates"):
+        idx, approx, exact = searcher.candidates(queries, k)
+    else:
+        (idx, exact), approx = searcher.search(queries, k), None
+    return idx + np.int64(group.first), approx, exact
 
 
 def _where() -> str:
@@ -131,14 +140,22 @@ def _where() -> str:
 
 
 # ---- on the client -----------------------------------------------------------------------------
-def merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of every group's answers, per query window, best first (ties: the lower
-    vector number first, so the order does not depend on which group answered first)."""
+def merge_top_k(parts: list[tuple], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every group's answer (`search_group`) merged, per query window: the k best by exact
+    similarity, best first. With the approximate index, first the candidates one index over all
+    the groups would keep (the `refine * k` best by the compressed codes), so the answer does not
+    depend on how the store is grouped. Equal similarities: the lower vector number first."""
+    from tagmatch.store.ann import best_k
+
     idx = np.concatenate([p[0] for p in parts], axis=1)
-    sim = np.concatenate([p[1] for p in parts], axis=1)
-    k = min(k, idx.shape[1])
-    order = np.lexsort((idx, -sim), axis=1)[:, :k] if idx.shape[1] else np.zeros((len(idx), 0), np.int64)
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(sim, order, 1)
+    exact = np.concatenate([p[-1] for p in parts], axis=1)
+    if not idx.shape[1]:
+        return idx, exact
+    if all(len(p) == 3 and p[1] is not None for p in parts):
+        approx = np.concatenate([p[1] for p in parts], axis=1)
+        keep = np.lexsort((idx, -approx), axis=1)[:, : max(p[0].shape[1] for p in parts)]
+        idx, exact = np.take_along_axis(idx, keep, 1), np.take_along_axis(exact, keep, 1)
+    return best_k(idx, exact, k)
 
 
 class ClusterSearcher:
