@@ -54,7 +54,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
               on_progress: OnProgress = quiet, should_stop: ShouldStop = never, backend: str | None = None,
               n_jobs: int | None = None, scheduler: str | None = None,
               save_every_s: float = SAVE_EVERY_S, search: str = "auto", prune: bool = False,
-              files: list[Path] | None = None, remove_missing: bool = True) -> IndexResult:
+              files: list[Path] | None = None, remove_missing: bool = True, check: bool = False) -> IndexResult:
     """Bring the store at `store_path` up to date with `ref_dir`, saving it as it goes (every
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
@@ -74,8 +74,11 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     with store_lock(store_path):  # one writer at a time
         model = load_model(model_path)
         damaged: list = []  # its tracks are dropped, so the files still under ref_dir are embedded again
-        store = open_store(store_path, model, must_exist=False, verify="full", damaged=damaged) or Store(
-            feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
+        store = open_store(store_path, model, must_exist=False, verify=_index_check(store_path, check),
+                           damaged=damaged)
+        if store is None:
+            store = Store(feature_config=model.feature_config, model_id=model.model_id, dim=model.dim)
+            store.vectors_checked_at = time.time()  # every shard will be made here
         last_save = time.monotonic()
 
         def progress(p) -> None:
@@ -217,6 +220,22 @@ def learn_job(store_path: Path, scans: list[Path] | None = None, model_path: Pat
                             f"the saved scans against {store_path}") + ": review a scan first")
     with store_lock(store_path):
         return calibrate_from_decisions(docs, store.folder, model)
+
+
+FULL_CHECK_EVERY_S = 7 * 86400
+
+
+def _index_check(store_path: Path, check: bool) -> str:
+    """How `index` checks the store it opens: every vector's checksum ("full") when asked
+    (`--check`), or when the last full check is a week old or more (or never was); else its track
+    lists, track numbers and times, as every open does ("quick"): the vectors are read only where
+    a shard is copied (a merge, a removed track), and then checked first (folder.check_vectors).
+    So keeping a big store current costs what changed, not a pass over every vector (~2 s per
+    100k tracks warm, minutes cold), and damage is still found within a week (or by `check`)."""
+    from tagmatch.store.folder import last_full_check
+
+    last = last_full_check(store_path) if Path(store_path).is_dir() else None
+    return "full" if check or last is None or time.time() - last >= FULL_CHECK_EVERY_S else "quick"
 
 
 def _decided_scans(store_path: Path, scans: list[Path] | None) -> list:

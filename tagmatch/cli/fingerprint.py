@@ -99,7 +99,7 @@ def cmd_index(args) -> int:
     with progress_bars(args.quiet) as on_progress, graceful_interrupt() as stopped:
         res = index_job(args.ref_dir, store_arg(args.store), args.model, on_progress=on_progress, should_stop=stopped,
                         backend=args.backend, n_jobs=args.jobs,
-                        scheduler=args.scheduler, search=args.search, prune=args.prune)
+                        scheduler=args.scheduler, search=args.search, prune=args.prune, check=args.check)
     if res.stopped:
         err("interrupted: what was indexed so far is saved; run the same command to continue")
     store, report = res.store, res.report
@@ -217,7 +217,7 @@ def cmd_check(args) -> int:
         whole += f" ({unchecked} shards saved without checksums: `tagmatch index` adds them)"
     if damaged:
         print(f"{store_path}: {len(damaged)} damaged shard(s); whole: {whole}. Repair: tagmatch index REF_DIR "
-              f"--store {store_path} (drops them and embeds their tracks again)")
+              f"--store {store_path} --check (drops them and embeds their tracks again)")
         return 1
     print(f"{store_path}: every checksum matches: {whole}")
     return 0

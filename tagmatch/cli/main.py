@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prune", action="store_true",
                     help="drop the tracks of missing files even when most of the folder's tracks are missing "
                          "(without it that is refused: an unmounted disk looks the same)")
+    sp.add_argument("--check", action="store_true",
+                    help="compare every vector with its checksum and embed the tracks of damaged shards again "
+                         "(done anyway when the last full check is a week old)")
     workers(sp)
     common(sp)
     sp.set_defaults(func=cmd_index)

@@ -74,6 +74,7 @@ class Shard:
     tracks_file: str | None = None  # its tracks' list in the store folder; None: not written yet
     tracks_crc: int | None = None
     saved_tracks: list | None = None  # the TrackInfo objects its list holds (a changed one is written again)
+    vectors_ok: bool = False  # its vectors' checksum compared since it was opened (or it was made here)
 
 
 def crc32(a: np.ndarray | bytes) -> int:
@@ -85,6 +86,27 @@ def crc32(a: np.ndarray | bytes) -> int:
 
 def shard_checksums(s: Shard) -> dict[str, int]:
     return {name: crc32(np.asarray(getattr(s, name))) for name in ARRAYS}
+
+
+def check_vectors(s: Shard, store: Path | None) -> None:
+    """Before a shard's vectors are copied into a new shard (a merge, a removed track), compare
+    their checksum, so damage is never written again under a new checksum; a store opened with
+    the full check has done it."""
+    if s.vectors_ok or not s.crc or "vectors" not in s.crc:
+        return
+    if crc32(np.asarray(s.vectors)) != s.crc["vectors"]:
+        raise StoreError(f"store {store}: shard {s.file} is damaged (the checksum of its vectors differs); "
+                         f"`tagmatch index REF_DIR --store {store} --check` embeds its tracks again")
+    s.vectors_ok = True
+
+
+def last_full_check(path: Path) -> float | None:
+    """When the store's vectors were last all compared with their checksums (a Unix time; None:
+    never, or not a store of this format)."""
+    try:
+        return float(_manifest(Path(path)).get("vectors_checked_at"))
+    except (StoreError, TypeError, ValueError):
+        return None
 
 
 def save_store(store: Store, path: Path) -> None:
@@ -116,7 +138,7 @@ def save_store(store: Store, path: Path) -> None:
         s.saved_tracks = list(own)
     manifest = {"format": STORE_FORMAT, "version": STORE_VERSION, "model_id": store.model_id,
                 "feature_config": store.feature_config.to_dict(), "dim": store.dim,
-                "roots": store.roots,
+                "roots": store.roots, "vectors_checked_at": store.vectors_checked_at,
                 "n_tracks": len(store.tracks), "n_vectors": sum(len(s.time) for s in store.shards),
                 "shards": [{"file": s.file, "n_tracks": s.n_tracks, "n_vectors": len(s.time),
                             "tracks": s.tracks_file, "tracks_crc32": s.tracks_crc,
@@ -247,8 +269,9 @@ def read_store(path: Path, mmap: bool = True, verify: str = "quick",
             continue
         if table is None:  # format 3's table is written as per-shard lists at the next save
             s.tracks_file, s.tracks_crc, s.saved_tracks = tracks_file, tracks_crc, list(own)
-        if verify == "full" and not s.crc:
-            s.crc = shard_checksums(s)
+        if verify == "full":
+            s.crc = s.crc or shard_checksums(s)
+            s.vectors_ok = True
         shards.append(s)
         kept += own
     return m, kept, shards

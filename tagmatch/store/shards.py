@@ -9,6 +9,7 @@ refused, since its vectors would be meaningless to that model.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from tagmatch.errors import StoreError
 from tagmatch.audio.features import FeatureConfig
-from tagmatch.store.folder import Shard, TrackInfo, read_store, save_store
+from tagmatch.store.folder import Shard, TrackInfo, check_vectors, read_store, save_store
 SHARD_VECTORS = 1 << 21  # new tracks are cut into shards of about this many vectors (128 MB at 60-d)
 SMALL_SHARD = SHARD_VECTORS // 16  # saves during a long index leave small shards: merged past
 MAX_SMALL_SHARDS = 8  # this many, so a store never opens thousands of files
@@ -105,6 +106,7 @@ class Store:
         self._flat: dict[str, np.ndarray] = {}
         self.folder: Path | None = None  # where the shards with a `file` live
         self.roots: list[str] = []  # the folders indexed into it (absolute), as `tagmatch index` was given them
+        self.vectors_checked_at: float | None = None  # when every vector was last compared with its checksum
         self._f32_key: bool | None = None  # the float32 search copy is current
 
     # ---- the flat view ---------------------------------------------------------------------
@@ -231,6 +233,7 @@ class Store:
             keep_local = [i for i in range(s.n_tracks) if i not in gone]
             if not keep_local:
                 continue
+            check_vectors(s, self.folder)
             remap = np.full(s.n_tracks, -1, np.int32)
             remap[keep_local] = np.arange(len(keep_local), dtype=np.int32)
             keep = remap[s.track] >= 0
@@ -300,6 +303,8 @@ class Store:
             if len(run) == 1:
                 merged.append(run[0])
             elif run:
+                for r in run:
+                    check_vectors(r, self.folder)
                 offsets = np.cumsum([0] + [r.n_tracks for r in run[:-1]]).astype(np.int32)
                 merged.append(Shard(np.concatenate([np.asarray(r.vectors) for r in run]),
                                     np.concatenate([r.track + o for r, o in zip(run, offsets)]),
@@ -328,6 +333,9 @@ class Store:
         store = cls(feature_config=FeatureConfig.from_dict(m["feature_config"]), model_id=m["model_id"],
                     dim=int(m["dim"]), tracks=tracks, shards=shards)
         store.folder = Path(path)
+        checked = m.get("vectors_checked_at")
+        store.vectors_checked_at = time.time() if verify == "full" else (
+            float(checked) if isinstance(checked, (int, float)) else None)
         roots = m.get("roots") or []
         store.roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
         return store

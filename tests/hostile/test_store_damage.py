@@ -81,7 +81,7 @@ def test_check_finds_flipped_vector_bits_and_index_repairs_them(store_copy, libr
     printed = capsys.readouterr()
     assert f"shard {shard} is damaged" in printed.err and "1 damaged shard" in printed.out
 
-    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0
+    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q", "--check"]) == 0
     printed = capsys.readouterr()
     n = len(damaged[0][2])
     assert f"repaired: shard {shard} is damaged" in printed.err and f"{n} of them embedded again" in printed.err
@@ -123,3 +123,31 @@ def test_a_store_saved_without_checksums_opens_and_gets_them_at_the_next_index(s
     assert "saved without checksums" in capsys.readouterr().out
     assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0
     assert all("crc32" in s for s in json.loads((store_copy / MANIFEST).read_text())["shards"])
+
+
+def test_index_reads_the_vectors_only_where_it_copies_them_and_then_checks_them(store_copy, fixture_dir,
+                                                                             capsys, monkeypatch):
+    """Within a week of the last full check, `index` opens a store as every open does (it costs
+    what changed, not a pass over every vector); damaged vectors it would copy into a new shard
+    (a removed track's shard is rewritten) are refused with one line, never written again."""
+    import time
+
+    from tagmatch import jobs
+
+    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0  # a full check
+    assert time.time() - json.loads((store_copy / MANIFEST).read_text())["vectors_checked_at"] < 600
+    shard = _shards(store_copy)[-1]
+    _flip_a_bit(store_copy / shard, "vectors")
+    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0
+    capsys.readouterr()
+    assert shard in _shards(store_copy)  # not read, so not repaired: `check` finds it
+    assert main(["check", "--store", str(store_copy)]) == 1
+    assert "--check" in capsys.readouterr().out
+    store = Store.load(store_copy)
+    with pytest.raises(StoreError, match=f"shard {shard} is damaged .* --check"):
+        store.remove_tracks({len(store.tracks) - 1})  # its shard would be rewritten
+    # a week after the last full check, index checks every vector again, and repairs
+    monkeypatch.setattr(jobs.time, "time", lambda: json.loads((store_copy / MANIFEST).read_text())
+                        ["vectors_checked_at"] + jobs.FULL_CHECK_EVERY_S + 1)
+    assert main(["index", str(fixture_dir / "library"), "--store", str(store_copy), "-q"]) == 0
+    assert "repaired" in capsys.readouterr().err and shard not in _shards(store_copy)
