@@ -211,8 +211,11 @@ def stage_measure(store_path: Path, n_groups: int, group_shards: list[int], n_ag
             searcher.search(f, k)
             ts.append(time.perf_counter() - t0)
         res["client_ms_per_fragment"] = round(1000 * float(np.median(ts)), 2)
-        parts = [(np.arange(FRAGMENT_WINDOWS * k).reshape(FRAGMENT_WINDOWS, k) + g * 10**6,
-                  np.random.default_rng(g).random((FRAGMENT_WINDOWS, k), np.float32)) for g in range(10)]
+        kc = k * 16  # what each group sends with the approximate index (64 : 16 probing): 16 k candidates
+        parts = [(np.arange(FRAGMENT_WINDOWS * kc).reshape(FRAGMENT_WINDOWS, kc) + g * 10**6,
+                  np.random.default_rng(g).random((FRAGMENT_WINDOWS, kc), np.float32),
+                  np.random.default_rng(g + 99).random((FRAGMENT_WINDOWS, kc), np.float32)) for g in range(10)]
+        res["group_answer_bytes"] = sum(a.nbytes for a in parts[0])
         t0 = time.perf_counter()
         for _ in range(200):
             merge_top_k(parts[:n_groups], k)

@@ -144,7 +144,8 @@ def merge_top_k(parts: list[tuple], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Every group's answer (`search_group`) merged, per query window: the k best by exact
     similarity, best first. With the approximate index, first the candidates one index over all
     the groups would keep (the `refine * k` best by the compressed codes), so the answer does not
-    depend on how the store is grouped. Equal similarities: the lower vector number first."""
+    depend on how the store is grouped (but for ties of the coarse code distances at the last
+    candidate). Equal exact similarities: the lower vector number first."""
     from tagmatch.store.ann import best_k
 
     idx = np.concatenate([p[0] for p in parts], axis=1)
@@ -153,8 +154,10 @@ def merge_top_k(parts: list[tuple], k: int) -> tuple[np.ndarray, np.ndarray]:
         return idx, exact
     if all(len(p) == 3 and p[1] is not None for p in parts):
         approx = np.concatenate([p[1] for p in parts], axis=1)
-        keep = np.lexsort((idx, -approx), axis=1)[:, : max(p[0].shape[1] for p in parts)]
-        idx, exact = np.take_along_axis(idx, keep, 1), np.take_along_axis(exact, keep, 1)
+        kc = max(p[0].shape[1] for p in parts)
+        if approx.shape[1] > kc:  # a partition, not a sort: ~5x cheaper at 10 groups
+            keep = np.argpartition(-approx, kc - 1, axis=1)[:, :kc]
+            idx, exact = np.take_along_axis(idx, keep, 1), np.take_along_axis(exact, keep, 1)
     return best_k(idx, exact, k)
 
 
