@@ -149,9 +149,11 @@ def stage_group_index(group: Path, root: Path, key: str, trained_for: int, jobs:
     return {"add_s": round(add_s, 1), "add_vectors_per_s": round(store.n_vectors / add_s), "parts_bytes": size}
 
 
-def _rss_mb() -> float:
+def _rss_mb(kind: str = "VmRSS") -> float:
+    """This process's resident memory: all of it (VmRSS), or its own (RssAnon: not counting the
+    store's mapped pages, which are page cache the kernel can drop)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(kind + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -226,6 +228,8 @@ def stage_measure(store_path: Path, n_groups: int, group_shards: list[int], n_ag
         res["merge_ms_per_fragment_10_groups"] = round(1000 * (time.perf_counter() - t0) / 200, 3)
         rss = client.run(_rss_mb)
         res["rss_per_worker_after_search_mb"] = sorted(round(rss[w] - rss0[w]) for w in rss)
+        anon = client.run(_rss_mb, "RssAnon")
+        res["anon_per_worker_after_search_mb"] = sorted(round(v) for v in anon.values())
         sub = qs[:n_agree]
         ref = _exact(store_path, store, groups, sub, k)
         bounds = np.cumsum([0] + [len(q["vectors"]) for q in sub])
