@@ -394,11 +394,10 @@ def _covers(meta: dict | None, model_id: str, shards: dict[str, int], whole: boo
     return held == shards if whole else all(held.get(f) == n for f, n in shards.items())
 
 
-def _index_files(folder: Path) -> list[str]:
-    meta, _ = _read_meta(folder)
-    if meta is None or meta.get("version") != META_VERSION:
-        return []
-    return [meta["trained"], *(p for p, _ in meta["parts"].values())]
+def _in_force(meta: dict | None, folder: Path, store: Store) -> bool:
+    """Whether the index's JSON covers exactly the store's shards and every file it names is there."""
+    return _covers(meta, store.model_id, _shard_sizes(store)) and all(
+        (folder / f).is_file() for f in [meta["trained"], *(p for p, _ in meta["parts"].values())])
 
 
 def _remove_index_files(folder: Path, keep: set[str] = frozenset()) -> None:
@@ -437,7 +436,7 @@ def describe_search(store: Store, searcher=None) -> str:
     if isinstance(searcher, IVFPQSearch):
         meta = {"key": searcher.key, "nprobe": searcher.nprobe, "refine": searcher.refine}
     if isinstance(searcher, IVFPQSearch) or (
-            searcher is None and _covers(meta, store.model_id, _shard_sizes(store)) and all((folder / f).is_file() for f in _index_files(folder))):
+            searcher is None and _in_force(meta, folder, store)):
         return f"approximate ({meta['key']}, nprobe {meta['nprobe']}, re-rank {meta['refine']}x)"
     if meta is not None:
         return "exact: the approximate index is out of date (`tagmatch index` brings it up to date)"
@@ -476,7 +475,7 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
               and n <= GROW_LIMIT * meta.get("trained_for", 0))
     if usable and meta.get("version") == META_VERSION:
         old = {f: p for f, (p, _) in meta["parts"].items()}
-        if _covers(meta, store.model_id, _shard_sizes(store)) and all((folder / f).is_file() for f in _index_files(folder)):
+        if _in_force(meta, folder, store):
             return f"search: approximate ({meta['key']}), index current, {n:,} vectors"
         try:
             template = faiss.read_index(str(folder / meta["trained"]))
