@@ -59,7 +59,8 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     `save_every_s`: a save writes only the new shards) and at the end, also when stopped. So a
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
-    is "dask" with a scheduler address, else "auto". `search`: keep the approximate index
+    is "dask" with a scheduler address, else "auto". The approximate index's new parts are added
+    on this machine, in `n_jobs` processes (default one per core). `search`: keep the approximate index
     beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
     "approximate" or "exact". `prune`: drop the tracks of missing files even when most of the
     folder's are missing (else that is refused, as an unmounted disk looks the same). `files`,
@@ -97,7 +98,7 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
         if should_stop():
             return IndexResult(store, report, store_path, True, repaired=damaged)
 
-        how = update_index(store, search, on_progress=on_progress, should_stop=should_stop)
+        how = update_index(store, search, on_progress=on_progress, should_stop=should_stop, jobs=n_jobs)
         return IndexResult(store, report, store_path, should_stop(), how, damaged)
 
 

@@ -10,9 +10,10 @@ Stages, cached under ~/.cache/tagmatch/scale-cluster/ (a re-run goes on from the
   build    each group's store apart (replicate, quantize, Store.save); more groups can be added
            later, the ones built are kept
   index    the approximate index as `tagmatch index` keeps it: one template (cells and codebooks,
-           trained on group 0 for a store of --max-groups groups) and a part per shard (built on
-           2 processes), next to each group's store; then one store of all the groups' shards and
-           parts (hard links: a store folder names its files in its manifest and index JSON)
+           trained on group 0 for a store of --max-groups groups) and a part per shard (added on
+           --jobs processes: tagmatch.store.ann.write_parts), next to each group's store; then
+           one store of all the groups' shards and parts (hard links: a store folder names its
+           files in its manifest and index JSON)
   measure  for 1, 2, 4 ... groups (a store of the first G groups, hard links again): a
            LocalCluster of G one-thread workers, each holding one group (ClusterSearcher):
            opening, RSS per worker, search ms per 10 s fragment inside a worker and as the
@@ -94,20 +95,6 @@ def first_shards(store_path: Path, n_shards: int, out: Path) -> None:
     (out / MANIFEST).write_text(json.dumps(m, indent=1) + "\n")
 
 
-def _build_part(store_path: str, template_file: str, shard_file: str) -> str:
-    """One shard's index part, in a worker process (tagmatch.store.ann writes it)."""
-    import faiss
-
-    from tagmatch.store import ann
-    from tagmatch.store.folder import read_shards
-    from tagmatch.threads import one_compute_thread
-
-    one_compute_thread()
-    m, (shard,) = read_shards(Path(store_path), [shard_file])
-    template = faiss.read_index(str(Path(store_path) / template_file))
-    return ann._write_index(ann._part(template, shard, int(m["dim"])), Path(store_path), "part")
-
-
 def stage_template(root: Path, group0: Path, n_total: int, nlist: int | None) -> dict:
     """The trained cells and codebooks every group's parts share, as `tagmatch index` would train
     them for a store of `n_total` vectors, on a sample of group 0's vectors."""
@@ -130,22 +117,22 @@ def stage_template(root: Path, group0: Path, n_total: int, nlist: int | None) ->
 def stage_group_index(group: Path, root: Path, key: str, trained_for: int, jobs: int) -> dict:
     """One group's index parts (2 processes), committed next to the group's store with the shared
     template, as `tagmatch index` keeps them."""
-    from joblib import Parallel, delayed
+    import faiss
 
     from tagmatch.store import ann
-    from tagmatch.store.ann import default_probe
+    from tagmatch.store.ann import default_probe, write_parts
 
     store = Store.load(group)
     template_file = f"{ann.ANN_PREFIX}-trained-{root.name}.faiss"
     if not (group / template_file).exists():
         os.link(root / "template.faiss", group / template_file)
     t0 = time.perf_counter()
-    names = Parallel(n_jobs=jobs)(delayed(_build_part)(str(group), template_file, s.file) for s in store.shards)
+    parts = write_parts(store, faiss.read_index(str(group / template_file)), template_file, store.shards, jobs)
     add_s = time.perf_counter() - t0
     nprobe, refine = default_probe(trained_for)
     ann._commit(group, store, {"key": key, "nprobe": nprobe, "refine": refine, "trained_for": trained_for,
-                               "trained": template_file, "parts": dict(zip((s.file for s in store.shards), names))})
-    size = sum((group / f).stat().st_size for f in names)
+                               "trained": template_file, "parts": parts})
+    size = sum((group / f).stat().st_size for f in parts.values())
     return {"add_s": round(add_s, 1), "add_vectors_per_s": round(store.n_vectors / add_s), "parts_bytes": size}
 
 

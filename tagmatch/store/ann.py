@@ -154,11 +154,12 @@ class IVFPQSearch:
     @classmethod
     def build(cls, store: Store, nlist: int | None = None, pq: int | None = None, train_points: int = 40,
               nprobe: int | None = None, refine: int | None = None, seed: int = 0, log=None,
-              key: str | None = None, on_progress=None, should_stop=None) -> "IVFPQSearch | None":
+              key: str | None = None, on_progress=None, should_stop=None,
+              jobs: int | None = None) -> "IVFPQSearch | None":
         """Train an index over a saved store (every shard has its file), write its template and
         a part per shard, and hold it merged in memory; `save()` commits it. Returns None when
         `should_stop()` turned true between batches. `on_progress`: Progress events, counting
-        vectors. nprobe / refine default to `default_probe(n)`."""
+        vectors. nprobe / refine default to `default_probe(n)`; `jobs`: as `write_parts`."""
         import time
 
         import faiss
@@ -180,24 +181,20 @@ class IVFPQSearch:
         if log:
             log(f"{key}: trained on {n_train:,} vectors in {train_s:.0f} s")
         self = cls._filled(store, template, key, nprobe or probe[0], refine or probe[1], n, log,
-                           on_progress, should_stop)
+                           on_progress, should_stop, jobs)
         if self is not None:
             self.build_stats = {"train_vectors": n_train, "train_s": round(train_s, 1), **self.build_stats}
         return self
 
     @classmethod
     def _filled(cls, store: Store, template, key: str, nprobe: int, refine: int, trained_for: int,
-                log=None, on_progress=None, should_stop=None) -> "IVFPQSearch | None":
-        """A trained template filled with every shard of `store`: its file and the parts written,
-        the whole merged in memory (not committed: `save()`)."""
+                log=None, on_progress=None, should_stop=None, jobs: int | None = None) -> "IVFPQSearch | None":
+        """A trained template filled with every shard of `store`: its file and the parts written
+        (`write_parts`), then read back and merged in memory (not committed: `save()`)."""
         import time
-
-        import faiss
 
         folder = Path(store.folder)
         template_file = _write_index(template, folder, "trained", keep_quantizer=True)
-        index, parts = faiss.clone_index(template), {}
-        merger = _Merger(index)
         t0, done, n = time.perf_counter(), 0, store.n_vectors
 
         def added(count: int) -> None:
@@ -205,15 +202,13 @@ class IVFPQSearch:
             done += count
             if on_progress:
                 on_progress(Progress(STAGE, done, n, unit="vectors"))
-
-        for start, s in zip(store.shard_starts(), store.shards):
-            part = _part(template, s, store.dim, should_stop, added)
-            if part is None:
-                return None
-            parts[s.file] = _write_index(part, folder, "part")
-            merger.merge(part, int(start))
             if log:
                 log(f"{key}: added {done:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
+
+        parts = write_parts(store, template, template_file, store.shards, jobs, should_stop, added)
+        if parts is None:
+            return None
+        index = _merged(template, folder, store, parts)
         self = cls(store, index, key, nprobe=nprobe, refine=refine, trained_for=trained_for, parts=parts)
         self.template_file = template_file
         self.build_stats = {"add_s": round(time.perf_counter() - t0, 1)}
@@ -263,14 +258,8 @@ class IVFPQSearch:
         if not _covers(meta, store.model_id, _shard_sizes(store), whole=False):
             return None
         try:
-            index = faiss.read_index(str(folder / meta["trained"]))
-            quantizer = faiss.extract_index_ivf(index).quantizer
-            merger = _Merger(index)
-            for start, s in zip(store.shard_starts(), store.shards):
-                part = faiss.read_index(str(folder / meta["parts"][s.file][0]))
-                pivf = faiss.extract_index_ivf(part)  # its placeholder cells: the template's take their place
-                pivf.quantizer, pivf.own_fields = quantizer, False
-                merger.merge(part, int(start))
+            index = _merged(faiss.read_index(str(folder / meta["trained"])), folder, store,
+                            {s.file: meta["parts"][s.file][0] for s in store.shards})
         except (RuntimeError, KeyError, TypeError):  # missing or damaged: as if there were none
             return None
         self = cls(store, index, meta["key"], nprobe=meta["nprobe"], refine=meta["refine"],
@@ -332,6 +321,68 @@ def _part(template, shard, dim: int, should_stop=None, on_added=None):
         if on_added:
             on_added(len(v))
     return part
+
+
+def write_parts(store: Store, template, template_file: str, shards: list, jobs: int | None = None,
+                should_stop=None, on_added=None) -> dict[str, str] | None:
+    """Each of `shards` (saved shards of `store`) added to a copy of the trained `template` and
+    written into the store's folder: {shard file: part file}; None when stopped. Adding is the
+    cost of an index (each vector's cell and codes: ~50-60k vectors a second on one core), and
+    shards are independent, so with several shards they are added in `jobs` worker processes
+    (default: one per core), each reading its shard and `template_file` from the folder; a stop
+    then waits for the shards in flight (~30 s each at 2M vectors on one core). `on_added(n)`:
+    n more vectors added (per batch in this process, per shard in workers)."""
+    from tagmatch.store.parallel import ordered_map, usable_cores
+
+    folder, parts = Path(store.folder), {}
+    jobs = min(jobs or usable_cores(), len(shards))
+    if jobs <= 1:
+        for s in shards:
+            part = _part(template, s, store.dim, should_stop, on_added)
+            if part is None:
+                return None
+            parts[s.file] = _write_index(part, folder, "part")
+        return parts
+    results = ordered_map(_part_in_worker, [(str(folder), template_file, s.file) for s in shards], "joblib", jobs)
+    try:
+        for i, name in results:
+            parts[shards[i].file] = name
+            if on_added:
+                on_added(len(shards[i].time))
+            if should_stop and should_stop() and len(parts) < len(shards):
+                return None  # the parts written so far are removed at the next commit
+    finally:
+        results.close()
+    return parts
+
+
+def _part_in_worker(folder: str, template_file: str, shard_file: str) -> str:
+    """One saved shard's part, added and written in a worker process (`write_parts`)."""
+    import faiss
+
+    from tagmatch.store.folder import read_shards
+    from tagmatch.store.parallel import ignore_sigint
+
+    ignore_sigint()
+    faiss.omp_set_num_threads(1)  # one worker per core
+    m, (shard,) = read_shards(Path(folder), [shard_file])
+    template = faiss.read_index(str(Path(folder) / template_file))
+    return _write_index(_part(template, shard, int(m["dim"])), Path(folder), "part")
+
+
+def _merged(template, folder: Path, store: Store, parts: dict[str, str]):
+    """The template with the saved parts of `store`'s shards (`parts`: shard file -> part file)
+    merged in, each shard's ids moved by its first vector number in `store`."""
+    import faiss
+
+    quantizer = faiss.extract_index_ivf(template).quantizer
+    merger = _Merger(template)
+    for start, s in zip(store.shard_starts(), store.shards):
+        part = faiss.read_index(str(folder / parts[s.file]))
+        pivf = faiss.extract_index_ivf(part)  # its placeholder cells: the template's take their place
+        pivf.quantizer, pivf.own_fields = quantizer, False
+        merger.merge(part, int(start))
+    return template
 
 
 def _write_index(index, folder: Path, kind: str, keep_quantizer: bool = False) -> str:
@@ -445,7 +496,8 @@ def describe_search(store: Store, searcher=None) -> str:
     return "exact"
 
 
-def update_index(store: Store, search: str = "auto", *, on_progress=None, should_stop=None) -> str:
+def update_index(store: Store, search: str = "auto", *, on_progress=None, should_stop=None,
+                 jobs: int | None = None) -> str:
     """Keep the approximate index next to a saved store in step with it; says what it did, in
     one line. `search`: "auto" keeps an index once the store passes EXACT_MAX_VECTORS (or when
     one is there already), "approximate" always (from MIN_INDEX_VECTORS), "exact" removes it.
@@ -454,7 +506,7 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
     the parts of shards gone are dropped, new shards get theirs; nothing else is read or written.
     The cells are trained again only when the store has grown GROW_LIMIT times past what they were
     trained for. An index of the older one-file format keeps its trained cells: the parts are
-    made from it."""
+    made from it. `jobs`: worker processes adding new shards (`write_parts`; default one per core)."""
     import time
 
     import faiss
@@ -494,11 +546,10 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
                 if on_progress:
                     on_progress(Progress(STAGE, added, total, unit="vectors"))
 
-            for s in new:
-                part = _part(template, s, store.dim, should_stop, count)
-                if part is None:
-                    return "search: exact for now (updating the approximate index was stopped; `tagmatch index` goes on)"
-                parts[s.file] = _write_index(part, folder, "part")
+            made = write_parts(store, template, meta["trained"], new, jobs, should_stop, count)
+            if made is None:
+                return "search: exact for now (updating the approximate index was stopped; `tagmatch index` goes on)"
+            parts.update(made)
             _commit(folder, store, {**{k: meta[k] for k in ("key", "nprobe", "refine", "trained_for", "trained")},
                                     "parts": parts})
             return (f"search: approximate ({meta['key']}), index updated: +{added:,} -{removed:,} vectors "
@@ -512,12 +563,13 @@ def update_index(store: Store, search: str = "auto", *, on_progress=None, should
             template = None
         if template is not None:
             ann = IVFPQSearch._filled(store, template, meta["key"], meta["nprobe"], meta["refine"],
-                                      meta["trained_for"], on_progress=on_progress, should_stop=should_stop)
+                                      meta["trained_for"], on_progress=on_progress, should_stop=should_stop,
+                                      jobs=jobs)
             if ann is not None:
                 ann.save()
                 return (f"search: approximate ({ann.key}), index rewritten in parts in "
                         f"{time.perf_counter() - t0:.0f} s, {n:,} vectors")
-    ann = IVFPQSearch.build(store, on_progress=on_progress, should_stop=should_stop)
+    ann = IVFPQSearch.build(store, on_progress=on_progress, should_stop=should_stop, jobs=jobs)
     if ann is None:
         if meta is not None:  # the old index no longer fits the store: exact until the next run
             (folder / ANN_META).unlink()

@@ -85,8 +85,12 @@ def resolve_backend(backend: str, n_files: int) -> str:
     thread, which has to share the interpreter); fewer files are not worth the workers' start."""
     if backend != "auto":
         return backend
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return "joblib" if n_files >= AUTO_MIN_FILES and cores > 1 else "local"
+    return "joblib" if n_files >= AUTO_MIN_FILES and usable_cores() > 1 else "local"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check_backend(backend: str, n_jobs: int | None) -> None:

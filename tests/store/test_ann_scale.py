@@ -139,6 +139,61 @@ def test_update_index_follows_the_store_shard_by_shard(synthetic, tmp_path):
     assert isinstance(searcher_for(Store.load(path)), Store)
 
 
+def _store_in_shards(walk, tracks, per_shard, path):
+    """A saved store of `tracks` in shards of `per_shard` tracks (a save makes one shard of what it
+    adds, merged with small neighbours: built here shard by shard instead)."""
+    from tagmatch.store.shards import Shard
+
+    tracks = list(tracks)
+    shards = [Shard(quantize(walk[tracks[a : a + per_shard]].reshape(-1, DIM), DIM),
+                    np.repeat(np.arange(len(tracks[a : a + per_shard])), PER_TRACK),
+                    np.tile(np.arange(PER_TRACK, dtype=np.float32) * 0.25, len(tracks[a : a + per_shard])),
+                    len(tracks[a : a + per_shard])) for a in range(0, len(tracks), per_shard)]
+    Store(FeatureConfig(), "m-test", DIM, shards=shards,
+          tracks=[TrackInfo(f"/t{t}.flac", {}, PER_TRACK / 4, 1, 1) for t in tracks]).save(path)
+    return Store.load(path)
+
+
+def test_parts_added_in_worker_processes_are_those_added_here(synthetic, tmp_path):
+    """Shards are added in 2 processes (`jobs`), or one after another here: the same index,
+    byte for byte, and the same answers; a stop between shards leaves exact search."""
+    _, _, walk, _ = synthetic
+    stores = {jobs: _store_in_shards(walk, range(12), 4, tmp_path / f"jobs{jobs}") for jobs in (1, 2)}
+    assert len(stores[2].shards) == 3
+    assert "index built" in update_index(stores[1], "approximate", jobs=1)
+    assert "index built" in update_index(stores[2], "approximate", jobs=2)
+    anns = {jobs: IVFPQSearch.load(Store.load(tmp_path / f"jobs{jobs}")) for jobs in (1, 2)}
+    for s1, s2 in zip(stores[1].shards, stores[2].shards):  # same tracks, same shard contents
+        assert ((tmp_path / "jobs1" / anns[1].parts[s1.file]).read_bytes()
+                == (tmp_path / "jobs2" / anns[2].parts[s2.file]).read_bytes())
+    q = np.concatenate([_query(walk, t, 40, np.random.default_rng(t))[0] for t in (0, 5, 11)])
+    (i1, s1), (i2, s2) = anns[1].search(q, 10), anns[2].search(q, 10)
+    assert np.array_equal(i1, i2) and np.array_equal(s1, s2)
+    # new shards of a store that has its index: added in workers, the old parts kept
+    store = _store_in_shards(walk, range(12), 4, tmp_path / "grown")
+    update_index(store, "approximate", jobs=2)
+    kept = dict(IVFPQSearch.load(Store.load(tmp_path / "grown")).parts)
+    for t in (12, 13):
+        store.add_track(TrackInfo(f"/t{t}.flac", {}, PER_TRACK / 4, 1, 1), quantize(walk[t], DIM),
+                        np.arange(PER_TRACK, dtype=np.float32) * 0.25)
+        store.save(tmp_path / "grown")
+    assert len(store.shards) == 5  # a shard per save: two new ones, added in two processes
+    assert "index updated: +800 -0 vectors" in update_index(store, "auto", jobs=2)
+    ann = IVFPQSearch.load(Store.load(tmp_path / "grown"))
+    assert {f: p for f, p in ann.parts.items() if f in kept} == kept
+    assert np.mean(_top_tracks(ann, Store.load(tmp_path / "grown"), walk, 13, np.random.default_rng(6)) == 13) >= 0.9
+    # stopped after the first shard came back
+    path = tmp_path / "stopped"
+    _store_in_shards(walk, range(12), 4, path)
+    msg = update_index(Store.load(path), "approximate", jobs=2,
+                       should_stop=lambda: any(path.glob("ann-ivfpq-part-*")))
+    assert msg.startswith("search: exact for now")
+    assert isinstance(searcher_for(Store.load(path)), Store)
+    assert "index built" in update_index(Store.load(path), "approximate", jobs=2)  # the next run builds it
+    ann = IVFPQSearch.load(Store.load(path))
+    assert sorted(p.name for p in path.glob("ann-ivfpq*")) == sorted([ANN_META, ann.template_file, *ann.parts.values()])
+
+
 def test_update_index_retrains_a_store_that_grew_past_its_cells(synthetic, tmp_path, monkeypatch):
     _, _, walk, _ = synthetic
     path = tmp_path / "store"
