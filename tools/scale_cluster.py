@@ -162,8 +162,9 @@ def _time_group_searches(frags: list[np.ndarray], k: int) -> dict:
 
 
 def stage_measure(store_path: Path, n_groups: int, group_shards: list[int], n_agree: int, n_frag: int,
-                  model, qs: list[dict]) -> dict:
-    """G groups on a LocalCluster of G workers (see the module docstring)."""
+                  model, qs: list[dict], on_timed=None) -> dict:
+    """G groups on a LocalCluster of G workers (see the module docstring). `on_timed(res)`: the
+    figures so far, before the agreement with exact search (its reference takes longest)."""
     import distributed
 
     from tagmatch.match.config import MatchConfig
@@ -217,6 +218,8 @@ def stage_measure(store_path: Path, n_groups: int, group_shards: list[int], n_ag
         res["rss_per_worker_after_search_mb"] = sorted(round(rss[w] - rss0[w]) for w in rss)
         anon = client.run(_rss_mb, "RssAnon")
         res["anon_per_worker_after_search_mb"] = sorted(round(v) for v in anon.values())
+        if on_timed:
+            on_timed(dict(res, load=[round(v, 2) for v in os.getloadavg()]))
         sub = qs[:n_agree]
         ref = _exact(store_path, store, groups, sub, k)
         bounds = np.cumsum([0] + [len(q["vectors"]) for q in sub])
@@ -352,8 +355,13 @@ def main(argv=None) -> int:
         qs = query_set(model, base_store(model, bench=True), args.agree)
         for g in counts:
             log(f"measuring {g} group(s)")
+            def timed(res: dict, g: int = g) -> None:
+                r.setdefault("measure", {})[str(g)] = res
+                log(f"{g} group(s) before the agreement: {json.dumps(res)}")
+                save_json(results_path, results)
+
             r.setdefault("measure", {})[str(g)] = stage_measure(store_path, g, r["group_shards"], args.agree,
-                                                               args.fragments, model, qs)
+                                                               args.fragments, model, qs, timed)
             log(json.dumps(r["measure"][str(g)]))
             save_json(results_path, results)
     if "update" in args.stages:
