@@ -60,8 +60,8 @@ def index_job(ref_dir: Path, store_path: Path, model_path: Path | None = None, *
     Ctrl-C loses nothing, a kill at most the last few seconds, and a re-run goes on from there.
     `backend`, `n_jobs`, `scheduler`: where files are embedded (index.index_library); backend None
     is "dask" with a scheduler address, else "auto". The approximate index's new parts are added
-    on this machine, in `n_jobs` processes (default one per core). `search`: keep the approximate index
-    beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
+    on this machine, in `n_jobs` processes (default one per core). `search`: keep the approximate
+    index beside the store up to date (tagmatch.store.ann.update_index): "auto" (for big stores),
     "approximate" or "exact". `prune`: drop the tracks of missing files even when most of the
     folder's are missing (else that is refused, as an unmounted disk looks the same). `files`,
     `remove_missing`: a listing of `ref_dir`'s files from elsewhere (index.index_library)."""

@@ -115,7 +115,7 @@ def stage_template(root: Path, group0: Path, n_total: int, nlist: int | None) ->
 
 
 def stage_group_index(group: Path, root: Path, key: str, trained_for: int, jobs: int) -> dict:
-    """One group's index parts (2 processes), committed next to the group's store with the shared
+    """One group's index parts (`jobs` processes), committed next to the group's store with the shared
     template, as `tagmatch index` keeps them."""
     import faiss
 
